@@ -1,0 +1,5 @@
+import sys
+
+from ftchat.cli import main
+
+sys.exit(main())

@@ -1,0 +1,269 @@
+"""Chat with bases and tuned runs, side by side.
+
+One copy of a base's weights serves every LoRA run trained on it: the adapters are loaded into one PeftModel and a
+single batched `generate` gives each row its own adapter (`adapter_names`, "__base__" for the plain base). Runs that
+cannot share the base this way (full, layer-wise, prompt tuning) get a model object of their own.
+"""
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from ftchat import models, runs
+
+BASE_PREFIX = "base:"
+
+
+class ChatError(RuntimeError):
+    """The chat cannot run as asked; the message says why and what to do."""
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 0.9
+    repetition_penalty: float = 1.1
+
+    def kwargs(self, tokenizer) -> dict:
+        out = dict(max_new_tokens=int(self.max_new_tokens), repetition_penalty=self.repetition_penalty,
+                   pad_token_id=tokenizer.pad_token_id)
+        if self.temperature and self.temperature > 0:
+            out.update(do_sample=True, temperature=float(self.temperature), top_p=float(self.top_p))
+        else:
+            out.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return out
+
+
+def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[str]:
+    if not tokenizer.chat_template:
+        raise ChatError(
+            f"{tokenizer.name_or_path} has no chat template, so it cannot tell user from assistant turns. "
+            "Use an instruction-tuned model, or add a chat_template to its tokenizer_config.json."
+        )
+    return [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
+
+
+def _stop_ids(model, tokenizer) -> set[int]:
+    ids = model.generation_config.eos_token_id
+    ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+class RowStreamer:
+    """A transformers streamer for a batch: decodes each row as tokens arrive and reports the growing texts."""
+
+    def __init__(self, tokenizer, stop_ids: set[int], on_text):
+        self.tokenizer = tokenizer
+        self.stop_ids = stop_ids
+        self.on_text = on_text  # called with (row, text_so_far)
+        self.prompt_seen = False
+        self.tokens: list[list[int]] = []
+        self.done: list[bool] = []
+
+    def put(self, value):
+        if not self.prompt_seen:  # generate first passes the prompt
+            self.prompt_seen = True
+            return
+        ids = value.reshape(-1).tolist()
+        if not self.tokens:
+            self.tokens = [[] for _ in ids]
+            self.done = [False] * len(ids)
+        for row, token in enumerate(ids):
+            if self.done[row]:
+                continue
+            if token in self.stop_ids:
+                self.done[row] = True
+                continue
+            self.tokens[row].append(token)
+            self.on_text(row, self.tokenizer.decode(self.tokens[row], skip_special_tokens=True))
+
+    def end(self):
+        pass
+
+
+def generate_batch(model, tokenizer, conversations, settings: GenerationSettings | None = None, adapter_names=None,
+                   max_new_tokens: int | None = None, on_text=None) -> list[str]:
+    """Answer each conversation (a list of messages) in one batched generate; returns the replies."""
+    import torch
+
+    settings = settings or GenerationSettings()
+    if max_new_tokens is not None:
+        settings = GenerationSettings(**{**settings.__dict__, "max_new_tokens": max_new_tokens})
+    prompts = render_prompts(tokenizer, conversations)
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # generation continues from the right edge of every row
+    try:
+        inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    finally:
+        tokenizer.padding_side = side
+    texts = [""] * len(prompts)
+
+    def record(row, text):
+        texts[row] = text
+        if on_text:
+            on_text(row, text)
+
+    streamer = RowStreamer(tokenizer, _stop_ids(model, tokenizer), record)
+    extra = {"adapter_names": adapter_names} if adapter_names is not None else {}
+    with torch.inference_mode():
+        model.generate(**inputs, **settings.kwargs(tokenizer), streamer=streamer, **extra)
+    return texts
+
+
+@dataclass
+class _Loaded:
+    model: object
+    tokenizer: object
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    adapters: dict = field(default_factory=dict)  # run path -> adapter name
+
+
+class ChatEngine:
+    """Keeps loaded models and answers several panes at once."""
+
+    def __init__(self, runs_root: str | Path = "runs", precision: str = "auto", default_base: str = models.DEFAULT_BASE):
+        self.runs_root = Path(runs_root)
+        self.precision = precision
+        self.default_base = default_base
+        self._loaded: dict[str, _Loaded] = {}
+        self._lock = threading.Lock()
+
+    # -- what can be picked -------------------------------------------------------------------------------------
+    def choices(self) -> list[tuple[str, str]]:
+        """(label, value) pairs: each base in use, then every finished run (newest first)."""
+        finished = [r for r in runs.list_runs(self.runs_root) if r.state == "done"]
+        bases = [self.default_base] + [r.config.get("base") for r in finished]
+        seen, out = set(), []
+        for base in bases:
+            if base and base not in seen:
+                seen.add(base)
+                out.append((f"base · {models.describe_base(base)}", BASE_PREFIX + base))
+        for run in finished:
+            cfg = run.config
+            out.append((f"{run.name} · {cfg.get('method')}/{cfg.get('adapter')}", str(run.path)))
+        return out
+
+    def base_of(self, choice: str) -> str:
+        if choice.startswith(BASE_PREFIX):
+            return choice[len(BASE_PREFIX):]
+        run = runs.load_run(choice)
+        if run.state != "done":
+            raise ChatError(f"{choice} is not a finished run (state: {run.state}).")
+        return run.config.get("base") or self.default_base
+
+    # -- loading ------------------------------------------------------------------------------------------------
+    def _load(self, key: str, source) -> _Loaded:
+        with self._lock:
+            if key not in self._loaded:
+                tokenizer = models.load_tokenizer(source)
+                model = models.load_model(source, precision=self.precision)
+                model.eval()
+                self._loaded[key] = _Loaded(model, tokenizer)
+            return self._loaded[key]
+
+    def _resolve(self, choice: str) -> tuple[_Loaded, str | None]:
+        """The loaded model that answers for a choice and the adapter name to use (None: no adapter)."""
+        base = self.base_of(choice)
+        if choice.startswith(BASE_PREFIX):
+            loaded = self._load("base::" + base, base)
+            return loaded, "__base__" if loaded.adapters else None
+        weights = runs.weights_dir(choice)
+        adapter_type = _adapter_type(weights)
+        if adapter_type is None:  # full or layer-wise run: a whole model of its own
+            return self._load("model::" + str(weights), weights), None
+        if adapter_type != "LORA":  # prompt tuning cannot share a batch with LoRA rows
+            loaded = self._load("prompt::" + str(weights), base)
+            with loaded.lock:
+                if not loaded.adapters:
+                    from peft import PeftModel
+
+                    loaded.model = PeftModel.from_pretrained(loaded.model, weights, adapter_name="tuned")
+                    loaded.adapters[str(weights)] = "tuned"
+            return loaded, None
+        loaded = self._load("base::" + base, base)
+        with loaded.lock:
+            name = loaded.adapters.get(str(weights))
+            if name is None:
+                from peft import PeftModel
+
+                name = "run_" + hashlib.sha1(str(Path(weights).resolve()).encode()).hexdigest()[:10]
+                if loaded.adapters:
+                    loaded.model.load_adapter(str(weights), adapter_name=name)
+                else:
+                    loaded.model = PeftModel.from_pretrained(loaded.model, str(weights), adapter_name=name)
+                loaded.model.eval()
+                loaded.adapters[str(weights)] = name
+        return loaded, name
+
+    # -- answering ----------------------------------------------------------------------------------------------
+    def stream(self, requests: list[tuple[str, list[dict]]], settings: GenerationSettings | None = None
+               ) -> Iterator[list[str]]:
+        """Answer (choice, conversation) pairs at once; yields the list of growing replies as tokens arrive.
+
+        Requests that share a loaded model run as one batched generate; different models run in parallel threads.
+        """
+        settings = settings or GenerationSettings()
+        resolved = [self._resolve(choice) for choice, _ in requests]
+        groups: dict[int, list[int]] = {}
+        for index, (loaded, _) in enumerate(resolved):
+            groups.setdefault(id(loaded), []).append(index)
+        texts = [""] * len(requests)
+        events: queue.Queue = queue.Queue()
+
+        def work(indices: list[int]):
+            loaded = resolved[indices[0]][0]
+            names = [resolved[i][1] for i in indices]
+            adapter_names = names if any(n is not None for n in names) else None
+            if adapter_names is not None:
+                adapter_names = [n or "__base__" for n in adapter_names]
+            try:
+                with loaded.lock:
+                    generate_batch(
+                        loaded.model, loaded.tokenizer, [requests[i][1] for i in indices], settings,
+                        adapter_names=adapter_names,
+                        on_text=lambda row, text: (texts.__setitem__(indices[row], text), events.put("tick")),
+                    )
+                events.put(("done", None))
+            except Exception as exc:  # surfaced in the caller's thread
+                events.put(("done", exc))
+
+        threads = [threading.Thread(target=work, args=(idx,), daemon=True) for idx in groups.values()]
+        for thread in threads:
+            thread.start()
+        remaining, error = len(threads), None
+        while remaining:
+            event = events.get()
+            if isinstance(event, tuple):
+                remaining -= 1
+                error = error or event[1]
+            yield list(texts)
+        if error is not None:
+            raise error
+
+    def answer(self, requests: list[tuple[str, list[dict]]], settings: GenerationSettings | None = None) -> list[str]:
+        final = [""] * len(requests)
+        for final in self.stream(requests, settings):
+            pass
+        return final
+
+
+def _adapter_type(weights: Path) -> str | None:
+    import json
+
+    config = Path(weights) / "adapter_config.json"
+    if not config.exists():
+        return None
+    return json.loads(config.read_text()).get("peft_type")
+
+
+def with_system(messages: list[dict], system: str | None) -> list[dict]:
+    if system and system.strip():
+        return [{"role": "system", "content": system.strip()}] + [m for m in messages if m["role"] != "system"]
+    return messages

@@ -1,0 +1,135 @@
+"""The command line: `python -m ftchat {data check, train, chat, export, runs}`."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from ftchat.config import ConfigError, add_run_arguments, config_from_args
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ftchat", description="Fine-tune and chat with small LLMs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="inspect training data").add_subparsers(dest="data_command", required=True)
+    check = data.add_parser("check", help="detect the format of files, normalize and report problems")
+    check.add_argument("files", nargs="+")
+    check.add_argument("--json", action="store_true", help="one JSON object per file")
+    check.add_argument("--base", default=None, help="tokenizer for token statistics (default: the bundled model)")
+    check.add_argument("--max-tokens", type=int, default=2048, help="rows longer than this are skipped")
+
+    train = commands.add_parser("train", help="train a run (from a YAML config and/or flags)")
+    train.add_argument("config", nargs="?", help="a RunConfig YAML file; flags override its values")
+    train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    add_run_arguments(train)
+
+    chat = commands.add_parser("chat", help="answer a prompt with the base and the tuned model")
+    chat.add_argument("--run", required=True)
+    chat.add_argument("--prompt", required=True)
+    chat.add_argument("--system", default=None)
+    chat.add_argument("--json", action="store_true")
+    chat.add_argument("--max-new-tokens", type=int, default=128)
+    chat.add_argument("--temperature", type=float, default=0.0)
+
+    export = commands.add_parser("export", help="write a merged safetensors model")
+    export.add_argument("--run", required=True)
+    export.add_argument("--merged", required=True, help="output folder")
+
+    listing = commands.add_parser("runs", help="list runs")
+    listing.add_argument("--root", default="runs")
+    return parser
+
+
+def cmd_data_check(args) -> int:
+    from ftchat.data import check_files
+
+    tokenizer = None
+    if not args.json:
+        from ftchat.models import ModelError, load_tokenizer
+
+        try:
+            tokenizer = load_tokenizer(args.base)
+        except ModelError as exc:
+            print(f"(token statistics unavailable: {exc})", file=sys.stderr)
+    return check_files(args.files, as_json=args.json, tokenizer=tokenizer, max_tokens=args.max_tokens)
+
+
+def cmd_train(args) -> int:
+    from ftchat.train import run_training
+
+    config = config_from_args(args)
+    status = run_training(config, resume=args.resume)
+    state = status.get("state")
+    summary = status.get("summary") or {}
+    if state == "done":
+        print(f"done: {config.out} — {summary.get('steps')} steps in {summary.get('runtime_s')} s "
+              f"({summary.get('s_per_step')} s/step), loss {summary.get('first_loss')} → {summary.get('final_loss')}, "
+              f"eval loss {summary.get('eval_loss')}, peak memory {summary.get('peak_memory_mb')} MB")
+    elif state == "cancelled":
+        print(f"cancelled: {config.out} (resume with --resume)")
+    return 0
+
+
+def cmd_chat(args) -> int:
+    from ftchat.chat import BASE_PREFIX, ChatEngine, GenerationSettings, with_system
+
+    engine = ChatEngine(runs_root=os.path.dirname(os.path.abspath(args.run)))
+    base = engine.base_of(args.run)
+    messages = with_system([{"role": "user", "content": args.prompt}], args.system)
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+    base_reply, tuned_reply = engine.answer([(BASE_PREFIX + base, messages), (args.run, messages)], settings)
+    if args.json:
+        print(json.dumps({"base": base_reply, "tuned": tuned_reply}, ensure_ascii=False))
+    else:
+        print(f"base : {base_reply}\ntuned: {tuned_reply}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from ftchat.export import export_merged
+
+    print(export_merged(args.run, args.merged))
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from ftchat.runs import list_runs
+
+    for run in list_runs(args.root):
+        s = run.summary
+        print(f"{run.name:30} {run.state:9} {run.config.get('method', '?')}/{run.config.get('adapter', '?'):6} "
+              f"loss {s.get('final_loss')} eval {s.get('eval_loss')} {run.error or ''}")
+    return 0
+
+
+COMMANDS = {"data": cmd_data_check, "train": cmd_train, "chat": cmd_chat, "export": cmd_export, "runs": cmd_runs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    from ftchat.chat import ChatError
+    from ftchat.export import ExportError
+    from ftchat.models import ModelError
+
+    known = (ConfigError, ModelError, ChatError, ExportError)
+    try:
+        from ftchat.data import DataError
+
+        known += (DataError,)
+    except ImportError:
+        pass
+    try:
+        return COMMANDS[args.command](args)
+    except known as exc:  # the user's mistake: one clear sentence, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

