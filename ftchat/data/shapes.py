@@ -1,0 +1,86 @@
+"""The data shapes ftchat trains on. Every format converter in ftchat.data ends in one of these.
+
+The names follow TRL's dataset formats; each normalized row holds exactly the listed columns.
+
+- ``messages`` (SFT, conversational)::
+
+      {"messages": [{"role": "system" | "user" | "assistant", "content": str}, ...]}
+
+  At least one assistant turn; no message has empty content.
+
+- ``prompt_completion`` (SFT, raw strings)::
+
+      {"prompt": str, "completion": str}
+
+  ``load_dataset`` turns these into ``messages`` (see ``to_messages``) so SFT sees conversations.
+
+- ``preference`` (DPO and friends, conversational)::
+
+      {"prompt": [message, ...],                          # ends with a user turn
+       "chosen": [{"role": "assistant", "content": str}],
+       "rejected": [{"role": "assistant", "content": str}]}
+
+- ``unpaired_preference`` (KTO, conversational)::
+
+      {"prompt": [message, ...], "completion": [{"role": "assistant", "content": str}], "label": bool}
+
+- ``text`` (continued pre-training)::
+
+      {"text": str}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SHAPES = ("messages", "prompt_completion", "preference", "unpaired_preference", "text")
+ROLES = ("system", "user", "assistant")
+
+
+class DataError(ValueError):
+    """A training file or set of files cannot be used; the message is one sentence naming the file."""
+
+
+class RowError(ValueError):
+    """One row cannot be used; the message is the reason shown next to its line number."""
+
+
+@dataclass
+class Skipped:
+    line: int
+    reason: str
+
+
+@dataclass
+class LoadedFile:
+    """What loading one file produced: normalized rows, the rows skipped and why, or an error."""
+
+    file: str
+    format: str | None = None
+    shape: str | None = None
+    rows: list[dict] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.rows)
+
+    @property
+    def examples(self) -> int:
+        return len(self.rows)
+
+    def to_json(self) -> dict:
+        return {
+            "file": self.file,
+            "ok": self.ok,
+            "format": self.format,
+            "shape": self.shape,
+            "examples": self.examples,
+            "skipped": [{"line": s.line, "reason": s.reason} for s in self.skipped],
+            "error": self.error,
+        }
+
+
+def message(role: str, content: str) -> dict:
+    return {"role": role, "content": content}
