@@ -204,6 +204,14 @@ def test_markdown_is_chunked_by_tokens_keeping_paragraphs(tmp_path, tokenizer):
     assert "\n\n".join(r["text"] for r in report.rows) == text.strip()
 
 
+def test_markdown_headings_stay_with_the_paragraph_after_them(tokenizer):
+    sections = [f"## Section {i}\n\n" + " ".join(["Bees make honey in the hive."] * 6) for i in range(12)]
+    chunks = chunk_text("\n\n".join(sections), tokenizer, chunk_tokens=100)
+    assert len(chunks) > 3
+    for chunk in chunks:
+        assert not chunk.split("\n\n")[-1].startswith("#"), chunk
+
+
 def test_long_paragraph_is_cut_at_words_within_the_budget(tokenizer):
     text = " ".join(["Every Quorvane device has a seven-year warranty."] * 40)
     chunks = chunk_text(text, tokenizer, chunk_tokens=32)
@@ -258,6 +266,11 @@ def test_utf16_csv_from_a_spreadsheet(tmp_path):
     assert report.rows == [{"messages": [u("Where?"), a("Tromsø.")]}]
 
 
+def test_excel_utf8_csv_with_bom(tmp_path):
+    report = loaded(tmp_path, "export.csv", "\ufeffPrompt,Response\r\nWhere?,Tromsø.\r\n".encode("utf-8"))
+    assert report.rows == [{"messages": [u("Where?"), a("Tromsø.")]}]
+
+
 def test_json_array_saved_as_jsonl_and_jsonl_saved_as_json(tmp_path):
     as_array = loaded(tmp_path, "array.jsonl", json.dumps([ROW, ROW], indent=2))
     as_lines = loaded(tmp_path, "lines.json", jsonl([ROW, ROW, ROW]))
@@ -273,7 +286,23 @@ def test_majority_vote_picks_the_format_and_skips_the_odd_row(tmp_path):
     report = loaded(tmp_path, "mixed.jsonl", jsonl(rows))
     assert (report.format, report.examples) == ("openai", 3)
     assert [s.line for s in report.skipped] == [3]
-    assert "'alpaca'" in report.skipped[0].reason and "'openai'" in report.skipped[0].reason
+    assert report.skipped[0].reason == (
+        "missing field 'messages' (the row looks like 'alpaca', but this file is 'openai')")
+
+
+def test_a_row_of_another_format_is_skipped_even_when_it_would_fit(tmp_path):
+    rows = [{"prompt": "p", "completion": "c"}] * 2 + [{"prompt": "p", "completion": "c", "label": True}]
+    report = loaded(tmp_path, "pc.jsonl", jsonl(rows))
+    assert (report.format, report.examples) == ("prompt_completion", 2)
+    assert report.skipped[0].line == 3
+    assert report.skipped[0].reason.startswith("the row looks like 'kto'")
+
+
+def test_a_kto_row_without_label_says_so(tmp_path):
+    rows = [{"prompt": "p", "completion": "c", "label": True}] * 2 + [{"prompt": "p", "completion": "c"}]
+    report = loaded(tmp_path, "kto.jsonl", jsonl(rows))
+    assert report.skipped[0].reason == (
+        "missing field 'label' (the row looks like 'prompt_completion', but this file is 'kto')")
 
 
 # ---- several files ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import re
 from .shapes import DataError
 
 CHARS_PER_TOKEN = 4  # the rough rule used when no tokenizer is given
+JOIN_MARGIN = 8
 
 
 def token_counter(tokenizer):
@@ -36,16 +37,29 @@ def chunk_text(text: str, tokenizer=None, chunk_tokens: int = 512) -> list[str]:
     separator = count("\n\n") if tokenizer is not None else 1
     chunks, current, size = [], [], 0
     for piece, n in pieces:
-        if current and size + separator + n > chunk_tokens:
-            chunks.append("\n\n".join(current))
-            current, size = [], 0
-        size += (separator if current else 0) + n
+        if current:
+            size += separator + n
+            # Tokens merge differently across a join, so near the limit count the real text.
+            if size > chunk_tokens - JOIN_MARGIN and tokenizer is not None:
+                size = count("\n\n".join(current + [piece]))
+            if size > chunk_tokens:
+                # A Markdown heading goes with the paragraph after it, when both fit.
+                heading = current[-1] if len(current) > 1 and current[-1].startswith("#") else None
+                with_heading = count(f"{heading}\n\n{piece}") if heading else None
+                if heading and with_heading <= chunk_tokens:
+                    chunks.append("\n\n".join(current[:-1]))
+                    current, size = [heading], with_heading
+                else:
+                    chunks.append("\n\n".join(current))
+                    current, size = [], n
+        else:
+            size = n
         current.append(piece)
     if current:
         chunks.append("\n\n".join(current))
     if tokenizer is None:
         return chunks
-    # Tokens can merge across a paragraph join, so check the real count once.
+    # A safety net: no chunk leaves here over the budget.
     exact = []
     for chunk in chunks:
         exact.extend([chunk] if count(chunk) <= chunk_tokens else split_long(chunk, tokenizer, chunk_tokens))

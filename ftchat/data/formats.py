@@ -81,9 +81,16 @@ def normalizer_for(fmt: str):
 
     def checked(record: dict) -> dict:
         guess = guess_format(record)
-        if guess and guess != fmt and FAMILY.get(guess, guess) != FAMILY.get(fmt, fmt):
-            raise RowError(f"fields {sorted(record)[:8]} look like '{guess}', but this file is '{fmt}'")
-        return normalize(record)
+        other = guess is not None and FAMILY.get(guess, guess) != FAMILY.get(fmt, fmt)
+        try:
+            row = normalize(record)
+        except RowError as e:
+            if other:
+                raise RowError(f"{e} (the row looks like '{guess}', but this file is '{fmt}')") from None
+            raise
+        if other:  # it happened to normalize, but a row of another format would lose fields
+            raise RowError(f"the row looks like '{guess}' (fields {sorted(record)[:8]}), but this file is '{fmt}'")
+        return row
 
     return checked
 
