@@ -18,6 +18,7 @@ def load_file(path, tokenizer=None, max_tokens: int = 2048, chunk_tokens: int = 
     (the whole file) or `skipped` (one row each)."""
     report = LoadedFile(file=str(path))
     name = readers.display_name(path)
+    chunk_tokens = min(chunk_tokens, max_tokens)
     try:
         kind = readers.file_kind(path)
         if kind in ("document", "pdf"):

@@ -38,7 +38,10 @@ ROLES = ("system", "user", "assistant")
 
 
 class DataError(ValueError):
-    """A training file or set of files cannot be used; the message is one sentence naming the file."""
+    """A training file or set of files cannot be used; the message is one sentence naming the file.
+    load_dataset sets `reports` to the per-file LoadedFile reports when it has them."""
+
+    reports: list | None = None
 
 
 class RowError(ValueError):
