@@ -154,8 +154,8 @@ class ChatEngine:
         if choice.startswith(BASE_PREFIX):
             return choice[len(BASE_PREFIX):]
         run = runs.load_run(choice)
-        if run.state != "done":
-            raise ChatError(f"{choice} is not a finished run (state: {run.state}).")
+        if not runs.weights_dir(choice).exists():  # saved weights, not the state: comparisons run before "done"
+            raise ChatError(f"{choice} has no trained weights yet (state: {run.state}).")
         return run.config.get("base") or self.default_base
 
     # -- loading ------------------------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ class RunConfig:
     replay: float = 0.0  # replay examples (the base's own answers to general prompts) per training example
     chunk_tokens: int = 512  # documents are cut into chunks of this many tokens
     logging_steps: int = 1
+    compare_prompts: int = 3  # after training, answer N held-out and N general prompts with base and tuned
     gradient_checkpointing: bool = False  # saves memory on big models; on small ones it only costs time
 
     data_hashes: dict[str, str] = field(default_factory=dict)  # filled in when resolved

@@ -29,5 +29,10 @@ def export_merged(run_dir: str | Path, target: str | Path) -> Path:
     model = models.load_model(base, precision="fp32")  # merge into full-precision weights, never into 4-bit ones
     merged = PeftModel.from_pretrained(model, weights).merge_and_unload()
     merged.save_pretrained(target, safe_serialization=True)
-    models.load_tokenizer(weights if (weights / "tokenizer_config.json").exists() else base).save_pretrained(target)
+    if (weights / "tokenizer_config.json").exists():  # the run saved the tokenizer it trained with
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(weights, trust_remote_code=False).save_pretrained(target)
+    else:
+        models.load_tokenizer(base).save_pretrained(target)
     return target

