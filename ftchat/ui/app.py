@@ -1,0 +1,147 @@
+"""The ftchat app: Data → Train → Chat in one browser tab.
+
+`main()` parses the command line, refuses to serve beyond this machine without a password, builds the page and
+warms the bundled model in the background. Gradio is imported only once the arguments are checked, and
+torch / transformers only inside handlers, so the page answers within seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import sys
+import threading
+
+import ftchat.ui  # noqa: F401  (sets the no-analytics environment before gradio is imported)
+from ftchat.ui.workspace import DEFAULT_MAX_UPLOAD_MB
+
+log = logging.getLogger("ftchat.ui")
+
+CSS = """
+.run-progress { padding: 10px 12px; border: 1px solid var(--border-color-primary); border-radius: 8px; }
+.run-progress .bar { height: 10px; margin-top: 8px; background: var(--background-fill-secondary);
+                     border-radius: 5px; overflow: hidden; }
+.run-progress .bar > div { height: 100%; transition: width .5s; }
+.run-error { margin-top: 8px; color: #dc2626; white-space: pre-wrap; }
+footer { display: none !important; }
+"""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise SystemExit("error: --auth takes USER:PASS, e.g. --auth alice:correct-horse-battery")
+    return user, password
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python app.py", description="Fine-tune an LLM from the browser.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default: 127.0.0.1, this machine)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--workspace", default="./workspace", help="where uploads, models and runs are kept")
+    parser.add_argument("--auth", default=None, metavar="USER:PASS", help="require this login (needed off loopback)")
+    parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
+                        help=f"largest training file accepted (default: {DEFAULT_MAX_UPLOAD_MB:.0f})")
+    parser.add_argument("--no-warm", action="store_true", help="do not prepare the bundled model at start-up")
+    return parser
+
+
+def build_app(workspace, ctx=None):
+    """The page: a gr.Blocks with the Data, Train and Chat tabs wired to each other."""
+    import gradio as gr
+
+    from ftchat.ui import chat_tab, data_tab, train_tab
+    from ftchat.ui.context import AppContext
+    from ftchat.ui.workspace import Workspace
+
+    if ctx is None:
+        ctx = AppContext(workspace if isinstance(workspace, Workspace) else Workspace(workspace))
+    with gr.Blocks(title="ftchat") as demo:
+        gr.Markdown("## ftchat — fine-tune a model and chat with it\n"
+                    "**1. Data:** upload a file or use a sample · **2. Train:** start a run and watch it · "
+                    "**3. Chat:** compare the base with your tuned model.")
+        with gr.Tabs():
+            with gr.Tab("1. Data", id="data"):
+                data = data_tab.build(ctx)
+            with gr.Tab("2. Train", id="train") as train_page:
+                train = train_tab.build(ctx)
+            with gr.Tab("3. Chat", id="chat") as chat_page:
+                chat = chat_tab.build(ctx)
+        # New uploads become the Train tab's selected data; finished runs appear in the chat pickers.
+        for event in data.events:
+            event.then(train.refresh_choices, inputs=[data.loaded_paths], outputs=[train.datasets],
+                       api_visibility="private")
+        train_page.select(train.on_show, inputs=train.on_show_inputs, outputs=train.on_show_outputs,
+                          api_visibility="private")
+        demo.load(train.on_show, inputs=train.on_show_inputs, outputs=train.on_show_outputs,
+                  api_visibility="private")
+        for trigger in (chat_page.select, demo.load):
+            trigger(lambda left, right: chat_tab_models(ctx, left, right), inputs=[chat.left_model, chat.right_model],
+                    outputs=[chat.left_model, chat.right_model], api_visibility="private")
+        demo.load(lambda: gr.Dropdown(choices=data_tab.upload_choices(ctx)), outputs=[data.stored],
+                  api_visibility="private")
+    demo.ctx = ctx
+    return demo
+
+
+def chat_tab_models(ctx, left, right):
+    import gradio as gr
+
+    from ftchat.ui.chat_tab import default_pair, model_choices
+
+    fresh = model_choices(ctx)
+    values = [v for _, v in fresh]
+    default_left, default_right = default_pair(fresh)
+    return (gr.Dropdown(choices=fresh, value=left if left in values else default_left),
+            gr.Dropdown(choices=fresh, value=right if right in values else default_right))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    auth = parse_auth(args.auth)
+    if not is_loopback(args.host) and auth is None:
+        print(f"error: refusing to serve on {args.host} without a login: anyone who can reach this machine could "
+              f"read your data and run training on it. Add one with --auth user:pass "
+              f"(e.g. python app.py --host {args.host} --auth alice:a-long-password), "
+              f"or serve on this machine only with --host 127.0.0.1.", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from ftchat.ui.context import AppContext
+    from ftchat.ui.workspace import Workspace
+
+    ctx = AppContext(Workspace(args.workspace, max_upload_mb=args.max_upload_mb))
+    demo = build_app(ctx.workspace, ctx)
+    import gradio as gr
+
+    theme = gr.themes.Soft(primary_hue="indigo", font=["ui-sans-serif", "system-ui", "sans-serif"],
+                           font_mono=["ui-monospace", "Consolas", "monospace"])
+    demo.launch(
+        server_name=args.host, server_port=args.port, auth=auth, theme=theme, css=CSS, ssr_mode=False,
+        show_error=True, prevent_thread_lock=True, max_file_size=ctx.workspace.max_upload_bytes,
+        footer_links=[], mcp_server=False, pwa=False, enable_monitoring=False,
+    )
+    print(f"ftchat: open http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port} "
+          f"(workspace: {ctx.workspace.root})", flush=True)
+    if not args.no_warm:
+        threading.Thread(target=ctx.warm, name="warm-bundled-model", daemon=True).start()
+    try:
+        demo.block_thread()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

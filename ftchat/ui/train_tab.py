@@ -1,0 +1,447 @@
+"""Train tab: pick base, data, method and technique; start `python -m ftchat train` as a subprocess and watch it.
+
+The UI never trains in its own process: it writes the run config through ftchat.runs.launch and reads the run
+folder's status.json and metrics.jsonl on a timer.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from ftchat import runs
+from ftchat.config import ADAPTERS, METHODS, ConfigError, RunConfig
+from ftchat.models import DEFAULT_BASE, REGISTRY
+from ftchat.ui.context import AppContext
+from ftchat.ui.data_tab import upload_choices
+
+POLL_SECONDS = 1.5
+METHOD_LABELS = {"sft": "SFT (supervised)", "dpo": "DPO (preference pairs)", "kto": "KTO (good / bad labels)"}
+METHOD_SHAPES = {"sft": ("messages", "prompt_completion", "text"), "dpo": ("preference",),
+                 "kto": ("unpaired_preference",)}
+ADAPTER_LABELS = {"qlora": "QLoRA (4-bit base + LoRA)", "lora": "LoRA", "full": "Full fine-tune",
+                  "layers": "Layer-wise (last layers only)", "prompt": "Prompt tuning"}
+SCHEDULERS = ["cosine", "linear", "constant", "constant_with_warmup"]
+PRECISIONS = ["auto", "bf16", "fp32"]
+# Knobs shown in the Advanced accordion, in this order, when RunConfig has them: (field, label, info).
+ADVANCED = [
+    ("grad_accum", "Gradient accumulation", "steps per optimizer update"),
+    ("warmup_ratio", "Warmup ratio", None),
+    ("scheduler", "LR scheduler", None),
+    ("weight_decay", "Weight decay", None),
+    ("seed", "Seed", None),
+    ("precision", "Precision", "auto: 4-bit for QLoRA, else bf16 on GPU / fp32 on CPU"),
+    ("lora_alpha", "LoRA alpha", None),
+    ("lora_dropout", "LoRA dropout", None),
+    ("lora_targets", "LoRA target modules", "all-linear, or a comma list such as q_proj,v_proj"),
+    ("train_layers", "Layer-wise: last N layers", None),
+    ("prompt_tokens", "Prompt tuning: virtual tokens", None),
+    ("beta", "DPO / KTO beta", "how strongly the model is held near the base"),
+    ("eval_split", "Eval split", "fraction held out for the eval loss (0 disables)"),
+    ("eval_steps", "Eval every N steps", None),
+    ("early_stopping", "Early stopping patience", "evals without improvement (0 disables)"),
+    ("replay", "Replay ratio", "base-model answers mixed in per example, against forgetting (SFT)"),
+    ("chunk_tokens", "Document chunk tokens", None),
+    ("compare_prompts", "Comparison prompts", "held-out and general prompts answered by base and tuned model"),
+    ("gradient_checkpointing", "Gradient checkpointing", "saves memory on big models, costs time"),
+]
+RUN_COLUMNS = ["run", "status", "base", "method", "data", "steps", "first loss", "final loss", "eval loss", "parent",
+               "error"]
+
+
+@dataclass
+class TrainTab:
+    base: gr.Dropdown
+    datasets: gr.Dropdown
+    run: gr.Dropdown
+    runs_table: gr.Dataframe
+    refresh_choices: object  # (paths) -> update of the data picker, selecting paths
+    on_show: object  # refreshes every picker and the runs table
+    on_show_inputs: list
+    on_show_outputs: list
+
+
+# -- choices -----------------------------------------------------------------------------------------------------
+
+def base_choices(ctx: AppContext) -> list[tuple[str, str]]:
+    out = [(spec.title, name) for name, spec in REGISTRY.items()]
+    out += [(f"workspace: models/{p.name}", str(p)) for p in ctx.workspace.model_folders()]
+    return out
+
+
+def base_label(ctx: AppContext, base: str | None) -> str:
+    if not base:
+        return ""
+    if base in REGISTRY:
+        return base
+    path = Path(base)
+    try:
+        return "models/" + path.resolve().relative_to(ctx.workspace.models_dir).as_posix()
+    except (ValueError, OSError):
+        return path.name if path.is_absolute() else base
+
+
+def run_choices(ctx: AppContext) -> list[tuple[str, str]]:
+    return [(f"{r.name} · {r.state}", str(r.path)) for r in runs.list_runs(ctx.workspace.runs_dir)]
+
+
+def finished_run_choices(ctx: AppContext) -> list[tuple[str, str]]:
+    return [("none (start from the base)", "")] + [
+        (r.name, str(r.path)) for r in runs.list_runs(ctx.workspace.runs_dir) if r.state == "done"
+    ]
+
+
+def fmt_loss(value) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else ""
+
+
+def runs_frame(ctx: AppContext):
+    import pandas as pd
+
+    rows = []
+    for r in runs.list_runs(ctx.workspace.runs_dir):
+        cfg, summary = r.config, r.summary
+        data = ", ".join(ctx.workspace.stored_file(Path(p)).original_name for p in cfg.get("data") or [])
+        parent = Path(r.parent).name if r.parent else ""
+        rows.append([
+            r.name, r.state, base_label(ctx, cfg.get("base")),
+            f"{cfg.get('method', '?')}/{cfg.get('adapter', '?')}" if cfg else "", data,
+            summary.get("steps", r.status.get("step", "")), fmt_loss(summary.get("first_loss")),
+            fmt_loss(summary.get("final_loss")), fmt_loss(summary.get("eval_loss")), parent,
+            (r.error or "")[:200],
+        ])
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def data_shapes(ctx: AppContext, paths: list[str]) -> dict[str, str | None]:
+    return {p: ctx.report(p).shape if Path(p).is_file() else None for p in paths}
+
+
+def methods_for(shapes: dict[str, str | None]) -> list[str]:
+    """The methods every selected file can train with (SFT when nothing is selected yet)."""
+    if not shapes:
+        return ["sft"]
+    allowed = [m for m in METHODS if all(s in METHOD_SHAPES.get(m, ()) for s in shapes.values())]
+    return allowed
+
+
+# -- run status --------------------------------------------------------------------------------------------------
+
+def fmt_duration(seconds) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "–"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def progress_html(info, metrics: list[dict]) -> str:
+    status = info.status
+    state = info.state
+    last = metrics[-1] if metrics else {}
+    step = status.get("step", last.get("step", 0)) or 0
+    total = status.get("max_steps") or last.get("max_steps") or 0
+    started = status.get("started")
+    if state in ("queued", "running") and started:
+        elapsed = time.time() - started
+    else:
+        elapsed = info.summary.get("runtime_s") or last.get("elapsed_s")
+    eta = None
+    if state == "running" and step and total:
+        eta = last.get("eta_s")
+        if eta is not None and last.get("elapsed_s") is not None and started:
+            eta = max(0.0, eta - max(0.0, (time.time() - started) - last["elapsed_s"]))
+    percent = 100 if state == "done" else (100 * step / total if total else 0)
+    phase = status.get("phase")
+    phase_text = f" · {phase}" if phase and state == "running" else ""
+    colour = {"done": "#16a34a", "failed": "#dc2626", "cancelled": "#6b7280"}.get(state, "#4f46e5")
+    error = ""
+    if state == "failed":
+        error = f"<div class='run-error'><b>Error:</b> {escape(info.error or 'see the log below')}</div>"
+    return (
+        f"<div class='run-progress' data-state='{state}'>"
+        f"<div><b>{escape(info.name)}</b> · <span style='color:{colour}'><b>{state}</b></span>{phase_text}"
+        f" · step <b>{step}</b> / {total or '?'} · elapsed {fmt_duration(elapsed)} · ETA {fmt_duration(eta)}</div>"
+        f"<div class='bar'><div style='width:{percent:.0f}%;background:{colour}'></div></div>{error}</div>"
+    )
+
+
+def escape(text: str) -> str:
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def loss_frame(metrics: list[dict]):
+    import pandas as pd
+
+    rows = []
+    for m in metrics:
+        if m.get("loss") is not None:
+            rows.append({"step": m["step"], "loss": m["loss"], "series": "train loss"})
+        if m.get("eval_loss") is not None:
+            rows.append({"step": m["step"], "loss": m["eval_loss"], "series": "eval loss"})
+    return pd.DataFrame(rows, columns=["step", "loss", "series"])
+
+
+def comparison_frame(run_dir: Path):
+    import json
+
+    import pandas as pd
+
+    try:
+        rows = json.loads((run_dir / "comparison.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return pd.DataFrame(
+        [[r.get("kind", ""), r.get("prompt", ""), str(r.get("base", "")).strip(), str(r.get("tuned", "")).strip()]
+         for r in rows if isinstance(r, dict)],
+        columns=["kind", "prompt", "base model", "tuned model"],
+    )
+
+
+def status_json(info, metrics: list[dict]) -> dict:
+    last = metrics[-1] if metrics else {}
+    return {
+        "run": str(info.path), "name": info.name, "state": info.state, "phase": info.status.get("phase"),
+        "step": info.status.get("step", last.get("step")), "max_steps": info.status.get("max_steps"),
+        "loss": last.get("loss"), "eval_loss": next((m["eval_loss"] for m in reversed(metrics)
+                                                     if m.get("eval_loss") is not None), None),
+        "elapsed_s": last.get("elapsed_s"), "eta_s": last.get("eta_s"), "error": info.error,
+        "summary": info.summary, "comparison": (info.path / "comparison.json").exists(),
+    }
+
+
+# -- the tab -----------------------------------------------------------------------------------------------------
+
+def knob(name: str, label: str, info: str | None, default):
+    if name == "scheduler":
+        return gr.Dropdown(SCHEDULERS, value=default, label=label, info=info, allow_custom_value=True)
+    if name == "precision":
+        return gr.Dropdown(PRECISIONS, value=default, label=label, info=info)
+    if isinstance(default, bool):
+        return gr.Checkbox(value=default, label=label, info=info)
+    if isinstance(default, int):
+        return gr.Number(value=default, label=label, info=info, precision=0)
+    if isinstance(default, float):
+        return gr.Number(value=default, label=label, info=info)
+    return gr.Textbox(value=default, label=label, info=info)
+
+
+def build(ctx: AppContext) -> TrainTab:
+    defaults = RunConfig()
+    field_names = {f.name for f in dataclasses.fields(RunConfig)}
+    launched: dict[str, object] = {}  # run dir -> Popen, so finished children are reaped
+
+    with gr.Row():
+        with gr.Column(scale=3):
+            base = gr.Dropdown(base_choices(ctx), value=DEFAULT_BASE, label="Base model", allow_custom_value=True,
+                               info="The bundled model, a folder under WORKSPACE/models, or type a hub id / "
+                                    "local path.")
+            datasets = gr.Dropdown(upload_choices(ctx), value=[], multiselect=True, label="Training data",
+                                   allow_custom_value=True,
+                                   info="Files from the Data tab (upload or use a sample there first).")
+            data_note = gr.Markdown("")
+            with gr.Row():
+                method = gr.Radio([(METHOD_LABELS["sft"], "sft")], value="sft", label="Method",
+                                  info="DPO and KTO appear when the data has their shape.")
+                adapter = gr.Radio([(ADAPTER_LABELS[a], a) for a in ADAPTERS], value="qlora", label="Technique")
+            with gr.Row():
+                epochs = gr.Number(defaults.epochs, label="Epochs", minimum=0)
+                max_steps = gr.Number(defaults.max_steps, label="Max steps", precision=0, minimum=0,
+                                      info="0: train for the epochs")
+                lr = gr.Number(0, label="Learning rate", minimum=0,
+                               info="0: the technique's default (2e-4 for (Q)LoRA)")
+                batch_size = gr.Number(defaults.batch_size, label="Batch size", precision=0, minimum=1)
+                max_length = gr.Number(defaults.max_length, label="Max tokens per example", precision=0, minimum=16)
+                lora_r = gr.Number(defaults.lora_r, label="LoRA rank", precision=0, minimum=1)
+            with gr.Accordion("Advanced", open=False):
+                with gr.Row():
+                    run_name = gr.Textbox(label="Run name", placeholder="empty: date-method-technique")
+                    parent = gr.Dropdown(finished_run_choices(ctx), value="", label="Continue from run",
+                                         info="start from a finished run's weights (its base is used)")
+                advanced = {}
+                with gr.Row(equal_height=False):
+                    for name, label, info in ADVANCED:
+                        if name in field_names:
+                            advanced[name] = knob(name, label, info, getattr(defaults, name))
+            with gr.Row():
+                start = gr.Button("Start training", variant="primary", elem_id="start-training")
+                cancel = gr.Button("Cancel run", variant="stop", elem_id="cancel-run")
+        with gr.Column(scale=2):
+            listed_runs = run_choices(ctx)
+            run = gr.Dropdown(listed_runs, value=listed_runs[0][1] if listed_runs else None, label="Run", interactive=True, elem_id="run-picker",
+                              allow_custom_value=True)
+            progress = gr.HTML("<div class='run-progress'>No run selected.</div>", elem_id="run-progress")
+            plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", height=260,
+                               color_map={"train loss": "#4f46e5", "eval loss": "#f59e0b"})
+            log = gr.Code(label="Log (last lines)", language=None, lines=8, max_lines=12, interactive=False)
+            with gr.Accordion("Run status as JSON", open=False):
+                status_data = gr.JSON(show_label=False)
+    comparison_note = gr.Markdown("", elem_id="comparison-note")
+    comparison = gr.Dataframe(label="Base vs tuned: answers to held-out and general prompts", wrap=True,
+                              interactive=False, visible=False, elem_id="comparison")
+    gr.Markdown("### Runs")
+    with gr.Row():
+        refresh_runs = gr.Button("Refresh runs", size="sm", scale=0)
+    runs_table = gr.Dataframe(runs_frame(ctx), label="Every run in the workspace (click a row to watch it)",
+                              interactive=False, wrap=True, max_height=360, elem_id="runs-table")
+    timer = gr.Timer(POLL_SECONDS, active=False)
+    last_seen = gr.State(None)  # what the outputs show now, so an unchanged tick sends nothing
+
+    # -- handlers --------------------------------------------------------------------------------------------
+    def on_data(paths: list[str] | None, current: str):
+        """Offer the methods the selected files' shape allows."""
+        paths = [p for p in (paths or []) if p]
+        shapes = data_shapes(ctx, paths)
+        allowed = methods_for(shapes)
+        names = {p: ctx.workspace.stored_file(Path(p)).original_name for p in paths}
+        if not paths:
+            note = "Pick one or more files to train on."
+        elif not allowed:
+            listing = ", ".join(f"{names[p]} is {s or 'unusable'}" for p, s in shapes.items())
+            note = f"⚠️ These files cannot train together ({listing}); pick files of one shape."
+        else:
+            note = f"Data shape: **{next(iter(shapes.values()))}** → " + ", ".join(m.upper() for m in allowed)
+        choices = [(METHOD_LABELS[m], m) for m in (allowed or ["sft"])]
+        value = current if current in (allowed or ["sft"]) else (allowed or ["sft"])[0]
+        return note, gr.Radio(choices=choices, value=value)
+
+    def refresh_choices(paths=None):
+        return (gr.Dropdown(choices=upload_choices(ctx), value=paths) if paths is not None
+                else gr.Dropdown(choices=upload_choices(ctx)))
+
+    def start_training(base_model: str, data: list[str], train_method: str, technique: str, n_epochs: float,
+                       steps: float, learning_rate: float | None, batch: float, max_tokens: float, rank: float,
+                       name: str = "", parent_run: str = "", **more):
+        """Start a training run as a subprocess; returns the run folder and its first status."""
+        data = [p for p in (data or []) if p]
+        outside = [p for p in data if not ctx.workspace.is_upload(p) or not Path(p).is_file()]
+        if outside:
+            raise gr.Error(f"{', '.join(outside)} is not an upload in this workspace; upload it in the Data tab.")
+        if not data:
+            raise gr.Error("Pick the training data first (upload a file or use a sample in the Data tab).")
+        allowed = methods_for(data_shapes(ctx, data))
+        if train_method not in allowed:
+            raise gr.Error(f"{train_method.upper()} cannot train on this data; it allows: "
+                           f"{', '.join(m.upper() for m in allowed) or 'nothing (mixed shapes)'}.")
+        values = dict(
+            data=data, base=(base_model or DEFAULT_BASE).strip(), method=train_method, adapter=technique,
+            epochs=float(n_epochs or 0), max_steps=int(steps or 0),
+            lr=float(learning_rate) if learning_rate else None,  # 0 or empty: the technique's default
+            batch_size=int(batch or 1), max_length=int(max_tokens or 512), lora_r=int(rank or 1),
+            parent=parent_run or None,
+        )
+        for key, value in more.items():
+            if key in field_names and value is not None and value != "":
+                default = getattr(defaults, key)
+                values[key] = type(default)(value) if isinstance(default, (int, float)) and \
+                    not isinstance(default, bool) else value
+        out = ctx.workspace.runs_dir / unique_run_name(ctx, name, train_method, technique)
+        values["out"] = str(out)
+        try:
+            config = RunConfig(**values).validate()
+        except ConfigError as exc:
+            raise gr.Error(str(exc)) from None
+        launched[str(out)] = runs.launch(config)
+        gr.Info(f"Training started: {out.name}")
+        return (str(out), gr.Dropdown(choices=run_choices(ctx), value=str(out)), gr.Timer(active=True),
+                runs_frame(ctx))
+
+    def run_status(run_dir: str | None, seen=None):
+        """The selected run's progress, loss curve, log tail, status and (when done) the base/tuned comparison."""
+        for key, process in list(launched.items()):
+            if process.poll() is not None:
+                launched.pop(key)
+        run_dir = ctx.workspace.run_dir(run_dir)
+        if run_dir is None or not (run_dir / "status.json").exists():
+            return ("<div class='run-progress'>No run selected.</div>", None, "", {}, gr.Dataframe(visible=False),
+                    "", gr.Timer(active=False), None)
+        info = runs.load_run(run_dir)
+        run_dir = str(run_dir)
+        metrics = runs.read_metrics(run_dir)
+        tail = runs.log_tail(run_dir, 40)
+        watching = info.state in ("queued", "running")
+        signature = (run_dir, info.state, len(metrics), info.status.get("phase"))
+        plot_value = loss_frame(metrics) if seen != signature else gr.skip()
+        table, note = gr.skip(), gr.skip()
+        if seen != signature:
+            frame = comparison_frame(Path(run_dir))
+            if frame is not None:
+                table = gr.Dataframe(value=frame, visible=True)
+                note = "### Base vs tuned\nAnswers written by the training process to `comparison.json`."
+            else:
+                table = gr.Dataframe(visible=False)
+                note = ("The comparison of base and tuned answers appears here when the run is done."
+                        if watching else "")
+        return (progress_html(info, metrics), plot_value, tail, status_json(info, metrics), table, note,
+                gr.Timer(active=watching), signature)
+
+    def cancel_run(run_dir: str | None):
+        """Ask the selected run to stop; it saves a checkpoint and is marked cancelled."""
+        run_dir = ctx.workspace.run_dir(run_dir)
+        if run_dir is None:
+            raise gr.Error("Select a run to cancel.")
+        if runs.cancel(run_dir):
+            gr.Info(f"Cancelling {Path(run_dir).name}: it stops after the current step.")
+            return True
+        gr.Warning(f"{Path(run_dir).name} is not running.")
+        return False
+
+    def list_runs():
+        """Every run in the workspace with status, base, method, data, losses and parent."""
+        return runs_frame(ctx), gr.Dropdown(choices=run_choices(ctx)), gr.Dropdown(choices=finished_run_choices(ctx))
+
+    def pick_row(evt: gr.SelectData):
+        frame = runs_frame(ctx)
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        if row is None or row >= len(frame):
+            return gr.skip()
+        return str(ctx.workspace.runs_dir / frame.iloc[row]["run"])
+
+    # -- events ----------------------------------------------------------------------------------------------
+    datasets.change(on_data, inputs=[datasets, method], outputs=[data_note, method], api_visibility="private")
+    run_path = gr.Textbox(visible=False)
+    status_outputs = [progress, plot, log, status_data, comparison, comparison_note, timer, last_seen]
+    started = start.click(
+        start_training,
+        inputs=[base, datasets, method, adapter, epochs, max_steps, lr, batch_size, max_length, lora_r],
+        inputs_kwargs={"name": run_name, "parent_run": parent, **advanced},
+        outputs=[run_path, run, timer, runs_table], api_name="start_training",
+    )
+    status_event = run.change(run_status, inputs=[run], outputs=status_outputs, api_name="run_status",
+                              show_progress="hidden")
+    ticked = timer.tick(run_status, inputs=[run, last_seen], outputs=status_outputs, show_progress="hidden",
+                        api_visibility="private")
+    ticked.then(lambda state: runs_frame(ctx) if state and state[1] not in ("queued", "running") else gr.skip(),
+                inputs=[last_seen], outputs=[runs_table], show_progress="hidden", api_visibility="private")
+    cancel.click(cancel_run, inputs=[run], outputs=[gr.State()], api_name="cancel_run").then(
+        run_status, inputs=[run], outputs=status_outputs, api_visibility="private")
+    listed = refresh_runs.click(list_runs, outputs=[runs_table, run, parent], api_name="list_runs")
+    runs_table.select(pick_row, outputs=[run], api_visibility="private")
+
+    def on_show(data: list[str] | None, current_run: str | None):
+        """Fresh choices when the page loads or the tab opens: uploads, bases, runs (newest selected if none)."""
+        listed = run_choices(ctx)
+        values = [v for _, v in listed]
+        keep = [p for p in (data or []) if p in {v for _, v in upload_choices(ctx)}]
+        return (gr.Dropdown(choices=upload_choices(ctx), value=keep),
+                gr.Dropdown(choices=base_choices(ctx)),
+                gr.Dropdown(choices=listed, value=current_run if current_run in values else
+                            (values[0] if values else None)),
+                gr.Dropdown(choices=finished_run_choices(ctx)),
+                runs_frame(ctx))
+
+    return TrainTab(base, datasets, run, runs_table, refresh_choices, on_show,
+                    on_show_inputs=[datasets, run], on_show_outputs=[datasets, base, run, parent, runs_table])
+
+
+def unique_run_name(ctx: AppContext, name: str, method: str, adapter: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", (name or "").strip()).strip("-.") or \
+        f"{time.strftime('%Y%m%d-%H%M%S')}-{method}-{adapter}"
+    candidate, n = stem, 2
+    while (ctx.workspace.runs_dir / candidate).exists():
+        candidate, n = f"{stem}-{n}", n + 1
+    return candidate
