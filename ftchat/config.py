@@ -54,7 +54,7 @@ class RunConfig:
     eval_split: float = 0.1  # fraction held out for eval loss (at least 1 example, 0 disables)
     eval_steps: int = 10
     early_stopping: int = 3  # stop after N evals without improvement (0 disables)
-    replay: float = 0.0  # replay examples (the base's own answers to general prompts) per training example
+    replay: float = 0.2  # replay examples (the base's own answers to general prompts) per training example
     chunk_tokens: int = 512  # documents are cut into chunks of this many tokens
     logging_steps: int = 1
     compare_prompts: int = 3  # after training, answer N held-out and N general prompts with base and tuned
@@ -64,7 +64,14 @@ class RunConfig:
 
     @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.adapter]
+        if self.lr is not None:
+            return self.lr
+        from ftchat.models import spec_for
+
+        spec = spec_for(self.base)
+        if self.adapter in ("qlora", "lora") and spec and spec.lora_lr:
+            return spec.lora_lr
+        return DEFAULT_LR[self.adapter]
 
     def validate(self) -> "RunConfig":
         if not self.data:

@@ -44,6 +44,7 @@ class BaseSpec:
     hub_id: str | None = None
     training_chat_template: str | None = None
     lora_targets: str = "all-linear"
+    lora_lr: float | None = None  # a learning rate that suits LoRA on this model, if the generic one does not
 
 
 REGISTRY: dict[str, BaseSpec] = {
@@ -54,6 +55,8 @@ REGISTRY: dict[str, BaseSpec] = {
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
         training_chat_template=CHATML_TRAINING_TEMPLATE,
+        # measured: 36 QLoRA steps at 1e-3 teach 6 new facts and keep general answers; 2e-4 leaves them unlearned
+        lora_lr=1e-3,
     ),
 }
 ALIASES = {"SmolLM2-135M-Instruct": "smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2-135m"}

@@ -109,3 +109,15 @@ def test_data_check_cli_reports_every_sample(tmp_path):
     bad.write_text("")
     result = ftchat("data", "check", bad, "--json", check=False)
     assert result.returncode == 1 and json.loads(result.stdout)["ok"] is False
+
+
+def test_the_entry_point_runs_under_accelerate_launch(tmp_path, tiny_model_dir, chats_file):
+    run_dir = tmp_path / "runs" / "accel"
+    result = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ftchat", "train", "--data", str(chats_file),
+         "--out", str(run_dir), "--base", str(tiny_model_dir), "--adapter", "lora", "--max-steps", "2",
+         "--compare-prompts", "0"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert runs.read_status(run_dir)["state"] == "done"
+    assert (run_dir / "adapter" / "adapter_model.safetensors").exists()

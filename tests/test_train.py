@@ -128,3 +128,13 @@ def test_finished_run_is_not_overwritten(tmp_path, tiny_model_dir, chats_file):
         run_training(RunConfig(data=[str(chats_file)], out=str(run_dir), base=str(tiny_model_dir)))
     assert (run_dir / "adapter" / "adapter_model.safetensors").read_bytes() == before
     assert runs.read_status(run_dir)["state"] == "done"
+
+
+def test_five_examples_are_enough_to_train(tmp_path, tiny_model_dir):
+    from conftest import FACT_CHATS, write_jsonl
+
+    five = write_jsonl(tmp_path / "five.jsonl", [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in FACT_CHATS[:5]])
+    run_dir, summary = train(tmp_path, five, tiny_model_dir, lr=1e-2, max_steps=0, epochs=2, compare_prompts=0)
+    assert summary["eval_examples"] == 1 and summary["examples"] >= 4  # 4 of the user's rows + replay rows
+    assert summary["steps"] >= 2

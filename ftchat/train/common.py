@@ -150,6 +150,9 @@ class RunFolderCallback(TrainerCallback):
     def _on_sigterm(self, signum, frame):
         self.cancelled = True
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = self.last_time = time.time()  # elapsed and ETA count training, not model loading
+
     def on_step_end(self, args, state, control, **kwargs):
         if self.cancelled:
             control.should_save = True  # a checkpoint, so --resume can continue from here
