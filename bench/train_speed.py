@@ -7,24 +7,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = [  # (label, adapter, precision) - the first is the baseline
-    ("LoRA fp32 (baseline)", "lora", "fp32"),
-    ("LoRA bf16 weights", "lora", "bf16"),
-    ("QLoRA NF4 + bf16 compute", "qlora", "4bit"),
+CONFIGS = [  # (label, adapter, precision, compute dtype) - the first is the baseline
+    ("LoRA fp32 (baseline)", "lora", "fp32", "fp32"),
+    ("LoRA bf16 weights", "lora", "bf16", "bf16"),
+    ("QLoRA NF4 + bf16 compute", "qlora", "4bit", "bf16"),
+    ("QLoRA NF4 + fp32 compute", "qlora", "4bit", "fp32"),
+    ("QLoRA default (auto)", "qlora", "auto", ""),
 ]
 
 
-def measure(adapter: str, precision: str, steps: int, out: Path) -> dict:
+def measure(adapter: str, precision: str, compute: str, steps: int, out: Path) -> dict:
     command = [sys.executable, "-m", "ftchat", "train", "--data", str(ROOT / "data" / "quorvane_support.jsonl"),
                "--out", str(out), "--adapter", adapter, "--precision", precision, "--max-steps", str(steps),
                "--eval-split", "0", "--compare-prompts", "0", "--logging-steps", "1"]
-    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    env = dict(os.environ, FTCHAT_COMPUTE_DTYPE=compute) if compute else dict(os.environ)
+    env.pop("FTCHAT_COMPUTE_DTYPE", None) if not compute else None
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, env=env)
     status = json.loads((out / "status.json").read_text())
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steady = [m for m in metrics if "loss" in m][2:]  # the first steps include warm-up work
@@ -41,8 +46,8 @@ def main() -> None:
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for index, (label, adapter, precision) in enumerate(CONFIGS):
-            results.append((label, measure(adapter, precision, args.steps, Path(tmp) / str(index))))
+        for index, (label, adapter, precision, compute) in enumerate(CONFIGS):
+            results.append((label, measure(adapter, precision, compute, args.steps, Path(tmp) / str(index))))
     base = results[0][1]
     print(f"{'configuration':28} {'s/step':>7} {'tok/s':>7} {'peak MB':>8} {'speed x':>8} {'memory x':>9}")
     for label, r in results:
