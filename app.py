@@ -1,4 +1,7 @@
-"""Start the ftchat browser app: `python app.py [--host 127.0.0.1] [--port 7860] [--workspace DIR] [--auth USER:PASS]`."""
+"""Start the ftchat browser app.
+
+    python app.py [--host 127.0.0.1] [--port 7860] [--workspace DIR] [--auth USER:PASS]
+"""
 import sys
 
 from ftchat.ui.app import main

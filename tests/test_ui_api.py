@@ -60,10 +60,10 @@ class AppProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
 
-    def client(self):
+    def client(self, auth: tuple[str, str] | None = None):
         from gradio_client import Client
 
-        return Client(self.url, analytics_enabled=False, verbose=False)
+        return Client(self.url, analytics_enabled=False, verbose=False, auth=auth)
 
     def stop(self):
         from ftchat import runs
@@ -208,6 +208,24 @@ def test_a_bad_file_gets_an_error_and_the_app_keeps_answering(app, tmp_path):
     assert reports[0]["ok"] and reports[0]["shape"] == "preference"
 
 
+def test_dpo_and_kto_are_offered_only_for_data_of_their_shape(app):
+    from ftchat.ui.train_tab import methods_for
+
+    assert methods_for({"a": "messages", "b": "text"}) == ["sft"]
+    assert methods_for({"a": "preference"}) == ["dpo"]
+    assert methods_for({"a": "unpaired_preference"}) == ["kto"]
+    assert methods_for({"a": "preference", "b": "messages"}) == []
+
+    client = app.client()
+    pairs = client.predict("quorvane_preferences.jsonl", api_name="/use_sample")[1][0]["stored_as"]
+    with pytest.raises(Exception, match="SFT cannot train on this data; it allows: DPO"):
+        start_run(client, [pairs], base_model=str(app.workspace / "models" / "tiny"), train_method="sft")
+    with pytest.raises(Exception, match="prompt tuning is offered for sft only"):
+        start_run(client, [pairs], base_model=str(app.workspace / "models" / "tiny"), train_method="dpo",
+                  technique="prompt")
+    assert list((app.workspace / "runs").iterdir()) == []  # nothing was launched
+
+
 def test_train_a_tiny_model_watch_it_finish_and_chat_with_base_and_run(app, chats_file):
     from gradio_client import handle_file
 
@@ -285,14 +303,18 @@ def test_a_failed_run_shows_its_error_and_a_run_can_be_cancelled(app, chats_file
     assert states["broken"][0] == "failed" and "no/such/model-folder" in states["broken"][1]
 
 
-def test_runs_and_uploads_survive_a_restart(app):
+def test_runs_and_uploads_survive_a_restart_behind_a_login(app):
     client = app.client()
     before = client.predict(api_name="/list_runs")[0]["data"]
     assert before, "the earlier tests leave runs behind"
     app.stop()
-    again = AppProcess(app.workspace)
+    again = AppProcess(app.workspace, "--auth", "ana:open-sesame")
     try:
-        client = again.client()
+        with pytest.raises(Exception):
+            again.client()  # no login, no app
+        with pytest.raises(Exception):
+            again.client(auth=("ana", "wrong"))
+        client = again.client(auth=("ana", "open-sesame"))
         after = client.predict(api_name="/list_runs")[0]["data"]
         assert sorted(r[:2] for r in after) == sorted(r[:2] for r in before)
         finished = [r[0] for r in after if r[1] == "done"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
-import os
 import sys
 import threading
 
@@ -24,6 +23,7 @@ CSS = """
                      border-radius: 5px; overflow: hidden; }
 .run-progress .bar > div { height: 100%; transition: width .5s; }
 .run-error { margin-top: 8px; color: #dc2626; white-space: pre-wrap; }
+#comparison [role=gridcell], #comparison td { overflow-wrap: anywhere; }
 footer { display: none !important; }
 """
 
@@ -74,38 +74,17 @@ def build_app(workspace, ctx=None):
                     "**3. Chat:** compare the base with your tuned model.")
         with gr.Tabs():
             with gr.Tab("1. Data", id="data"):
-                data = data_tab.build(ctx)
+                data = data_tab.build(ctx, demo)
             with gr.Tab("2. Train", id="train") as train_page:
-                train = train_tab.build(ctx)
+                train = train_tab.build(ctx, demo, train_page)
             with gr.Tab("3. Chat", id="chat") as chat_page:
-                chat = chat_tab.build(ctx)
-        # New uploads become the Train tab's selected data; finished runs appear in the chat pickers.
+                chat_tab.build(ctx, demo, chat_page)
+        # New uploads become the Train tab's selected data.
         for event in data.events:
             event.then(train.refresh_choices, inputs=[data.loaded_paths], outputs=[train.datasets],
                        api_visibility="private")
-        train_page.select(train.on_show, inputs=train.on_show_inputs, outputs=train.on_show_outputs,
-                          api_visibility="private")
-        demo.load(train.on_show, inputs=train.on_show_inputs, outputs=train.on_show_outputs,
-                  api_visibility="private")
-        for trigger in (chat_page.select, demo.load):
-            trigger(lambda left, right: chat_tab_models(ctx, left, right), inputs=[chat.left_model, chat.right_model],
-                    outputs=[chat.left_model, chat.right_model], api_visibility="private")
-        demo.load(lambda: gr.Dropdown(choices=data_tab.upload_choices(ctx)), outputs=[data.stored],
-                  api_visibility="private")
     demo.ctx = ctx
     return demo
-
-
-def chat_tab_models(ctx, left, right):
-    import gradio as gr
-
-    from ftchat.ui.chat_tab import default_pair, model_choices
-
-    fresh = model_choices(ctx)
-    values = [v for _, v in fresh]
-    default_left, default_right = default_pair(fresh)
-    return (gr.Dropdown(choices=fresh, value=left if left in values else default_left),
-            gr.Dropdown(choices=fresh, value=right if right in values else default_right))
 
 
 def main(argv: list[str] | None = None) -> int:

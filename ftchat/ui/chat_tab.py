@@ -3,7 +3,6 @@ replies stream side by side."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import gradio as gr
 
@@ -77,7 +76,7 @@ def plain_history(history) -> list[dict]:
     return out
 
 
-def build(ctx: AppContext) -> ChatTab:
+def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
     choices = model_choices(ctx)
     left_value, right_value = default_pair(choices)
     gr.Markdown("Pick a model for each side, type a message, and both answer at once. "
@@ -87,12 +86,12 @@ def build(ctx: AppContext) -> ChatTab:
             left_model = gr.Dropdown(choices, value=left_value, label="Left model", allow_custom_value=True,
                                      elem_id="left-model")
             left_chat = gr.Chatbot(label="Left", height=420, elem_id="left-chat", feedback_options=None,
-                                   placeholder="The left model's replies appear here.")
+                                   buttons=["copy_all"], placeholder="The left model's replies appear here.")
         with gr.Column():
             right_model = gr.Dropdown(choices, value=right_value, label="Right model", allow_custom_value=True,
                                       elem_id="right-model")
             right_chat = gr.Chatbot(label="Right", height=420, elem_id="right-chat", feedback_options=None,
-                                    placeholder="The right model's replies appear here.")
+                                    buttons=["copy_all"], placeholder="The right model's replies appear here.")
     with gr.Row():
         message = gr.Textbox(placeholder="Ask both models something…", show_label=False, scale=6, lines=1,
                              max_lines=6, elem_id="chat-message", submit_btn=False)
@@ -131,9 +130,10 @@ def build(ctx: AppContext) -> ChatTab:
             for replies in ctx.engine().stream(requests, settings):
                 yield ([*histories[0], {"role": "assistant", "content": replies[0] or THINKING}],
                        [*histories[1], {"role": "assistant", "content": replies[1] or THINKING}], "")
-        except (ChatError, ModelError, ValueError, OSError) as exc:
-            yield histories[0][:-1], histories[1][:-1], text  # undo the turn, keep the text for another try
-            raise gr.Error(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001  (any failure: the turn is undone and the app keeps answering)
+            yield histories[0][:-1], histories[1][:-1], text  # keep the text for another try
+            known = isinstance(exc, (ChatError, ModelError))
+            raise gr.Error(str(exc) if known else f"The chat failed ({type(exc).__name__}: {exc}).") from None
         yield tuple([*h, {"role": "assistant", "content": reply if reply.strip() else BLANK_REPLY}]
                     for h, reply in zip(histories, replies)) + ("",)
 
@@ -155,4 +155,9 @@ def build(ctx: AppContext) -> ChatTab:
     clear.click(lambda: ([], [], ""), outputs=[left_chat, right_chat, message], api_name="clear_chat")
     refresh.click(models, inputs=[left_model, right_model], outputs=[left_model, right_model, gr.JSON(visible=False)],
                   api_name="models")
+    # A run that finished since the page was built shows up without a restart; a new page pairs the base with
+    # the newest run, opening the tab again keeps what was picked.
+    demo.load(lambda: models()[:2], outputs=[left_model, right_model], api_visibility="private")
+    page.select(lambda left, right: models(left, right)[:2], inputs=[left_model, right_model],
+                outputs=[left_model, right_model], api_visibility="private")
     return ChatTab(left_model, right_model, refresh)

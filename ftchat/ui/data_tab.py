@@ -166,7 +166,7 @@ def inspect(ctx: AppContext, named_paths: list[tuple[str, Path | None, str | Non
 
 # -- the tab -----------------------------------------------------------------------------------------------------
 
-def build(ctx: AppContext) -> DataTab:
+def build(ctx: AppContext, demo: gr.Blocks) -> DataTab:
     gr.Markdown(
         "Upload training data in any format ftchat reads (OpenAI / ShareGPT / Alpaca conversations, prompt / "
         "completion pairs, DPO pairs, KTO feedback, CSV, plain text, Markdown or PDF documents). "
@@ -184,7 +184,8 @@ def build(ctx: AppContext) -> DataTab:
             sample = gr.Dropdown(choices=samples, value=samples[0][1] if samples else None,
                                  label="…or try a sample", interactive=True)
             use_sample = gr.Button("Use sample", variant="primary")
-            stored = gr.Dropdown(choices=upload_choices(ctx), value=None, label="Uploaded before", interactive=True)
+            stored = gr.Dropdown(choices=upload_choices(ctx), value=None, label="Uploaded before", interactive=True,
+                                 allow_custom_value=True)
     report = gr.Markdown("Upload a file or pick a sample to see its report.", elem_id="data-report")
     with gr.Row():
         histogram = gr.BarPlot(
@@ -231,6 +232,7 @@ def build(ctx: AppContext) -> DataTab:
         name = ctx.workspace.stored_file(Path(path)).original_name
         return inspect(ctx, [(name, Path(path), None)])
 
+    demo.load(lambda: gr.Dropdown(choices=upload_choices(ctx)), outputs=[stored], api_visibility="private")
     events = [
         files.upload(upload, inputs=files, outputs=outputs, api_name="upload"),
         use_sample.click(use, inputs=sample, outputs=outputs, api_name="use_sample"),

@@ -20,6 +20,7 @@ from ftchat.ui.context import AppContext
 from ftchat.ui.data_tab import upload_choices
 
 POLL_SECONDS = 1.5
+LOG_LINES = 12
 METHOD_LABELS = {"sft": "SFT (supervised)", "dpo": "DPO (preference pairs)", "kto": "KTO (good / bad labels)"}
 METHOD_SHAPES = {"sft": ("messages", "prompt_completion", "text"), "dpo": ("preference",),
                  "kto": ("unpaired_preference",)}
@@ -60,9 +61,6 @@ class TrainTab:
     run: gr.Dropdown
     runs_table: gr.Dataframe
     refresh_choices: object  # (paths) -> update of the data picker, selecting paths
-    on_show: object  # refreshes every picker and the runs table
-    on_show_inputs: list
-    on_show_outputs: list
 
 
 # -- choices -----------------------------------------------------------------------------------------------------
@@ -196,10 +194,15 @@ def comparison_frame(run_dir: Path):
     except (OSError, ValueError):
         return None
     return pd.DataFrame(
-        [[r.get("kind", ""), r.get("prompt", ""), str(r.get("base", "")).strip(), str(r.get("tuned", "")).strip()]
+        [[r.get("kind", ""), r.get("prompt", ""), answer_text(r.get("base")), answer_text(r.get("tuned"))]
          for r in rows if isinstance(r, dict)],
         columns=["kind", "prompt", "base model", "tuned model"],
     )
+
+
+def answer_text(answer) -> str:
+    text = str(answer or "").strip()
+    return text or "(no text: only whitespace)"
 
 
 def status_json(info, metrics: list[dict]) -> dict:
@@ -230,7 +233,7 @@ def knob(name: str, label: str, info: str | None, default):
     return gr.Textbox(value=default, label=label, info=info)
 
 
-def build(ctx: AppContext) -> TrainTab:
+def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
     defaults = RunConfig()
     field_names = {f.name for f in dataclasses.fields(RunConfig)}
     launched: dict[str, object] = {}  # run dir -> Popen, so finished children are reaped
@@ -238,14 +241,16 @@ def build(ctx: AppContext) -> TrainTab:
     with gr.Row():
         with gr.Column(scale=3):
             base = gr.Dropdown(base_choices(ctx), value=DEFAULT_BASE, label="Base model", allow_custom_value=True,
+                               elem_id="base-model",
                                info="The bundled model, a folder under WORKSPACE/models, or type a hub id / "
                                     "local path.")
             datasets = gr.Dropdown(upload_choices(ctx), value=[], multiselect=True, label="Training data",
-                                   allow_custom_value=True,
+                                   allow_custom_value=True, elem_id="train-data",
                                    info="Files from the Data tab (upload or use a sample there first).")
             data_note = gr.Markdown("")
             with gr.Row():
-                method = gr.Radio([(METHOD_LABELS["sft"], "sft")], value="sft", label="Method",
+                # every method is a valid value (API clients pick any); the page narrows the choice to the data's shape
+                method = gr.Radio([(METHOD_LABELS[m], m) for m in METHODS], value="sft", label="Method",
                                   info="DPO and KTO appear when the data has their shape.")
                 adapter = gr.Radio([(ADAPTER_LABELS[a], a) for a in ADAPTERS], value="qlora", label="Technique")
             with gr.Row():
@@ -261,6 +266,7 @@ def build(ctx: AppContext) -> TrainTab:
                 with gr.Row():
                     run_name = gr.Textbox(label="Run name", placeholder="empty: date-method-technique")
                     parent = gr.Dropdown(finished_run_choices(ctx), value="", label="Continue from run",
+                                         allow_custom_value=True,
                                          info="start from a finished run's weights (its base is used)")
                 advanced = {}
                 with gr.Row(equal_height=False):
@@ -272,17 +278,19 @@ def build(ctx: AppContext) -> TrainTab:
                 cancel = gr.Button("Cancel run", variant="stop", elem_id="cancel-run")
         with gr.Column(scale=2):
             listed_runs = run_choices(ctx)
-            run = gr.Dropdown(listed_runs, value=listed_runs[0][1] if listed_runs else None, label="Run", interactive=True, elem_id="run-picker",
-                              allow_custom_value=True)
+            run = gr.Dropdown(listed_runs, value=listed_runs[0][1] if listed_runs else None, label="Run",
+                              interactive=True, elem_id="run-picker", allow_custom_value=True)
             progress = gr.HTML("<div class='run-progress'>No run selected.</div>", elem_id="run-progress")
-            plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", height=260,
+            plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", height=260, elem_id="loss-plot",
                                color_map={"train loss": "#4f46e5", "eval loss": "#f59e0b"})
-            log = gr.Code(label="Log (last lines)", language=None, lines=8, max_lines=12, interactive=False)
+            log = gr.Code(label="Log (last lines)", elem_id="run-log", language=None, lines=LOG_LINES, max_lines=LOG_LINES,
+                          interactive=False)
             with gr.Accordion("Run status as JSON", open=False):
                 status_data = gr.JSON(show_label=False)
     comparison_note = gr.Markdown("", elem_id="comparison-note")
     comparison = gr.Dataframe(label="Base vs tuned: answers to held-out and general prompts", wrap=True,
-                              interactive=False, visible=False, elem_id="comparison")
+                              interactive=False, visible=False, elem_id="comparison",
+                              column_widths=["10%", "24%", "33%", "33%"])
     gr.Markdown("### Runs")
     with gr.Row():
         refresh_runs = gr.Button("Refresh runs", size="sm", scale=0)
@@ -332,8 +340,13 @@ def build(ctx: AppContext) -> TrainTab:
             epochs=float(n_epochs or 0), max_steps=int(steps or 0),
             lr=float(learning_rate) if learning_rate else None,  # 0 or empty: the technique's default
             batch_size=int(batch or 1), max_length=int(max_tokens or 512), lora_r=int(rank or 1),
-            parent=parent_run or None,
+            parent=None,
         )
+        if parent_run:
+            parent_dir = ctx.workspace.run_dir(parent_run)
+            if parent_dir is None:
+                raise gr.Error(f"Continue from run: {parent_run} is not a run in this workspace.")
+            values["parent"] = str(parent_dir)
         for key, value in more.items():
             if key in field_names and value is not None and value != "":
                 default = getattr(defaults, key)
@@ -362,7 +375,7 @@ def build(ctx: AppContext) -> TrainTab:
         info = runs.load_run(run_dir)
         run_dir = str(run_dir)
         metrics = runs.read_metrics(run_dir)
-        tail = runs.log_tail(run_dir, 40)
+        tail = runs.log_tail(run_dir, LOG_LINES)
         watching = info.state in ("queued", "running")
         signature = (run_dir, info.state, len(metrics), info.status.get("phase"))
         plot_value = loss_frame(metrics) if seen != signature else gr.skip()
@@ -403,23 +416,22 @@ def build(ctx: AppContext) -> TrainTab:
 
     # -- events ----------------------------------------------------------------------------------------------
     datasets.change(on_data, inputs=[datasets, method], outputs=[data_note, method], api_visibility="private")
-    run_path = gr.Textbox(visible=False)
+    run_path = gr.Textbox(visible=False, label="run folder")
     status_outputs = [progress, plot, log, status_data, comparison, comparison_note, timer, last_seen]
-    started = start.click(
+    start.click(
         start_training,
         inputs=[base, datasets, method, adapter, epochs, max_steps, lr, batch_size, max_length, lora_r],
         inputs_kwargs={"name": run_name, "parent_run": parent, **advanced},
         outputs=[run_path, run, timer, runs_table], api_name="start_training",
     )
-    status_event = run.change(run_status, inputs=[run], outputs=status_outputs, api_name="run_status",
-                              show_progress="hidden")
+    run.change(run_status, inputs=[run], outputs=status_outputs, api_name="run_status", show_progress="hidden")
     ticked = timer.tick(run_status, inputs=[run, last_seen], outputs=status_outputs, show_progress="hidden",
                         api_visibility="private")
     ticked.then(lambda state: runs_frame(ctx) if state and state[1] not in ("queued", "running") else gr.skip(),
                 inputs=[last_seen], outputs=[runs_table], show_progress="hidden", api_visibility="private")
     cancel.click(cancel_run, inputs=[run], outputs=[gr.State()], api_name="cancel_run").then(
         run_status, inputs=[run], outputs=status_outputs, api_visibility="private")
-    listed = refresh_runs.click(list_runs, outputs=[runs_table, run, parent], api_name="list_runs")
+    refresh_runs.click(list_runs, outputs=[runs_table, run, parent], api_name="list_runs")
     runs_table.select(pick_row, outputs=[run], api_visibility="private")
 
     def on_show(data: list[str] | None, current_run: str | None):
@@ -434,11 +446,18 @@ def build(ctx: AppContext) -> TrainTab:
                 gr.Dropdown(choices=finished_run_choices(ctx)),
                 runs_frame(ctx))
 
-    return TrainTab(base, datasets, run, runs_table, refresh_choices, on_show,
-                    on_show_inputs=[datasets, run], on_show_outputs=[datasets, base, run, parent, runs_table])
+    show_outputs = [datasets, base, run, parent, runs_table]
+    # A new page shows the newest run; opening the tab again keeps the one being watched.
+    loaded = demo.load(lambda data: on_show(data, None), inputs=[datasets], outputs=show_outputs,
+                       api_visibility="private")
+    loaded.then(run_status, inputs=[run], outputs=status_outputs, api_visibility="private", show_progress="hidden")
+    loaded.then(on_data, inputs=[datasets, method], outputs=[data_note, method], api_visibility="private")
+    page.select(on_show, inputs=[datasets, run], outputs=show_outputs, api_visibility="private")
+    return TrainTab(base, datasets, run, runs_table, refresh_choices)
 
 
 def unique_run_name(ctx: AppContext, name: str, method: str, adapter: str) -> str:
+    """The run folder's name: the user's (made safe) or date-method-technique, with -2, -3… if taken."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", (name or "").strip()).strip("-.") or \
         f"{time.strftime('%Y%m%d-%H%M%S')}-{method}-{adapter}"
     candidate, n = stem, 2

@@ -1,0 +1,170 @@
+"""A newcomer's first visit, in a real browser: upload a conversation file and read the report, train a tiny model
+and watch it finish, then ask the base and the new run the same question and see both answers stream in.
+
+Drives Debian's Chromium through Playwright (never `playwright install`). A failure leaves a screenshot in
+test-artifacts/; a pass saves the Chat tab to test-artifacts/compare.png (and to docs/compare.png, the picture the
+README shows, when there is none yet).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from test_ui_api import AppProcess, make_workspace
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+BLANK_REPLY = "(no text"
+
+# Records every text the last bot message of each pane shows, so the test can see the replies grow.
+RECORD_STREAM = """() => {
+  window.__stream = {left: [], right: []};
+  const sample = () => {
+    for (const side of ["left", "right"]) {
+      const bots = document.querySelectorAll(`#${side}-chat .message.bot`);
+      const text = bots.length ? bots[bots.length - 1].innerText.trim() : "";
+      const seen = window.__stream[side];
+      if (text && seen[seen.length - 1] !== text) seen.push(text);
+    }
+  };
+  new MutationObserver(sample).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def chromium_path() -> str | None:
+    path = "/usr/lib/chromium/chromium"
+    return path if os.path.exists(path) else shutil.which("chromium")
+
+
+@pytest.fixture()
+def browser_page():
+    executable = chromium_path()
+    if executable is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is missing: apt-get install -y chromium")
+        pytest.skip("Chromium is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(30_000)
+        page.outside_requests = []  # anything the page asks of another machine
+        page.on("request", lambda r: page.outside_requests.append(r.url)
+                if urlparse(r.url).hostname not in (None, "127.0.0.1", "localhost") else None)
+        yield page
+        browser.close()
+
+
+@contextlib.contextmanager
+def screenshot_on_failure(page, name: str):
+    try:
+        yield
+    except BaseException:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+        raise
+
+
+@pytest.fixture()
+def app(tmp_path, tiny_model_dir):
+    process = AppProcess(make_workspace(tmp_path, tiny_model_dir))
+    yield process
+    process.stop()
+
+
+def bot_texts(page, side: str) -> list[str]:
+    return [t.strip() for t in page.locator(f"#{side}-chat .message.bot").all_inner_texts()]
+
+
+def pick(page, dropdown_id: str, option: str):
+    page.locator(f"#{dropdown_id} input").click()
+    page.locator(f"#{dropdown_id}").get_by_role("option", name=option).click()
+
+
+def test_upload_train_and_compare_in_the_browser(app, browser_page, chats_file):
+    page = browser_page
+    with screenshot_on_failure(page, "test_upload_train_and_compare_in_the_browser"):
+        upload_train_and_compare(page, app, chats_file)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "compare.png"))
+    docs_picture = ROOT / "docs" / "compare.png"
+    if not docs_picture.exists():  # a picture made with the bundled model by hand is nicer; never replace it
+        docs_picture.parent.mkdir(exist_ok=True)
+        shutil.copyfile(ARTIFACTS / "compare.png", docs_picture)
+
+
+def upload_train_and_compare(page, app, chats_file):
+    page.goto(app.url)
+
+    # Data: upload a conversation file and read the report
+    page.locator("input[type=file]").set_input_files(str(chats_file))
+    report = page.locator("#data-report")
+    report.get_by_text("usable examples").wait_for(timeout=60_000)
+    assert "chats.jsonl · usable" in report.inner_text()
+    assert "openai" in report.inner_text() and "messages" in report.inner_text()
+    page.get_by_text("What colour is the Zumo lamp?").first.wait_for()  # the preview table
+
+    # Train: the uploaded file is already selected; pick the tiny base, LoRA, 6 steps
+    page.get_by_role("tab", name="2. Train").click()
+    page.locator("#train-data").get_by_text("chats.jsonl ·").wait_for()
+    page.get_by_text("Data shape: messages").wait_for()
+    pick(page, "base-model", "workspace: models/tiny")
+    page.get_by_label("LoRA", exact=True).check()
+    page.get_by_label("Max steps").fill("6")
+    page.get_by_text("Advanced").click()
+    page.get_by_label("Eval every N steps").fill("3")
+    page.locator("#start-training").click()
+
+    progress = page.locator("#run-progress .run-progress")
+    page.wait_for_function(
+        "() => ['running', 'done'].includes(document.querySelector('#run-progress .run-progress')?.dataset.state)",
+        timeout=180_000)  # the trainer first imports torch and loads the model: slow on a busy machine
+    steps_seen = set()
+    deadline = time.monotonic() + 240
+    while progress.get_attribute("data-state") in ("queued", "running"):
+        assert time.monotonic() < deadline, "training did not finish in 4 minutes"
+        text = progress.inner_text()
+        if "step" in text:
+            steps_seen.add(text.split("step")[1].split("/")[0].strip())
+        time.sleep(0.5)
+    assert progress.get_attribute("data-state") == "done", page.locator("#run-log").inner_text()
+    assert "step 6 / 6" in progress.inner_text()
+    assert len(steps_seen) >= 2, f"progress did not move while training: {steps_seen}"
+    assert page.locator("#loss-plot canvas, #loss-plot svg").count() > 0  # the loss plot is drawn
+    run_name = page.locator("#run-picker input").input_value().split(" · ")[0]
+    assert page.locator("#runs-table").get_by_text(run_name).count() > 0
+
+    # Chat: base on the left, the new run on the right; one message, two streamed replies
+    page.get_by_role("tab", name="3. Chat").click()
+    pick(page, "left-model", "base · models/tiny")
+    pick(page, "right-model", f"run · {run_name} · sft/lora")
+    page.evaluate(RECORD_STREAM)
+    page.locator("#chat-message textarea").fill("What colour is the Zumo lamp?")
+    page.locator("#chat-send").click()
+    page.wait_for_function(
+        """() => ['left', 'right'].every(side => {
+             const bots = document.querySelectorAll(`#${side}-chat .message.bot`);
+             return bots.length && window.__stream[side].length >= 2
+                    && !['', '…'].includes(bots[bots.length - 1].innerText.trim());
+           })""", timeout=120_000)
+    time.sleep(1.5)  # let the last tokens land
+    for side in ("left", "right"):
+        replies = bot_texts(page, side)
+        assert len(replies) == 1 and replies[0] and replies[0] != "…", (side, replies)
+        assert not replies[0].startswith(BLANK_REPLY), f"{side} model answered with whitespace only"
+        shown = page.evaluate(f"window.__stream.{side}")
+        growing = [t for t in shown if t != "…"]
+        assert len(growing) >= 2, f"{side} reply did not stream: {shown}"
+        assert [m.strip() for m in page.locator(f"#{side}-chat .message.user").all_inner_texts()] == \
+            ["What colour is the Zumo lamp?"]
+    assert page.outside_requests == [], f"the page asked other machines: {page.outside_requests}"
