@@ -106,14 +106,14 @@ def histogram_frame(lengths: list[int]):
 
     if not lengths:
         return pd.DataFrame({"tokens": [], "examples": []})
-    width = nice_bin_width(max(lengths))
+    width = nice_bin_width(max(lengths) - min(lengths) + 1)
     counts: dict[int, int] = {}
     for length in lengths:
-        start = (length // width) * width
+        start = (length // width) * width  # bins start at multiples of the width: labels stay round
         counts[start] = counts.get(start, 0) + 1
     starts = range(min(counts), max(counts) + width, width)
     return pd.DataFrame({
-        "tokens": [f"{s}–{s + width - 1}" for s in starts],
+        "tokens": [f"{s}–{s + width - 1}" if width > 1 else str(s) for s in starts],
         "examples": [counts.get(s, 0) for s in starts],
     })
 
@@ -189,7 +189,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> DataTab:
     report = gr.Markdown("Upload a file or pick a sample to see its report.", elem_id="data-report")
     with gr.Row():
         histogram = gr.BarPlot(
-            x="tokens", y="examples", sort=None, title="Token length per example", height=260,
+            x="tokens", y="examples", sort=None, title="Token length per example", height=260, y_lim=[0, None],
             x_title="tokens per example", y_title="examples", x_label_angle=-45,
             scale=2, visible=False,
         )

@@ -21,6 +21,7 @@ from ftchat.ui.data_tab import upload_choices
 
 POLL_SECONDS = 1.5
 LOG_LINES = 12
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 METHOD_LABELS = {"sft": "SFT (supervised)", "dpo": "DPO (preference pairs)", "kto": "KTO (good / bad labels)"}
 METHOD_SHAPES = {"sft": ("messages", "prompt_completion", "text"), "dpo": ("preference",),
                  "kto": ("unpaired_preference",)}
@@ -375,7 +376,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
         info = runs.load_run(run_dir)
         run_dir = str(run_dir)
         metrics = runs.read_metrics(run_dir)
-        tail = runs.log_tail(run_dir, LOG_LINES)
+        tail = ANSI_ESCAPE.sub("", runs.log_tail(run_dir, LOG_LINES))  # tqdm's cursor moves
         watching = info.state in ("queued", "running")
         signature = (run_dir, info.state, len(metrics), info.status.get("phase"))
         plot_value = loss_frame(metrics) if seen != signature else gr.skip()
