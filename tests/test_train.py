@@ -18,7 +18,8 @@ from ftchat.train import run_training
 
 def train(tmp_path, data, base, name="run", **overrides):
     values = dict(data=[str(data)], out=str(tmp_path / "runs" / name), base=str(base), max_steps=8, eval_steps=4,
-                  batch_size=4, compare_prompts=1, early_stopping=0)
+                  batch_size=4, compare_prompts=1, early_stopping=0,
+                  replay=0)  # learning is measured on the user's rows alone; replay has its own test
     values.update(overrides)
     status = run_training(RunConfig(**values))
     assert status["state"] == "done", status
@@ -135,6 +136,7 @@ def test_five_examples_are_enough_to_train(tmp_path, tiny_model_dir):
 
     five = write_jsonl(tmp_path / "five.jsonl", [
         {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in FACT_CHATS[:5]])
-    run_dir, summary = train(tmp_path, five, tiny_model_dir, lr=1e-2, max_steps=0, epochs=2, compare_prompts=0)
-    assert summary["eval_examples"] == 1 and summary["examples"] >= 4  # 4 of the user's rows + replay rows
+    run_dir, summary = train(tmp_path, five, tiny_model_dir, lr=1e-2, max_steps=0, epochs=2, compare_prompts=0,
+                             replay=0.2)
+    assert summary["eval_examples"] == 1 and summary["examples"] == 5  # 4 of the user's rows + 1 replay row
     assert summary["steps"] >= 2

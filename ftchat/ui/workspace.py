@@ -7,11 +7,12 @@ WORKSPACE/
 """
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from ftchat.config import file_sha256
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLES_DIR = REPO_ROOT / "data"
@@ -54,14 +55,6 @@ def safe_stem(name: str) -> str:
     stem = Path(Path(name).name).stem
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-")
     return stem[:60] or "upload"
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def human_size(size: float) -> str:
