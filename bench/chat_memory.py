@@ -29,9 +29,12 @@ def weight_bytes(*modules) -> int:
 
 
 def train_run(out: Path, lr: str) -> None:
-    subprocess.run([sys.executable, "-m", "ftchat", "train", "--data", str(ROOT / "data" / "quorvane_support.jsonl"),
-                    "--out", str(out), "--adapter", "lora", "--max-steps", "3", "--lr", lr, "--eval-split", "0",
-                    "--compare-prompts", "0", "--replay", "0"], cwd=ROOT, check=True, capture_output=True)
+    result = subprocess.run([sys.executable, "-m", "ftchat", "train", "--data",
+                             str(ROOT / "data" / "quorvane_support.jsonl"), "--out", str(out), "--adapter", "lora",
+                             "--max-steps", "3", "--lr", lr, "--eval-split", "0", "--compare-prompts", "0",
+                             "--replay", "0"], cwd=ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"training failed:\n{result.stderr[-3000:]}")
 
 
 def median_seconds(action, rounds: int = 3) -> float:

@@ -23,13 +23,19 @@ CONFIGS = [  # (label, adapter, precision, compute dtype) - the first is the bas
 ]
 
 
+def run_or_explain(command: list[str], env: dict) -> None:
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+
+
 def measure(adapter: str, precision: str, compute: str, steps: int, out: Path) -> dict:
     command = [sys.executable, "-m", "ftchat", "train", "--data", str(ROOT / "data" / "quorvane_support.jsonl"),
                "--out", str(out), "--adapter", adapter, "--precision", precision, "--max-steps", str(steps),
                "--eval-split", "0", "--compare-prompts", "0", "--logging-steps", "1"]
     env = dict(os.environ, FTCHAT_COMPUTE_DTYPE=compute) if compute else dict(os.environ)
     env.pop("FTCHAT_COMPUTE_DTYPE", None) if not compute else None
-    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, env=env)
+    run_or_explain(command, env)
     status = json.loads((out / "status.json").read_text())
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steady = [m for m in metrics if "loss" in m][2:]  # the first steps include warm-up work

@@ -62,10 +62,13 @@ def cmd_data_check(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from ftchat.train import run_training
+    from ftchat.runs import sigterm_cancels
 
     config = config_from_args(args)
-    status = run_training(config, resume=args.resume)
+    with sigterm_cancels() as cancel:  # before the slow imports, so an early Cancel is clean too
+        from ftchat.train import run_training
+
+        status = run_training(config, resume=args.resume, cancel=cancel)
     state = status.get("state")
     summary = status.get("summary") or {}
     if state == "done":

@@ -179,9 +179,17 @@ def training_chat_template(tokenizer, name_or_path: str | None = None) -> str | 
 
 
 def device() -> str:
+    """"cuda" when a GPU is present and not refused (`accelerate launch --cpu` sets ACCELERATE_USE_CPU), else "cpu"."""
     import torch
 
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
+        return "cpu"
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def device_map() -> dict:
+    """The whole model on this process's device: under `accelerate launch` each process has its own GPU."""
+    return {"": int(os.environ.get("LOCAL_RANK", 0))} if device() == "cuda" else {"": "cpu"}
 
 
 def _cpu_has_native_bf16() -> bool:
@@ -202,7 +210,7 @@ def compute_dtype():
     forced = os.environ.get("FTCHAT_COMPUTE_DTYPE")
     if forced:
         return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[forced]
-    if torch.cuda.is_available():
+    if device() == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if _cpu_has_native_bf16() else torch.float32
 
@@ -239,7 +247,7 @@ def load_model(name_or_path: str | os.PathLike | None = None, precision: str = "
         kwargs["dtype"] = torch.float16 if dev == "cuda" and not torch.cuda.is_bf16_supported() else torch.bfloat16
     else:
         kwargs["dtype"] = torch.float32
-    kwargs["device_map"] = {"": 0} if dev == "cuda" else {"": "cpu"}
+    kwargs["device_map"] = device_map()
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as exc:

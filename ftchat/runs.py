@@ -15,7 +15,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,9 +114,12 @@ def load_run(run_dir: str | Path) -> RunInfo:
     run_dir = Path(run_dir)
     status = read_status(run_dir)
     state = status.get("state", "queued")
-    if state == "running" and not alive(status.get("pid")):
-        state = "failed"  # the process died without saying so (killed, machine restart)
-        status.setdefault("error", "the training process ended unexpectedly; see train.log")
+    if state in ("queued", "running") and status.get("pid") and not alive(status.get("pid")):
+        if status.get("cancel_requested"):  # stopped by Cancel before it could say so itself
+            state = "cancelled"
+        else:  # the process died without saying so (killed, machine restart)
+            state = "failed"
+            status.setdefault("error", "the training process ended unexpectedly; see train.log")
     try:
         config = RunConfig.load(run_dir / "config.yaml").to_dict()
     except Exception:
@@ -135,7 +140,7 @@ def launch(config: RunConfig, resume: bool = False) -> subprocess.Popen:
     run_dir = Path(config.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / "requested.yaml")
-    write_status(run_dir, "queued", started=time.time(), error=None)
+    write_status(run_dir, "queued", started=time.time(), error=None, cancel_requested=None)
     command = [sys.executable, "-m", "ftchat", "train", str(run_dir / "requested.yaml")]
     if resume:
         command.append("--resume")
@@ -150,11 +155,29 @@ def launch(config: RunConfig, resume: bool = False) -> subprocess.Popen:
 
 def cancel(run_dir: str | Path) -> bool:
     """Ask a running training to stop: it saves a checkpoint and marks itself cancelled."""
-    pid = read_status(run_dir).get("pid")
+    status = read_status(run_dir)
+    pid = status.get("pid")
     if not alive(pid):
         return False
+    write_status(run_dir, status["state"], cancel_requested=time.time())
     os.kill(pid, signal.SIGTERM)
     return True
+
+
+@contextmanager
+def sigterm_cancels():
+    """While a run trains, SIGTERM sets the yielded event (the trainer then checkpoints and stops) instead of
+    killing the process; the previous handler is back afterwards. Off the main thread signals cannot be caught,
+    so the event is only ever set by the caller there."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: requested.set())
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def log_tail(run_dir: str | Path, lines: int = 20) -> str:

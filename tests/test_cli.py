@@ -83,6 +83,32 @@ def test_sigterm_cancels_cleanly_and_resume_finishes(tmp_path, tiny_model_dir, c
     assert steps[-1] == 40 and min(s for s in steps if s > stopped_at) == stopped_at + 1, "resumed, not restarted"
 
 
+def test_cancel_while_the_model_loads_or_before_python_starts_is_clean(tmp_path, tiny_model_dir, chats_file):
+    from ftchat.config import RunConfig
+
+    # SIGTERM during loading: the trainer has not started, the process still ends cleanly as cancelled
+    loading = RunConfig(data=[str(chats_file)], out=str(tmp_path / "runs" / "loading"), base=str(tiny_model_dir),
+                        adapter="lora", max_steps=40, compare_prompts=0)
+    process = runs.launch(loading)
+    deadline = time.time() + 120
+    while time.time() < deadline and runs.read_status(loading.out).get("phase") != "loading":
+        assert process.poll() is None, runs.log_tail(loading.out)
+        time.sleep(0.05)
+    assert runs.cancel(loading.out)
+    assert process.wait(timeout=120) == 0, runs.log_tail(loading.out)
+    assert runs.load_run(loading.out).state == "cancelled"
+    assert not runs.read_metrics(loading.out), "no training step ran"
+
+    # Cancel at once, before the new interpreter could install its handler: still cancelled, not failed
+    instant = RunConfig(data=[str(chats_file)], out=str(tmp_path / "runs" / "instant"), base=str(tiny_model_dir),
+                        adapter="lora", max_steps=40, compare_prompts=0)
+    process = runs.launch(instant)
+    assert runs.cancel(instant.out)
+    process.wait(timeout=120)
+    run = runs.load_run(instant.out)
+    assert run.state == "cancelled" and not run.error
+
+
 def test_bad_data_gives_one_clear_line_and_a_failed_status(tmp_path, tiny_model_dir):
     bad = tmp_path / "notes.jsonl"
     bad.write_text("this is not json\n")

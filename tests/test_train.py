@@ -3,6 +3,7 @@ transformers / peft."""
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 import torch
@@ -21,8 +22,10 @@ def train(tmp_path, data, base, name="run", **overrides):
                   batch_size=4, compare_prompts=1, early_stopping=0,
                   replay=0)  # learning is measured on the user's rows alone; replay has its own test
     values.update(overrides)
+    handler = signal.getsignal(signal.SIGTERM)
     status = run_training(RunConfig(**values))
     assert status["state"] == "done", status
+    assert signal.getsignal(signal.SIGTERM) is handler, "SIGTERM means cancel only while training"
     return tmp_path / "runs" / name, status["summary"]
 
 

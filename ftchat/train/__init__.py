@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def prepare_run(config: RunConfig, resume: bool = False) -> RunConfig:
         if resolved.parent:
             (run_dir / "parent").write_text(str(resolved.parent) + "\n")
         runs.write_status(run_dir, "running", pid=os.getpid(), started=status.get("started", time.time()),
-                          error=None, step=0)
+                          error=None, step=0, cancel_requested=None)
     return resolved
 
 
@@ -90,16 +91,18 @@ def _save_result(config: RunConfig, trainer, tokenizer, original_template) -> Pa
     return target
 
 
-def run_training(config: RunConfig, resume: bool = False) -> dict:
+def run_training(config: RunConfig, resume: bool = False, cancel: threading.Event | None = None) -> dict:
     """Train one run to completion (or cancellation); returns the final status. Raises on failure after
-    recording it in status.json."""
+    recording it in status.json. SIGTERM, or setting `cancel`, stops it cleanly with a checkpoint."""
+    if cancel is None:
+        with runs.sigterm_cancels() as cancel:
+            return run_training(config, resume=resume, cancel=cancel)
     config = prepare_run(config, resume=resume)
     run_dir = Path(config.out)
-    callback = None
     try:
         from ftchat.train.common import RunFolderCallback, build_model, callbacks_for, peak_memory_mb
 
-        callback = RunFolderCallback(run_dir, is_main=_is_main_process())
+        callback = RunFolderCallback(run_dir, cancel, is_main=_is_main_process())
         runs.write_status(run_dir, "running", phase="loading")
         tokenizer = models.load_tokenizer(config.base)
         original_template = tokenizer.chat_template
@@ -111,6 +114,8 @@ def run_training(config: RunConfig, resume: bool = False) -> dict:
         checkpoint = None
         if resume and any((run_dir / "checkpoints").glob("checkpoint-*")):
             checkpoint = True
+        if cancel.is_set():  # cancelled while loading: nothing trained, nothing to checkpoint
+            return runs.write_status(run_dir, "cancelled", error=None, phase="cancelled")
         runs.write_status(run_dir, "running", phase="training")
         started = time.time()
         result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -156,7 +161,7 @@ def run_training(config: RunConfig, resume: bool = False) -> dict:
         runs.write_status(run_dir, "cancelled", error=None)
         raise
     except BaseException as exc:
-        if callback is not None and callback.cancelled:
+        if cancel.is_set():
             runs.write_status(run_dir, "cancelled", error=None)
         else:
             runs.write_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import math
 import resource
-import signal
+import threading
 import time
 from pathlib import Path
 
@@ -17,17 +17,29 @@ from ftchat.config import RunConfig
 def peak_memory_mb() -> float:
     import torch
 
-    if torch.cuda.is_available():
+    if models.device() == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def precision_for(config: RunConfig) -> str:
+    """The precision the weights are loaded in. Full and layer-wise runs keep fp32 weights (on a GPU the trainer
+    computes in bf16 autocast): bf16 weights would round away small updates."""
     if config.precision != "auto":
         return config.precision
     if config.adapter == "qlora":
         return "4bit"
+    if config.adapter in ("full", "layers"):
+        return "fp32"
     return "bf16" if models.device() == "cuda" else "fp32"
+
+
+def mixed_precision_bf16(config: RunConfig) -> bool:
+    """bf16 autocast in the trainer: on a GPU that computes in bf16 (models.compute_dtype), unless the user asked
+    for fp32."""
+    import torch
+
+    return models.device() == "cuda" and models.compute_dtype() == torch.bfloat16 and config.precision != "fp32"
 
 
 def peft_config_for(config: RunConfig, base_path: Path):
@@ -94,10 +106,7 @@ def build_model(config: RunConfig):
 
 def trainer_arguments(config: RunConfig, has_eval: bool) -> dict:
     """Arguments every TRL config (SFTConfig, DPOConfig, KTOConfig) takes the same way."""
-    import torch
-
-    on_gpu = torch.cuda.is_available()
-    precision = precision_for(config)
+    on_gpu = models.device() == "cuda"
     args = dict(
         output_dir=str(Path(config.out) / "checkpoints"),
         per_device_train_batch_size=config.batch_size,
@@ -116,7 +125,7 @@ def trainer_arguments(config: RunConfig, has_eval: bool) -> dict:
         seed=config.seed,
         report_to="none",
         use_cpu=not on_gpu,
-        bf16=on_gpu and precision in ("4bit", "bf16") and torch.cuda.is_bf16_supported(),
+        bf16=mixed_precision_bf16(config),
         gradient_checkpointing=config.gradient_checkpointing,
         max_length=config.max_length,
         disable_tqdm=False,
@@ -135,20 +144,21 @@ def trainer_arguments(config: RunConfig, has_eval: bool) -> dict:
 
 
 class RunFolderCallback(TrainerCallback):
-    """Writes metrics.jsonl and status.json as training goes, and turns SIGTERM into a clean stop."""
+    """Writes metrics.jsonl and status.json as training goes, and stops cleanly (with a checkpoint) once
+    `cancel` is set - by SIGTERM, see runs.sigterm_cancels."""
 
-    def __init__(self, run_dir: Path, is_main: bool = True):
+    def __init__(self, run_dir: Path, cancel: threading.Event, is_main: bool = True):
         self.run_dir = Path(run_dir)
         self.is_main = is_main
+        self.cancel = cancel
         self.start = time.time()
-        self.cancelled = False
         self.last_tokens = None
         self.last_time = self.start
         self.last = {}
-        signal.signal(signal.SIGTERM, self._on_sigterm)
 
-    def _on_sigterm(self, signum, frame):
-        self.cancelled = True
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel.is_set()
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start = self.last_time = time.time()  # elapsed and ETA count training, not model loading
