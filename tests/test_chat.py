@@ -27,7 +27,7 @@ def trained(tmp_path_factory, tiny_model_dir):
         for q, _ in FACT_CHATS])
     for name, file, adapter in [("a", data, "lora"), ("b", other, "lora"), ("full", data, "full")]:
         run_training(RunConfig(data=[str(file)], out=str(root / "runs" / name), base=str(tiny_model_dir),
-                               adapter=adapter, max_steps=10, lr=3e-2 if adapter == "lora" else 3e-3,
+                               adapter=adapter, max_steps=20, lr=1e-2 if adapter == "lora" else 3e-3,
                                compare_prompts=0, eval_split=0))
     return root / "runs"
 
@@ -40,13 +40,14 @@ def test_choices_list_bases_and_finished_runs(trained, tiny_model_dir):
 
 
 def test_one_batch_with_per_row_adapters_equals_separate_answers(trained, tiny_model_dir):
-    # fp32 on every device: in bf16 (the GPU default) the tiny random model's two adapters gave the same greedy text
-    engine = ChatEngine(trained, precision="fp32", default_base=str(tiny_model_dir))
+    engine = ChatEngine(trained, default_base=str(tiny_model_dir))
     base, a, b = BASE_PREFIX + str(tiny_model_dir), str(trained / "a"), str(trained / "b")
     together = engine.answer([(base, QUESTION), (a, QUESTION), (b, QUESTION)], SETTINGS)
     alone = [engine.answer([(choice, QUESTION)], SETTINGS)[0] for choice in (base, a, b)]
     assert together == alone
     assert len(set(together)) == 3, "each row really used its own adapter"
+    # lr 3e-2 made both adapters collapse to the same token on an H100; 1e-2 x 20 steps learns the answers
+    assert together[2].startswith("Bananas"), together
     loaded = [entry for key, entry in engine._loaded.items() if key.startswith("base::")]
     assert len(loaded) == 1 and len(loaded[0].adapters) == 2, "one copy of the base serves both runs"
 
