@@ -165,6 +165,16 @@ def app(tmp_path_factory, tiny_model_dir):
     process.stop()
 
 
+def test_the_learning_rate_hint_names_the_default_that_training_will_use():
+    from ftchat.config import RunConfig
+    from ftchat.ui.train_tab import lr_hint
+
+    for base, adapter in [("smollm2-135m", "qlora"), ("smollm2-135m", "full"), ("some/hub-model", "lora")]:
+        used = RunConfig(base=base, adapter=adapter).learning_rate
+        assert f"({used:g})" in lr_hint(base, adapter)
+    assert "(0.001)" in lr_hint("smollm2-135m", "qlora")  # the bundled model's registry value, not the generic 2e-4
+
+
 def test_the_page_answers_within_5_seconds_of_launch(app):
     assert app.first_200_s < 5, f"first HTTP 200 after {app.first_200_s:.1f} s"
 

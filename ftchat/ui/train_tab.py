@@ -258,8 +258,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
                 epochs = gr.Number(defaults.epochs, label="Epochs", minimum=0)
                 max_steps = gr.Number(defaults.max_steps, label="Max steps", precision=0, minimum=0,
                                       info="0: train for the epochs")
-                lr = gr.Number(0, label="Learning rate", minimum=0,
-                               info="0: the technique's default (2e-4 for (Q)LoRA)")
+                lr = gr.Number(0, label="Learning rate", minimum=0, info=lr_hint(DEFAULT_BASE, "qlora"))
                 batch_size = gr.Number(defaults.batch_size, label="Batch size", precision=0, minimum=1)
                 max_length = gr.Number(defaults.max_length, label="Max tokens per example", precision=0, minimum=16)
                 lora_r = gr.Number(defaults.lora_r, label="LoRA rank", precision=0, minimum=1)
@@ -417,6 +416,9 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
 
     # -- events ----------------------------------------------------------------------------------------------
     datasets.change(on_data, inputs=[datasets, method], outputs=[data_note, method], api_visibility="private")
+    for choice in (base, adapter):
+        choice.change(lambda name, technique: gr.Number(info=lr_hint(name, technique)), inputs=[base, adapter],
+                      outputs=[lr], api_visibility="private", show_progress="hidden")
     run_path = gr.Textbox(visible=False, label="run folder")
     status_outputs = [progress, plot, log, status_data, comparison, comparison_note, timer, last_seen]
     start.click(
@@ -455,6 +457,12 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
     loaded.then(on_data, inputs=[datasets, method], outputs=[data_note, method], api_visibility="private")
     page.select(on_show, inputs=[datasets, run], outputs=show_outputs, api_visibility="private")
     return TrainTab(base, datasets, run, runs_table, refresh_choices)
+
+
+def lr_hint(base: str | None, adapter: str | None) -> str:
+    """What 0 means for the learning rate: the default RunConfig resolves for this base and technique."""
+    default = RunConfig(base=base or DEFAULT_BASE, adapter=adapter or "qlora").learning_rate
+    return f"0: the default for this base and technique ({default:g})"
 
 
 def unique_run_name(ctx: AppContext, name: str, method: str, adapter: str) -> str:
