@@ -437,12 +437,12 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
     refresh_runs.click(list_runs, outputs=[runs_table, run, parent], api_name="list_runs")
     runs_table.select(pick_row, outputs=[run], api_visibility="private")
 
-    def on_show(data: list[str] | None, current_run: str | None):
-        """Fresh choices when the page loads or the tab opens: uploads, bases, runs (newest selected if none)."""
+    def on_show(current_run: str | None):
+        """Fresh choices when the page loads or the tab opens: uploads, bases, runs (newest selected if none).
+        The data selection is left alone: an upload may be selecting its file at this very moment."""
         listed = run_choices(ctx)
         values = [v for _, v in listed]
-        keep = [p for p in (data or []) if p in {v for _, v in upload_choices(ctx)}]
-        return (gr.Dropdown(choices=upload_choices(ctx), value=keep),
+        return (gr.Dropdown(choices=upload_choices(ctx)),
                 gr.Dropdown(choices=base_choices(ctx)),
                 gr.Dropdown(choices=listed, value=current_run if current_run in values else
                             (values[0] if values else None)),
@@ -451,11 +451,10 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
 
     show_outputs = [datasets, base, run, parent, runs_table]
     # A new page shows the newest run; opening the tab again keeps the one being watched.
-    loaded = demo.load(lambda data: on_show(data, None), inputs=[datasets], outputs=show_outputs,
-                       api_visibility="private")
+    loaded = demo.load(lambda: on_show(None), outputs=show_outputs, api_visibility="private")
     loaded.then(run_status, inputs=[run], outputs=status_outputs, api_visibility="private", show_progress="hidden")
     loaded.then(on_data, inputs=[datasets, method], outputs=[data_note, method], api_visibility="private")
-    page.select(on_show, inputs=[datasets, run], outputs=show_outputs, api_visibility="private")
+    page.select(on_show, inputs=[run], outputs=show_outputs, api_visibility="private")
     return TrainTab(base, datasets, run, runs_table, refresh_choices)
 
 
