@@ -5,9 +5,12 @@
 #   .gpu/cache/models/smollm2-135m/   the bundled model's config and tokenizer. Its 92 MB of weights cannot travel
 #                  to that machine, so the benchmarks there use SmolLM2-135M's architecture with random weights:
 #                  the same shapes and therefore the same speed and memory, but no learning claims.
-# Usage: bash bench/gpu_check.sh [nf4] [tests] [train] [chat]   (none: all four, about 11 minutes on an H100).
+# Usage: bash bench/gpu_check.sh [nf4] [tests] [train] [chat]   (none: all four). On an H100 the set-up took under a
+# minute and the tests 5 minutes; the two benchmarks have not finished there yet (give them 6 minutes).
 # The set-up (wheels, random-weight base) always runs; each step runs even when one before it fails; results go
 # to $OUT. TESTS=... picks the test files or ids, STEPS=... the benchmark's steps.
+# With the device tool: run(command="bash bench/gpu_check.sh", carry=[".gpu"]); every call must carry .gpu, which
+# replaces the folder there, so the set-up runs again (about 40 s).
 set -u
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
 export PYTHONPATH="$PWD/.gpu/site:$PWD" FTCHAT_CACHE="$PWD/.gpu/cache" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
