@@ -41,7 +41,7 @@ class RunConfig:
     warmup_ratio: float = 0.1
     scheduler: str = "cosine"
     seed: int = 42
-    precision: str = "auto"  # auto (4-bit for qlora, else bf16 on GPU / fp32 on CPU) | bf16 | fp32
+    precision: str = "auto"  # auto (see train.common.precision_for) | 4bit | 8bit | bf16 | fp32
 
     lora_r: int = 16
     lora_alpha: int = 32

@@ -36,7 +36,8 @@ ADVANCED = [
     ("scheduler", "LR scheduler", None),
     ("weight_decay", "Weight decay", None),
     ("seed", "Seed", None),
-    ("precision", "Precision", "auto: 4-bit for QLoRA, else bf16 on GPU / fp32 on CPU"),
+    ("precision", "Precision", "auto: 4-bit for QLoRA; bf16 on GPU / fp32 on CPU for LoRA; fp32 weights for full "
+                               "and layer-wise (bf16 autocast on GPU)"),
     ("lora_alpha", "LoRA alpha", None),
     ("lora_dropout", "LoRA dropout", None),
     ("lora_targets", "LoRA target modules", "all-linear, or a comma list such as q_proj,v_proj"),
