@@ -7,7 +7,6 @@ of 3 rounds. Usage: python bench/chat_memory.py
 from __future__ import annotations
 
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -15,6 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from train_speed import run_or_explain  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 QUESTION = [{"role": "user", "content": "Tell me about Quorvane Labs."}]
 
 
@@ -29,12 +30,9 @@ def weight_bytes(*modules) -> int:
 
 
 def train_run(out: Path, lr: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "ftchat", "train", "--data",
-                             str(ROOT / "data" / "quorvane_support.jsonl"), "--out", str(out), "--adapter", "lora",
-                             "--max-steps", "3", "--lr", lr, "--eval-split", "0", "--compare-prompts", "0",
-                             "--replay", "0"], cwd=ROOT, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"training failed:\n{result.stderr[-3000:]}")
+    run_or_explain([sys.executable, "-m", "ftchat", "train", "--data", str(ROOT / "data" / "quorvane_support.jsonl"),
+                    "--out", str(out), "--adapter", "lora", "--max-steps", "3", "--lr", lr, "--eval-split", "0",
+                    "--compare-prompts", "0", "--replay", "0"])
 
 
 def median_seconds(action, rounds: int = 3) -> float:

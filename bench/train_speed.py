@@ -23,7 +23,8 @@ CONFIGS = [  # (label, adapter, precision, compute dtype) - the first is the bas
 ]
 
 
-def run_or_explain(command: list[str], env: dict) -> None:
+def run_or_explain(command: list[str], env: dict | None = None) -> None:
+    """Run a training command from the repo root; on failure stop with the end of its stderr, not a bare exit code."""
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")

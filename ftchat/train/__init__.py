@@ -122,7 +122,7 @@ def run_training(config: RunConfig, resume: bool = False, cancel: threading.Even
         elapsed = time.time() - started
         if not _is_main_process():
             return {}
-        if callback.cancelled:
+        if cancel.is_set():
             return runs.write_status(run_dir, "cancelled", error=None)
         runs.write_status(run_dir, "running", phase="saving")
         weights = _save_result(config, trainer, tokenizer, original_template)

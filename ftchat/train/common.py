@@ -156,15 +156,11 @@ class RunFolderCallback(TrainerCallback):
         self.last_time = self.start
         self.last = {}
 
-    @property
-    def cancelled(self) -> bool:
-        return self.cancel.is_set()
-
     def on_train_begin(self, args, state, control, **kwargs):
         self.start = self.last_time = time.time()  # elapsed and ETA count training, not model loading
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.cancelled:
+        if self.cancel.is_set():
             control.should_save = True  # a checkpoint, so --resume can continue from here
             control.should_training_stop = True
         return control
