@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from ftchat.chat import BASE_PREFIX, ChatEngine, GenerationSettings
-from ftchat.train.replay import GENERAL_PROMPTS
+from ftchat.prompts import GENERAL_PROMPTS
 
 
 def prompt_of(row: dict) -> list[dict] | None:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import yaml
 
-METHODS = ("sft", "dpo", "kto")
+from ftchat import methods
+
 ADAPTERS = ("qlora", "lora", "full", "layers", "prompt")
 # Learning rates that work for each technique on small data; a user value always wins.
 DEFAULT_LR = {"qlora": 2e-4, "lora": 2e-4, "full": 2e-5, "layers": 5e-5, "prompt": 3e-2}
@@ -27,7 +28,7 @@ class RunConfig:
     data: list[str] = field(default_factory=list)  # training files (any format ftchat.data reads)
     out: str = ""  # the run folder, e.g. runs/my-run
     base: str = "smollm2-135m"  # registry name, local model folder or hub id
-    method: str = "sft"  # sft | dpo | kto
+    method: str = "sft"  # a name in ftchat.methods.METHODS: sft | dpo | kto
     adapter: str = "qlora"  # qlora | lora | full | layers | prompt
     parent: str | None = None  # a finished run to continue from (its adapter is the starting point)
 
@@ -78,8 +79,8 @@ class RunConfig:
             raise ConfigError("data: give at least one training file.")
         if not self.out:
             raise ConfigError("out: give the run folder, e.g. runs/my-run.")
-        if self.method not in METHODS:
-            raise ConfigError(f"method: '{self.method}' is not one of {', '.join(METHODS)}.")
+        if self.method not in methods.METHODS:
+            raise ConfigError(f"method: '{self.method}' is not one of {', '.join(methods.names())}.")
         if self.adapter not in ADAPTERS:
             raise ConfigError(f"adapter: '{self.adapter}' is not one of {', '.join(ADAPTERS)}.")
         for name in ("batch_size", "grad_accum", "max_length", "lora_r", "train_layers", "prompt_tokens", "eval_steps"):
@@ -91,8 +92,9 @@ class RunConfig:
             raise ConfigError(f"eval_split: must be in [0, 1), got {self.eval_split}.")
         if self.learning_rate <= 0:
             raise ConfigError(f"lr: must be positive, got {self.lr}.")
-        if self.method != "sft" and self.adapter == "prompt":
-            raise ConfigError("adapter: prompt tuning is offered for sft only; use qlora or lora for dpo/kto.")
+        method = methods.get(self.method)
+        if self.adapter not in method.adapters:
+            raise ConfigError(f"adapter: {self.method} trains with {', '.join(method.adapters)}, not '{self.adapter}'.")
         for path in self.data:
             if not Path(path).is_file():
                 raise ConfigError(f"data: {path} does not exist.")
@@ -154,7 +156,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         elif isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         elif f.name == "method":
-            parser.add_argument(flag, choices=METHODS, default=None)
+            parser.add_argument(flag, choices=methods.names(), default=None)
         elif f.name == "adapter":
             parser.add_argument(flag, choices=ADAPTERS, default=None)
         else:

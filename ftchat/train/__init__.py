@@ -12,11 +12,8 @@ import threading
 import time
 from pathlib import Path
 
-from ftchat import models, runs
+from ftchat import methods, models, runs
 from ftchat.config import ConfigError, RunConfig
-from ftchat.train import dpo, kto, sft
-
-METHODS = {"sft": sft, "dpo": dpo, "kto": kto}
 log = logging.getLogger("ftchat.train")
 
 
@@ -58,10 +55,10 @@ def load_training_data(config: RunConfig, tokenizer):
     dataset, shape, reports = load_dataset(
         config.data, tokenizer=tokenizer, max_tokens=config.max_length, chunk_tokens=config.chunk_tokens
     )
-    method = METHODS[config.method]
-    if shape not in method.SHAPES:
+    method = methods.get(config.method)
+    if shape not in method.shapes:
         raise DataError(
-            f"{config.method} trains on {' or '.join(method.SHAPES)} data, but {', '.join(config.data)} "
+            f"{config.method} trains on {' or '.join(method.shapes)} data, but {', '.join(config.data)} "
             f"hold{'s' if len(config.data) == 1 else ''} {shape} data."
         )
     for report in reports:
@@ -108,7 +105,7 @@ def run_training(config: RunConfig, resume: bool = False, cancel: threading.Even
         original_template = tokenizer.chat_template
         train_ds, eval_ds, shape, reports = load_training_data(config, tokenizer)
         model, peft_config = build_model(config)
-        trainer = METHODS[config.method].build_trainer(
+        trainer = methods.get(config.method).trainer_module().build_trainer(
             config, model, peft_config, tokenizer, train_ds, eval_ds, callbacks_for(config, callback, eval_ds is not None)
         )
         checkpoint = None

@@ -10,8 +10,6 @@ from trl import DPOConfig, DPOTrainer
 from ftchat.config import RunConfig
 from ftchat.train.common import trainer_arguments
 
-SHAPES = ("preference",)
-
 
 def build_trainer(config: RunConfig, model, peft_config, tokenizer, train_ds, eval_ds, callbacks) -> DPOTrainer:
     args = DPOConfig(**trainer_arguments(config, has_eval=eval_ds is not None), beta=config.beta)

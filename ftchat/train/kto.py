@@ -9,8 +9,6 @@ from trl import KTOConfig, KTOTrainer
 from ftchat.config import RunConfig
 from ftchat.train.common import trainer_arguments
 
-SHAPES = ("unpaired_preference",)
-
 
 def build_trainer(config: RunConfig, model, peft_config, tokenizer, train_ds, eval_ds, callbacks) -> KTOTrainer:
     labels = train_ds["label"]

@@ -11,8 +11,6 @@ from ftchat.train.common import trainer_arguments
 
 log = logging.getLogger(__name__)
 
-SHAPES = ("messages", "text")
-
 
 def build_trainer(config: RunConfig, model, peft_config, tokenizer, train_ds, eval_ds, callbacks) -> SFTTrainer:
     conversational = "messages" in train_ds.column_names

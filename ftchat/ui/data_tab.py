@@ -13,13 +13,21 @@ from ftchat.ui.workspace import DATA_EXTENSIONS, SAMPLES_DIR, UploadError, human
 
 SHOW_SKIPPED = 20
 PREVIEW_ROWS = 5
-SHAPE_NOTES = {
-    "messages": "conversations → trains with SFT",
-    "prompt_completion": "prompt / completion pairs → trains with SFT (as conversations)",
-    "preference": "chosen / rejected pairs → trains with DPO",
-    "unpaired_preference": "answers labelled good / bad → trains with KTO",
-    "text": "plain text → SFT on the text (continued pre-training)",
+SHAPE_NOTES = {  # what a shape is; which methods train on it comes from ftchat.methods
+    "messages": "conversations",
+    "prompt_completion": "prompt / completion pairs (trained as conversations)",
+    "preference": "chosen / rejected pairs",
+    "unpaired_preference": "answers labelled good / bad",
+    "text": "plain text (continued pre-training)",
 }
+
+
+def shape_note(shape: str | None) -> str:
+    from ftchat.methods import methods_for_shapes
+
+    allowed = methods_for_shapes([shape]) if shape else []
+    what = SHAPE_NOTES.get(shape, shape or "unusable")
+    return f"{what} → trains with {', '.join(m.upper() for m in allowed)}" if allowed else f"{what} → no method"
 
 
 @dataclass
@@ -69,7 +77,7 @@ def report_markdown(name: str, report: FileReport | None, error: str | None = No
     lines = [f"### {name} · {'usable' if loaded.ok else 'NOT USABLE'}"]
     if loaded.format:
         lines.append(
-            f"**Format** `{loaded.format}` · **shape** `{loaded.shape}` ({SHAPE_NOTES.get(loaded.shape, '')}) · "
+            f"**Format** `{loaded.format}` · **shape** `{loaded.shape}` ({shape_note(loaded.shape)}) · "
             f"**usable examples** {loaded.examples} · **skipped rows** {len(loaded.skipped)}"
         )
     if loaded.error:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from ftchat import runs
-from ftchat.config import ADAPTERS, METHODS, ConfigError, RunConfig
+from ftchat import methods, runs
+from ftchat.config import ADAPTERS, ConfigError, RunConfig
 from ftchat.models import DEFAULT_BASE, REGISTRY
 from ftchat.ui.context import AppContext
 from ftchat.ui.data_tab import upload_choices
@@ -22,9 +22,6 @@ from ftchat.ui.data_tab import upload_choices
 POLL_SECONDS = 1.5
 LOG_LINES = 12
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-METHOD_LABELS = {"sft": "SFT (supervised)", "dpo": "DPO (preference pairs)", "kto": "KTO (good / bad labels)"}
-METHOD_SHAPES = {"sft": ("messages", "prompt_completion", "text"), "dpo": ("preference",),
-                 "kto": ("unpaired_preference",)}
 ADAPTER_LABELS = {"qlora": "QLoRA (4-bit base + LoRA)", "lora": "LoRA", "full": "Full fine-tune",
                   "layers": "Layer-wise (last layers only)", "prompt": "Prompt tuning"}
 SCHEDULERS = ["cosine", "linear", "constant", "constant_with_warmup"]
@@ -125,8 +122,7 @@ def methods_for(shapes: dict[str, str | None]) -> list[str]:
     """The methods every selected file can train with (SFT when nothing is selected yet)."""
     if not shapes:
         return ["sft"]
-    allowed = [m for m in METHODS if all(s in METHOD_SHAPES.get(m, ()) for s in shapes.values())]
-    return allowed
+    return methods.methods_for_shapes(shapes.values())
 
 
 # -- run status --------------------------------------------------------------------------------------------------
@@ -252,7 +248,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
             data_note = gr.Markdown("")
             with gr.Row():
                 # every method is a valid value (API clients pick any); the page narrows the choice to the data's shape
-                method = gr.Radio([(METHOD_LABELS[m], m) for m in METHODS], value="sft", label="Method",
+                method = gr.Radio([(m.label, m.name) for m in methods.METHODS.values()], value="sft", label="Method",
                                   info="DPO and KTO appear when the data has their shape.")
                 adapter = gr.Radio([(ADAPTER_LABELS[a], a) for a in ADAPTERS], value="qlora", label="Technique")
             with gr.Row():
@@ -314,7 +310,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
             note = f"⚠️ These files cannot train together ({listing}); pick files of one shape."
         else:
             note = f"Data shape: **{next(iter(shapes.values()))}** → " + ", ".join(m.upper() for m in allowed)
-        choices = [(METHOD_LABELS[m], m) for m in (allowed or ["sft"])]
+        choices = [(methods.get(m).label, m) for m in (allowed or ["sft"])]
         value = current if current in (allowed or ["sft"]) else (allowed or ["sft"])[0]
         return note, gr.Radio(choices=choices, value=value)
 
