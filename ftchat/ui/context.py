@@ -12,7 +12,10 @@ from pathlib import Path
 from ftchat.ui.workspace import Workspace
 
 log = logging.getLogger("ftchat.ui")
-MAX_TOKENS = 2048  # rows longer than this are reported as skipped, as `ftchat data check` does
+from ftchat.config import RunConfig
+
+# One length rule: the Data tab counts a row as usable only if training (max_length, same tokenizer) keeps it.
+MAX_TOKENS = RunConfig().max_length
 
 
 @dataclass

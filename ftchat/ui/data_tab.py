@@ -88,7 +88,8 @@ def report_markdown(name: str, report: FileReport | None, error: str | None = No
         stats = length_stats(report.lengths)
         lines.append(f"**{report.counted_with.capitalize()} per example:** "
                      + " · ".join(f"{k} {v}" for k, v in stats.items())
-                     + f" (rows over {MAX_TOKENS} tokens are skipped)")
+                     + f" (rows over {MAX_TOKENS} tokens are skipped, as training skips them at its default "
+                       f"*Max tokens per example*; raise that in the Train tab to keep longer rows)")
     if loaded.skipped:
         lines.append("\n| line | why it was skipped |\n|---:|---|")
         for skipped in loaded.skipped[:SHOW_SKIPPED]:
