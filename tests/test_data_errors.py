@@ -43,7 +43,7 @@ def test_empty_utf16_file_with_only_a_bom(tmp_path):
 def test_png_renamed_to_jsonl(tmp_path):
     png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
     error = failed(tmp_path, "train.jsonl", png)
-    assert error == ("train.jsonl: is a PNG image, not text; upload a .jsonl, .json, .csv, .txt, .md or .pdf "
+    assert error == ("train.jsonl: is a PNG image, not text; upload a .jsonl, .json, .csv, .txt, .md, .pdf, .parquet, .arrow (or .jsonl.gz / .json.gz) "
                      "training file.")
 
 
@@ -100,10 +100,14 @@ def test_csv_with_header_only(tmp_path):
     assert "has a header but no rows" in failed(tmp_path, "faq.csv", "question,answer\n")
 
 
-@pytest.mark.parametrize("name", ["train.parquet", "model.pkl", "README", "data.xlsx"])
+@pytest.mark.parametrize("name", ["model.pkl", "README", "data.xlsx"])
 def test_unknown_extension(tmp_path, name):
     error = failed(tmp_path, name, "whatever")
-    assert "unsupported" in error and "use .jsonl, .json, .csv, .txt, .md or .pdf" in error
+    assert "unsupported" in error and "use .jsonl, .json, .csv, .txt, .md, .pdf, .parquet, .arrow" in error
+
+
+def test_text_named_parquet_is_not_a_readable_parquet_file(tmp_path):
+    assert "is not a readable Parquet file" in failed(tmp_path, "train.parquet", "whatever")
 
 
 def test_missing_file_and_folder(tmp_path):
@@ -154,7 +158,7 @@ def test_bad_rows_are_skipped_with_their_line_and_reason(tmp_path):
     assert report.ok and report.format == "openai" and report.examples == 2
     assert [(s.line, s.reason) for s in report.skipped] == [
         (2, "not JSON (Unterminated string starting at column 43)"),
-        (3, "unknown role 'tool'"),
+        (3, "message 2 of 'messages' is a tool result (role 'tool'); tool-calling conversations train only with a base whose chat template renders tools (check the file with that base: --base NAME), otherwise remove the tool turns"),
         (4, "no assistant turn"),
         (5, "empty content in message 1 (user)"),
         (7, "missing field 'messages'"),
@@ -174,12 +178,14 @@ def test_bad_rows_in_other_formats(tmp_path):
     sharegpt = [{"conversations": [{"from": "human", "value": "Hi"}, {"from": "function_call", "value": "x"}]},
                 {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}]
     report = load_file(write(tmp_path, "share.json", json.dumps(sharegpt)))
-    assert [(s.line, s.reason) for s in report.skipped] == [(1, "unknown role 'function_call'")]
+    assert [(s.line, s.record, s.reason) for s in report.skipped] == [
+        (1, 1, "message 2 of 'conversations' calls a tool ('function_call' turn); tool-calling conversations train only with a base whose chat template renders tools (check the file with that base: --base NAME), otherwise remove the tool turns")]
 
     alpaca = [{"instruction": "Hi", "output": ""}, {"instruction": "Hi", "output": "Hello"}, {"instruction": "Hi"}]
-    report = load_file(write(tmp_path, "alpaca.json", json.dumps(alpaca)))
-    assert [(s.line, s.reason) for s in report.skipped] == [
-        (1, "empty content in field 'output'"), (3, "missing field 'output'")]
+    report = load_file(write(tmp_path, "alpaca.json", json.dumps(alpaca, indent=1)))
+    # a JSON array's skipped row names the line of the file where it starts, and its record number
+    assert [(s.line, s.record, s.reason) for s in report.skipped] == [
+        (2, 1, "empty content in field 'output'"), (10, 3, "missing field 'output'")]
 
     kto = [{"prompt": "CEO?", "completion": "Marisol.", "label": "maybe"},
            {"prompt": "CEO?", "completion": "Marisol.", "label": "👍"}]
@@ -230,7 +236,8 @@ def test_check_files_json_lines_and_exit_codes(tmp_path):
     for line in lines:
         assert list(line) == ["file", "ok", "format", "shape", "examples", "skipped", "error"]
     assert lines[0] == {"file": good, "ok": True, "format": "openai", "shape": "messages", "examples": 1,
-                        "skipped": [{"line": 2, "reason": "unknown role 'tool'"}], "error": None}
+                        "skipped": [{"line": 2, "record": 2, "reason": "message 1 of 'messages' is a tool result "
+                                     "(role 'tool'); tool-calling conversations train only with a base whose chat template renders tools (check the file with that base: --base NAME), otherwise remove the tool turns"}], "error": None}
     assert lines[2]["ok"] is False and lines[2]["error"].startswith("bad.jsonl: line 1 is not JSON")
 
 

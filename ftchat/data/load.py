@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 
 from . import readers
 from .documents import chunk_text, pdf_text
-from .formats import SHAPE_OF, csv_plan, detect_format, normalizer_for, to_messages
+from .formats import SHAPE_OF, VOTE_ROWS, csv_plan, detect_format, normalizer_for, placeholders, to_messages
 from .shapes import DataError, LoadedFile, RowError, Skipped
-from .tokens import row_chars, row_tokens
+from .tokens import row_chars, row_tokens, token_bound
 
 CHARS_PER_TOKEN_LIMIT = 8  # without a tokenizer a row is too long past max_tokens * 8 characters
 
 
-def load_file(path, tokenizer=None, max_tokens: int = 2048, chunk_tokens: int = 512) -> LoadedFile:
+def load_file(path, tokenizer=None, max_tokens: int = 2048, chunk_tokens: int = 512,
+              keep_rows: int | None = None) -> LoadedFile:
     """Read one file into normalized rows. Never raises for bad input: problems land in `error`
-    (the whole file) or `skipped` (one row each)."""
+    (the whole file) or `skipped` (one row each). With keep_rows, only that many rows are kept
+    (all are still read, checked and counted)."""
     report = LoadedFile(file=str(path))
+    for row in read_rows(path, report, tokenizer, max_tokens, chunk_tokens):
+        if keep_rows is None or len(report.rows) < keep_rows:
+            report.rows.append(row)
+    return report
+
+
+def read_rows(path, report: LoadedFile, tokenizer=None, max_tokens: int = 2048, chunk_tokens: int = 512,
+              column_map=None):
+    """Yield the normalized rows of one file, a row at a time, filling in `report` (format, shape,
+    counts, skipped rows, warnings, error) as it goes. Never raises for bad input."""
     name = readers.display_name(path)
     chunk_tokens = min(chunk_tokens, max_tokens)
     try:
@@ -27,44 +40,89 @@ def load_file(path, tokenizer=None, max_tokens: int = 2048, chunk_tokens: int = 
             else:
                 text = readers.read_text(path)
             report.format, report.shape = kind, "text"
-            report.rows = [{"text": chunk} for chunk in chunk_text(text, tokenizer, chunk_tokens)]
-            if not report.rows:
+            for chunk in chunk_text(text, tokenizer, chunk_tokens):
+                report.count += 1
+                yield {"text": chunk}
+            if not report.count:
                 report.error = f"{name}: has no text; add some prose to train on."
-            return report
-        text = readers.read_text(path)
+            return
         if kind == "csv":
-            header, records, skipped = readers.csv_records(text, name, str(path))
+            header, records, skipped = readers.csv_records(readers.read_text(path), name, str(path))
             report.format = "csv"
             report.shape, normalize = csv_plan(header, name)
+            for item in skipped:
+                report.skip(item)
         else:
-            read = readers.jsonl_records if kind == "jsonl" else readers.json_records
-            records, skipped = read(text, name)
+            if kind in ("parquet", "arrow", "hf_folder"):
+                items = readers.table_records(path, kind, name)
+            else:
+                items = (readers.jsonl_records if kind == "jsonl" else readers.json_records)(path, name)
+            if column_map is not None:
+                items = column_map(items)
+            head, found = [], 0
+            for item in items:
+                head.append(item)
+                found += isinstance(item, tuple)
+                if found >= VOTE_ROWS:
+                    break
+            records = [item for item in head if isinstance(item, tuple)]
+            if not records:
+                for item in head:
+                    report.skip(item)
+                raise DataError(f"{name}: no row is a JSON object" if not head else all_skipped(name, report))
             report.format = detect_format(records, name)
             report.shape, normalize = SHAPE_OF[report.format], normalizer_for(report.format)
-        report.skipped = skipped
-        for line, record in records:
+            records = itertools.chain(head, items)
+        with_placeholders, names = 0, set()
+        for item in records:
+            if isinstance(item, Skipped):
+                report.skip(item)
+                continue
+            line, number, record = item
             try:
                 row = normalize(record)
-                report.rows.extend(fit_length(row, report.shape, tokenizer, max_tokens, chunk_tokens))
+                rows = fit_length(row, report.shape, tokenizer, max_tokens, chunk_tokens)
             except RowError as e:
-                report.skipped.append(Skipped(line, str(e)))
+                report.skip(Skipped(line, str(e), number))
+                continue
             except (TypeError, AttributeError, KeyError, ValueError) as e:  # odd value types in a row
-                report.skipped.append(Skipped(line, f"could not be read ({type(e).__name__}: {e})"))
+                report.skip(Skipped(line, f"could not be read ({type(e).__name__}: {e})", number))
+                continue
+            found = placeholders(row)
+            if found:
+                with_placeholders += 1
+                names |= found
+            for row in rows:
+                report.count += 1
+                yield row
+        if with_placeholders:
+            listed = ", ".join("{{" + n + "}}" for n in sorted(names)[:6])
+            report.warnings.append(
+                f"{with_placeholders} of {report.count} examples contain template placeholders ({listed}); "
+                "replace them with real values before training (LLaMA-Factory's identity.json expects "
+                "your model's name and author), or the model learns the braces.")
         report.skipped.sort(key=lambda s: s.line)
-        if not report.rows:
-            first = report.skipped[0]
-            report.error = (f"{name}: all {len(report.skipped)} rows were skipped: see skipped "
-                            f"(first, line {first.line}: {first.reason}).")
+        if not report.count:
+            report.error = all_skipped(name, report)
     except DataError as e:
         report.error = str(e)
     except (RecursionError, MemoryError):
         report.error = f"{name}: is nested too deeply or too large to read; split it into smaller files."
-    return report
+
+
+def all_skipped(name: str, report: LoadedFile) -> str:
+    if not report.skipped:
+        return f"{name}: has no rows; add at least one training example."
+    first = min(report.skipped, key=lambda s: s.line)
+    return (f"{name}: all {report.skipped_count} rows were skipped: see skipped "
+            f"(first, line {first.line}: {first.reason}).")
 
 
 def fit_length(row: dict, shape: str, tokenizer, max_tokens: int, chunk_tokens: int) -> list[dict]:
     """[row] when it fits in max_tokens; a long text row is cut into chunks, any other raises RowError."""
     if tokenizer is not None:
+        if token_bound(row, shape, tokenizer) <= max_tokens:  # surely fits: skip the slow exact count
+            return [row]
         size, limit, unit = row_tokens(row, shape, tokenizer), max_tokens, "tokens"
     else:
         size, limit, unit = row_chars(row, shape), max_tokens * CHARS_PER_TOKEN_LIMIT, "characters"

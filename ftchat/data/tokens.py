@@ -15,6 +15,8 @@ def conversations(row: dict, shape: str) -> list[list[dict]]:
         return [row["prompt"] + row["chosen"], row["prompt"] + row["rejected"]]
     if shape == "unpaired_preference":
         return [row["prompt"] + row["completion"]]
+    if shape == "prompt_only":
+        return [row["prompt"]]
     return []
 
 
@@ -45,3 +47,32 @@ def row_chars(row: dict, shape: str) -> int:
     if shape == "text":
         return len(row["text"])
     return max(sum(len(m["content"]) for m in c) for c in conversations(row, shape))
+
+
+def utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+_overheads: dict[int, tuple[object, int, int]] = {}
+
+
+def template_overhead(tokenizer) -> tuple[int, int]:
+    """(tokens of a two-turn conversation of one-letter turns, extra tokens per further turn) under the
+    tokenizer's chat template: what the template adds around the text (default system prompt included)."""
+    cached = _overheads.get(id(tokenizer))
+    if cached is None or cached[0] is not tokenizer:
+        two = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "x"}]
+        base = chat_tokens(two, tokenizer)
+        per_turn = -(-max(0, chat_tokens(two * 3, tokenizer) - base) // 4)
+        cached = _overheads[id(tokenizer)] = (tokenizer, base, per_turn)
+    return cached[1], cached[2]
+
+
+def token_bound(row: dict, shape: str, tokenizer) -> int:
+    """An upper bound of row_tokens that needs no tokenizing: a byte-level tokenizer never makes more
+    tokens than the text has UTF-8 bytes, plus what the template adds (and a margin of 16)."""
+    if shape == "text":
+        return utf8_size(row["text"]) + 16
+    base, per_turn = template_overhead(tokenizer)
+    return max(sum(utf8_size(m["content"]) for m in c) + base + per_turn * len(c)
+               for c in conversations(row, shape)) + 16
