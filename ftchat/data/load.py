@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 
-from . import readers
+from . import llamafactory, readers
 from .documents import chunk_text, pdf_text
 from .formats import SHAPE_OF, VOTE_ROWS, csv_plan, detect_format, normalizer_for, placeholders, to_messages
 from .shapes import DataError, LoadedFile, RowError, Skipped
@@ -15,19 +15,20 @@ CHARS_PER_TOKEN_LIMIT = 8  # without a tokenizer a row is too long past max_toke
 
 
 def load_file(path, tokenizer=None, max_tokens: int = 2048, chunk_tokens: int = 512,
-              keep_rows: int | None = None) -> LoadedFile:
+              keep_rows: int | None = None, registry: dict | None = None) -> LoadedFile:
     """Read one file into normalized rows. Never raises for bad input: problems land in `error`
     (the whole file) or `skipped` (one row each). With keep_rows, only that many rows are kept
-    (all are still read, checked and counted)."""
+    (all are still read, checked and counted). `registry`: LLaMA-Factory dataset_info.json entries, used as
+    a column map when one names this file."""
     report = LoadedFile(file=str(path))
-    for row in read_rows(path, report, tokenizer, max_tokens, chunk_tokens):
+    for row in read_rows(path, report, tokenizer, max_tokens, chunk_tokens, registry):
         if keep_rows is None or len(report.rows) < keep_rows:
             report.rows.append(row)
     return report
 
 
 def read_rows(path, report: LoadedFile, tokenizer=None, max_tokens: int = 2048, chunk_tokens: int = 512,
-              column_map=None):
+              registry: dict | None = None):
     """Yield the normalized rows of one file, a row at a time, filling in `report` (format, shape,
     counts, skipped rows, warnings, error) as it goes. Never raises for bad input."""
     name = readers.display_name(path)
@@ -57,8 +58,9 @@ def read_rows(path, report: LoadedFile, tokenizer=None, max_tokens: int = 2048, 
                 items = readers.table_records(path, kind, name)
             else:
                 items = (readers.jsonl_records if kind == "jsonl" else readers.json_records)(path, name)
-            if column_map is not None:
-                items = column_map(items)
+            entry = llamafactory.entry_for(registry, path)
+            if entry is not None:
+                items = llamafactory.column_map(entry[1])(items)
             head, found = [], 0
             for item in items:
                 head.append(item)
@@ -70,8 +72,10 @@ def read_rows(path, report: LoadedFile, tokenizer=None, max_tokens: int = 2048, 
                 for item in head:
                     report.skip(item)
                 raise DataError(f"{name}: no row is a JSON object" if not head else all_skipped(name, report))
-            report.format = detect_format(records, name)
-            report.shape, normalize = SHAPE_OF[report.format], normalizer_for(report.format)
+            report.format = fmt = detect_format(records, name)
+            if entry is not None:
+                report.format = f"llamafactory:{entry[0]} ({report.format})"
+            report.shape, normalize = SHAPE_OF[fmt], normalizer_for(fmt)
             records = itertools.chain(head, items)
         with_placeholders, names = 0, set()
         for item in records:
@@ -145,7 +149,8 @@ def load_dataset(paths, tokenizer=None, max_tokens: int = 2048, chunk_tokens: in
         paths = [paths]
     if not paths:
         raise DataError(f"no training files given; pass at least one {readers.EXTENSION_LIST} file.")
-    reports = [load_file(p, tokenizer, max_tokens, chunk_tokens) for p in paths]
+    registry, paths = llamafactory.split_registry(paths)
+    reports = [load_file(p, tokenizer, max_tokens, chunk_tokens, registry=registry) for p in paths]
     failed = [r for r in reports if not r.ok]
     if failed:
         if len(failed) == 1:
