@@ -281,3 +281,84 @@ def test_load_file_never_raises(tmp_path, content):
         assert not report.ok
         assert report.error and report.error.startswith(f"{name}: ")
         assert os.path.basename(report.file) == name
+
+
+# ---- formats ftchat recognizes but does not train on: one sentence, never a lossy import -------
+
+def test_image_rows_are_refused_not_imported_as_text(tmp_path):
+    rows = [{"messages": [{"role": "user", "content": "<image>Who is this?"},
+                          {"role": "assistant", "content": "Marisol Okonkwo."}], "images": ["1.jpg"]}] * 3
+    error = failed(tmp_path, "mllm_demo.json", json.dumps(rows))
+    assert "image" in error and "text-only" in error
+    # a lone image tag in a text file is a row the model could not see either
+    report = load_file(write(tmp_path, "chat.jsonl", jsonl([GOOD, {"messages": [
+        {"role": "user", "content": "<image>Who?"}, {"role": "assistant", "content": "Her."}]}])))
+    assert report.examples == 1 and report.skipped[0].line == 2
+    assert report.skipped[0].reason.startswith("message 1 (user) holds an '<image>' tag")
+
+
+@pytest.mark.parametrize("name, rows, words", [
+    ("prm.jsonl", [{"prompt": "9.8 or 9.11?", "completions": ["0.8 > 0.11.", "So 9.11."], "labels": [True, False]}],
+     ["stepwise", "process reward"]),
+    ("segments.jsonl", [{"segments": [{"label": True, "text": "<s>Hi\n"}, {"label": False, "text": "bye"}]}],
+     ["segments", "input_output"]),
+])
+def test_unsupported_training_formats_get_a_sentence(tmp_path, name, rows, words):
+    error = failed(tmp_path, name, jsonl(rows))
+    assert all(word in error for word in words), error
+
+
+def test_llamafactory_registry_alone_is_not_training_data(tmp_path):
+    registry = {"identity": {"file_name": "identity.json"}, "alpaca_en": {"hf_hub_url": "llamafactory/alpaca_en"}}
+    error = failed(tmp_path, "dataset_info.json", json.dumps(registry, indent=2))
+    assert "LLaMA-Factory" in error and "not training data" in error and "column mapping" in error
+
+
+def test_tool_calls_are_refused_per_row_naming_record_line_and_field(tmp_path):
+    call = {"role": "assistant", "tool_calls": [{"type": "function", "function": {
+        "name": "takeoff_drone", "arguments": "{\"altitude\": 100}"}}]}
+    rows = [GOOD, {"messages": [{"role": "user", "content": "Take off."}, call]}, GOOD]
+    report = load_file(write(tmp_path, "drone.json", json.dumps(rows, indent=1)))
+    assert report.examples == 2
+    (skipped,) = report.skipped
+    assert (skipped.line, skipped.record) == (14, 2)  # the line of the file where record 2 starts
+    assert skipped.reason.startswith("message 2 of 'messages' calls a tool (field 'tool_calls')")
+
+
+def test_json_wrapper_rows_name_the_line_where_each_starts(tmp_path):
+    text = '{"data": [\n  {"instruction": "Hi", "output": "Hello"},\n\n  {"instruction": "Bye"}\n]}\n'
+    report = load_file(write(tmp_path, "wrapped.json", text))
+    assert [(s.line, s.record, s.reason) for s in report.skipped] == [(4, 2, "missing field 'output'")]
+
+
+def test_a_gz_that_is_not_gzip_and_a_damaged_parquet(tmp_path):
+    assert "not gzip-compressed" in failed(tmp_path, "train.jsonl.gz", jsonl([GOOD]))
+    assert "not a readable Parquet file" in failed(tmp_path, "train.parquet", b"PAR1" + bytes(100) + b"PAR1")
+    assert "Parquet file (name it .parquet)" in failed(tmp_path, "train.jsonl", b"PAR1" + bytes(100))
+
+
+def test_an_over_long_line_is_skipped_without_reading_it_whole(tmp_path, monkeypatch):
+    from ftchat.data import readers
+
+    monkeypatch.setattr(readers, "MAX_LINE_BYTES", 1000)
+    long_row = {"messages": [{"role": "user", "content": "x" * 5000}, {"role": "assistant", "content": "ok"}]}
+    report = load_file(write(tmp_path, "train.jsonl", jsonl([GOOD, long_row, GOOD])))
+    assert report.examples == 2
+    assert [(s.line, s.reason) for s in report.skipped] == [
+        (2, "the line is longer than 1,000 bytes; shorten or split this example")]
+
+
+# ---- big files: a report keeps a bounded part of the file ---------------------------------------
+
+def test_a_report_keeps_a_preview_and_a_sample_not_every_row(tmp_path):
+    from ftchat.data import summarize_file
+
+    rows = [{"messages": [{"role": "user", "content": f"Question {i}?"},
+                          {"role": "assistant", "content": "Answer " * (i % 7 + 1)}]} for i in range(3000)]
+    bad = [{"messages": [{"role": "user", "content": "no answer"}]}] * 1500
+    report, lengths = summarize_file(write(tmp_path, "big.jsonl", jsonl(rows + bad)), keep_rows=5, sample=100)
+    assert report.ok and report.examples == 3000
+    assert report.rows == rows[:5]
+    assert len(lengths) == 100
+    assert report.skipped_count == 1500 and len(report.skipped) == 1000  # shapes.MAX_SKIPPED_KEPT
+    assert report.to_json()["skipped_count"] == 1500

@@ -252,7 +252,8 @@ def jsonl_records(path, name: str):
     for line_number, line in text_lines(path, name):
         if line is None:
             number += 1
-            item = Skipped(line_number, f"longer than {MAX_LINE_BYTES // 2**20} MB", number)
+            item = Skipped(line_number, f"the line is longer than {MAX_LINE_BYTES:,} bytes; shorten or split this example",
+                           number)
         else:
             line = line.strip()
             if not line:

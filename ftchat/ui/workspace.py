@@ -18,7 +18,9 @@ from ftchat.config import file_sha256
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLES_DIR = REPO_ROOT / "data"
-DEFAULT_MAX_UPLOAD_MB = 100.0
+# bench/upload_limits.py, 2026-11-28: the upload path (store + report with the bundled tokenizer) costs ~0.5 CPU
+# seconds per MB of JSONL conversations, so ~60 MB is read in 30 s on a free core; 50 MB leaves room for longer rows.
+DEFAULT_MAX_UPLOAD_MB = 50.0
 # What ftchat.data reads (kept here too so this module imports without the data layer).
 DATA_EXTENSIONS = (".jsonl", ".json", ".csv", ".tsv", ".txt", ".md", ".pdf", ".parquet", ".arrow", ".jsonl.gz",
                    ".json.gz")
@@ -146,7 +148,8 @@ class Workspace:
 
     def uploads(self) -> list[StoredFile]:
         """Stored uploads, newest first."""
-        files = [p for p in self.uploads_dir.iterdir() if p.is_file() and data_extension(p) in DATA_EXTENSIONS]
+        files = [p for p in self.uploads_dir.iterdir()  # hidden files are ours (e.g. the verdicts), never uploads
+                 if p.is_file() and not p.name.startswith(".") and data_extension(p) in DATA_EXTENSIONS]
         return sorted((self.stored_file(p) for p in files), key=lambda f: f.added, reverse=True)
 
     def is_upload(self, path: str | Path) -> bool:
