@@ -158,7 +158,7 @@ def test_bad_rows_are_skipped_with_their_line_and_reason(tmp_path):
     assert report.ok and report.format == "openai" and report.examples == 2
     assert [(s.line, s.reason) for s in report.skipped] == [
         (2, "not JSON (Unterminated string starting at column 43)"),
-        (3, "message 2 of 'messages' is a tool result (role 'tool'); tool-calling conversations train only with a base whose chat template renders tools (check the file with that base: --base NAME), otherwise remove the tool turns"),
+        (3, "message 2 of 'messages' is a tool result (role 'tool'); ftchat does not train tool calls yet, so remove the tool turns to train on the rest"),
         (4, "no assistant turn"),
         (5, "empty content in message 1 (user)"),
         (7, "missing field 'messages'"),
@@ -179,7 +179,7 @@ def test_bad_rows_in_other_formats(tmp_path):
                 {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}]
     report = load_file(write(tmp_path, "share.json", json.dumps(sharegpt)))
     assert [(s.line, s.record, s.reason) for s in report.skipped] == [
-        (1, 1, "message 2 of 'conversations' calls a tool ('function_call' turn); tool-calling conversations train only with a base whose chat template renders tools (check the file with that base: --base NAME), otherwise remove the tool turns")]
+        (1, 1, "message 2 of 'conversations' calls a tool ('function_call' turn); ftchat does not train tool calls yet, so remove the tool turns to train on the rest")]
 
     alpaca = [{"instruction": "Hi", "output": ""}, {"instruction": "Hi", "output": "Hello"}, {"instruction": "Hi"}]
     report = load_file(write(tmp_path, "alpaca.json", json.dumps(alpaca, indent=1)))
@@ -237,7 +237,7 @@ def test_check_files_json_lines_and_exit_codes(tmp_path):
         assert list(line) == ["file", "ok", "format", "shape", "examples", "skipped", "error"]
     assert lines[0] == {"file": good, "ok": True, "format": "openai", "shape": "messages", "examples": 1,
                         "skipped": [{"line": 2, "record": 2, "reason": "message 1 of 'messages' is a tool result "
-                                     "(role 'tool'); tool-calling conversations train only with a base whose chat template renders tools (check the file with that base: --base NAME), otherwise remove the tool turns"}], "error": None}
+                                     "(role 'tool'); ftchat does not train tool calls yet, so remove the tool turns to train on the rest"}], "error": None}
     assert lines[2]["ok"] is False and lines[2]["error"].startswith("bad.jsonl: line 1 is not JSON")
 
 

@@ -203,15 +203,14 @@ def conversation(items, where: str, role_key="role", content_key="content", role
 
 
 def tool_reason(number: int, role, where: str, item: dict) -> str:
-    """Why a tool-calling turn cannot be trained (yet): names the message and the field."""
+    """Why a tool-calling turn cannot be trained: names the message and the field."""
     if item.get("tool_calls") or item.get("function_call") or role == "tool_call":
         key = "tool_calls" if item.get("tool_calls") else "function_call" if item.get("function_call") else None
         what = (f"message {number} of '{where}' calls a tool (" + (f"field '{key}'" if key else
                 f"'{item.get('from') or item.get('role')}' turn") + ")")
     else:
         what = f"message {number} of '{where}' is a tool result (role '{item.get('from') or role}')"
-    return (f"{what}; tool-calling conversations train only with a base whose chat template renders tools "
-            "(check the file with that base: --base NAME), otherwise remove the tool turns")
+    return f"{what}; ftchat does not train tool calls yet, so remove the tool turns to train on the rest"
 
 
 def require_assistant(messages: list[dict]) -> list[dict]:
