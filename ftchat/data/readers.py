@@ -312,9 +312,9 @@ def json_records(path, name: str):
                         "a .json file must hold one array of objects.") from None
     if WHITESPACE.match(text, end).end() < len(text):
         # several JSON values: probably JSON Lines named .json
-        records = [item for item in jsonl_strict(text) if isinstance(item, tuple)]
-        if records and isinstance(value, dict):
-            yield from jsonl_strict(text)
+        items = list(jsonl_strict(text))
+        if isinstance(value, dict) and any(isinstance(item, tuple) for item in items):
+            yield from items
             return
         e = json.JSONDecodeError("Extra data", text, WHITESPACE.match(text, end).end())
         raise DataError(f"{name}: is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); "
