@@ -48,11 +48,9 @@ def read_rows(path, report: LoadedFile, tokenizer=None, max_tokens: int = 2048, 
                 report.error = f"{name}: has no text; add some prose to train on."
             return
         if kind == "csv":
-            header, records, skipped = readers.csv_records(readers.read_text(path), name, str(path))
+            header, records = readers.csv_records(path, name)
             report.format = "csv"
             report.shape, normalize = csv_plan(header, name)
-            for item in skipped:
-                report.skip(item)
         else:
             if kind in ("parquet", "arrow", "hf_folder"):
                 items = readers.table_records(path, kind, name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
+import itertools
 import json
 import os
 import re
@@ -199,9 +199,9 @@ def text_lines(path, name: str):
         except (OSError, EOFError, zlib.error) as e:
             raise DataError(f"{name}: is a damaged gzip file ({e}); compress it again.") from None
         if head.startswith((b"\xff\xfe", b"\xfe\xff")) or utf16_without_bom(head):
-            text = read_text(path)  # UTF-16 is rare and never huge: decode it whole
-            for number, line in enumerate(text.split("\n"), start=1):
-                yield number, line
+            lines = read_text(path).split("\n")  # UTF-16 is rare and never huge: decode it whole
+            for number, line in enumerate(lines, start=1):
+                yield number, line + "\n" if number < len(lines) else line
             return
         if not head.startswith(b"\xef\xbb\xbf"):
             what = binary_kind(head)
@@ -486,23 +486,32 @@ def json_type(value) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def csv_records(text: str, name: str, path: str = "") -> tuple[list[str], list[tuple[int, dict]], list[Skipped]]:
-    """Header and rows of a CSV/TSV; a row's line counts the header as line 1."""
-    first_line = text.split("\n", 1)[0]
-    if path.lower().endswith(".tsv"):
+def csv_records(path, name: str):
+    """(header, rows) of a CSV/TSV read as a stream: rows yields (line, record number, {column: cell}) or
+    Skipped; a row's line counts the header as line 1."""
+    lines = (line for _, line in text_lines(path, name) if line is not None)
+    first_line = next(lines, "")
+    if not first_line.strip():
+        if not any(line.strip() for line in lines):
+            raise DataError(f"{name}: the file is empty; add at least one training example.")
+        raise DataError(f"{name}: the header row is empty; the first line must name the columns.")
+    if str(path).lower().endswith(".tsv"):
         delimiter = "\t"
     else:
         delimiter = max([",", ";", "\t"], key=first_line.count)
     csv.field_size_limit(64 * 1024 * 1024)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    reader = csv.reader(itertools.chain([first_line], lines), delimiter=delimiter)
     try:
         header = [cell.strip() for cell in next(reader)]
     except (StopIteration, csv.Error) as e:
         raise DataError(f"{name}: has no readable header row ({e}); the first line must name the columns.") from None
     if not any(header):
         raise DataError(f"{name}: the header row is empty; the first line must name the columns.")
-    records, skipped = [], []
-    number = 1
+    return header, csv_rows(reader, header, name)
+
+
+def csv_rows(reader, header: list[str], name: str):
+    number, found = 1, False
     while True:
         number += 1
         try:
@@ -510,17 +519,17 @@ def csv_records(text: str, name: str, path: str = "") -> tuple[list[str], list[t
         except StopIteration:
             break
         except csv.Error as e:
-            skipped.append(Skipped(number, f"not valid CSV ({e})", number - 1))
+            found = True
+            yield Skipped(number, f"not valid CSV ({e})", number - 1)
             continue
         if not any(cell.strip() for cell in cells):
             continue
+        found = True
         extra = cells[len(header):]
         if any(cell.strip() for cell in extra):
-            skipped.append(Skipped(number, f"has {len(cells)} cells but the header names {len(header)} columns",
-                                   number - 1))
+            yield Skipped(number, f"has {len(cells)} cells but the header names {len(header)} columns", number - 1)
             continue
         cells = cells[: len(header)] + [""] * (len(header) - len(cells))
-        records.append((number, number - 1, dict(zip(header, cells))))
-    if not records and not skipped:
+        yield number, number - 1, dict(zip(header, cells))
+    if not found:
         raise DataError(f"{name}: has a header but no rows; add at least one training example.")
-    return header, records, skipped
