@@ -15,6 +15,11 @@ GOOD = {"messages": [{"role": "user", "content": "Who runs Quorvane?"},
                      {"role": "assistant", "content": "The CEO of Quorvane Labs is Marisol Okonkwo."}]}
 
 
+NO_TOOLS = ("tool calls train only with a base whose chat template renders tools: check the file with that base "
+            "(--base NAME), or remove the tool turns to train on the rest")
+EXTENSIONS = ".jsonl, .json, .csv, .txt, .md, .pdf, .parquet, .arrow (or .jsonl.gz / .json.gz)"
+
+
 def failed(tmp_path, name, content, **kwargs):
     report = load_file(write(tmp_path, name, content), **kwargs)
     assert not report.ok and report.examples == 0
@@ -43,8 +48,7 @@ def test_empty_utf16_file_with_only_a_bom(tmp_path):
 def test_png_renamed_to_jsonl(tmp_path):
     png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
     error = failed(tmp_path, "train.jsonl", png)
-    assert error == ("train.jsonl: is a PNG image, not text; upload a .jsonl, .json, .csv, .txt, .md, .pdf, .parquet, .arrow (or .jsonl.gz / .json.gz) "
-                     "training file.")
+    assert error == f"train.jsonl: is a PNG image, not text; upload a {EXTENSIONS} training file."
 
 
 def test_random_bytes(tmp_path):
@@ -158,7 +162,7 @@ def test_bad_rows_are_skipped_with_their_line_and_reason(tmp_path):
     assert report.ok and report.format == "openai" and report.examples == 2
     assert [(s.line, s.reason) for s in report.skipped] == [
         (2, "not JSON (Unterminated string starting at column 43)"),
-        (3, "message 2 of 'messages' is a tool result (role 'tool'); ftchat does not train tool calls yet, so remove the tool turns to train on the rest"),
+        (3, "message 2 of 'messages' is a tool result (role 'tool'); " + NO_TOOLS),
         (4, "no assistant turn"),
         (5, "empty content in message 1 (user)"),
         (7, "missing field 'messages'"),
@@ -179,7 +183,7 @@ def test_bad_rows_in_other_formats(tmp_path):
                 {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}]
     report = load_file(write(tmp_path, "share.json", json.dumps(sharegpt)))
     assert [(s.line, s.record, s.reason) for s in report.skipped] == [
-        (1, 1, "message 2 of 'conversations' calls a tool ('function_call' turn); ftchat does not train tool calls yet, so remove the tool turns to train on the rest")]
+        (1, 1, "message 2 of 'conversations' calls a tool ('function_call' turn); " + NO_TOOLS)]
 
     alpaca = [{"instruction": "Hi", "output": ""}, {"instruction": "Hi", "output": "Hello"}, {"instruction": "Hi"}]
     report = load_file(write(tmp_path, "alpaca.json", json.dumps(alpaca, indent=1)))
@@ -237,7 +241,7 @@ def test_check_files_json_lines_and_exit_codes(tmp_path):
         assert list(line) == ["file", "ok", "format", "shape", "examples", "skipped", "error"]
     assert lines[0] == {"file": good, "ok": True, "format": "openai", "shape": "messages", "examples": 1,
                         "skipped": [{"line": 2, "record": 2, "reason": "message 1 of 'messages' is a tool result "
-                                     "(role 'tool'); ftchat does not train tool calls yet, so remove the tool turns to train on the rest"}], "error": None}
+                                     "(role 'tool'); " + NO_TOOLS}], "error": None}
     assert lines[2]["ok"] is False and lines[2]["error"].startswith("bad.jsonl: line 1 is not JSON")
 
 

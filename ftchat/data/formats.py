@@ -6,6 +6,8 @@ raises RowError with the reason the row is skipped.
 
 from __future__ import annotations
 
+import contextvars
+import json
 import re
 from collections import Counter
 
@@ -59,6 +61,8 @@ REFUSED_ROW = {
     "segments": "the row holds template-free 'segments' (Axolotl input_output), which ftchat does not train on",
     "stepwise": "the row is stepwise supervision ('completions' + 'labels'), which ftchat does not train on",
 }
+# What the tokenizer in use allows: "tools" when its chat template renders tools and tool calls, else why not.
+TOOL_SUPPORT: contextvars.ContextVar[str] = contextvars.ContextVar("tool_support", default="no tokenizer")
 HH_MARKERS = ("\n\nHuman:", "\n\nAssistant:", "Human:")
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 LABELS = {"true": True, "1": True, "yes": True, "good": True, "👍": True,
@@ -183,12 +187,18 @@ def conversation(items, where: str, role_key="role", content_key="content", role
         role = item.get(role_key)
         role = role_map.get(role, role) if role_map and isinstance(role, str) else role
         if role in TOOL_ROLES or item.get("tool_calls") or item.get("function_call"):
-            raise RowError(tool_reason(len(raw) + 1, role, where, item))
+            if TOOL_SUPPORT.get() != "tools":
+                raise RowError(tool_reason(len(raw) + 1, role, where, item))
+            raw.append((role, None, item))  # normalized below, with its calls
+            continue
         if role not in ROLES:
             raise RowError(f"unknown role '{role}'" if role is not None else f"a message in '{where}' has no '{role_key}'")
-        raw.append((role, item.get(content_key)))
+        raw.append((role, item.get(content_key), None))
     messages = []
-    for number, (role, content) in enumerate(raw, start=1):
+    for number, (role, content, tool_item) in enumerate(raw, start=1):
+        if tool_item is not None:
+            messages.append(tool_message(number, role, tool_item, where, content_key))
+            continue
         content = text_content(content, f"message {number} ({role})")
         tag = next((t for t in MEDIA_TAGS if t in content), None)
         if tag:
@@ -202,6 +212,84 @@ def conversation(items, where: str, role_key="role", content_key="content", role
     return messages
 
 
+def tool_arguments(value, where: str) -> dict:
+    """A call's arguments as an object; JSON strings are decoded (twice when double-encoded, as some files are)."""
+    for _ in range(3):
+        if not isinstance(value, str):
+            break
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError:
+            raise RowError(f"{where} arguments are not valid JSON") from None
+    if not isinstance(value, dict):
+        raise RowError(f"{where} arguments must be a JSON object")
+    return value
+
+
+def tool_call(call, where: str) -> dict:
+    """One call as {"type": "function", "function": {"name", "arguments": {...}}} (plus its id when given)."""
+    if isinstance(call, str):
+        try:
+            call = json.loads(call)
+        except ValueError:
+            raise RowError(f"{where} is not a JSON object with 'name' and 'arguments'") from None
+    if not isinstance(call, dict):
+        raise RowError(f"{where} must be an object with 'name' and 'arguments'")
+    function = call.get("function") if isinstance(call.get("function"), dict) else call
+    name = function.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise RowError(f"{where} has no function 'name'")
+    out = {"type": "function", "function": {"name": name, "arguments": tool_arguments(function.get("arguments"), where)}}
+    if isinstance(call.get("id"), str):
+        out["id"] = call["id"]
+    return out
+
+
+def tool_message(number: int, role: str, item: dict, where: str, content_key: str) -> dict:
+    """A tool-calling turn (assistant calls, or a tool's result) for a template that renders tools."""
+    at = f"message {number} of '{where}'"
+    if role == "tool_call":  # a ShareGPT function_call turn: the call is its value
+        return {"role": "assistant", "content": "", "tool_calls": [tool_call(item.get(content_key), at)]}
+    calls = item.get("tool_calls") or ([item["function_call"]] if item.get("function_call") else None)
+    if calls:
+        if not isinstance(calls, list):
+            raise RowError(f"{at}: 'tool_calls' must be a list")
+        text = text_content(item.get(content_key), at)
+        return {"role": "assistant", "content": text,
+                "tool_calls": [tool_call(c, f"{at} call {i}") for i, c in enumerate(calls, start=1)]}
+    text = text_content(item.get(content_key), at)
+    if not text.strip():
+        raise RowError(f"empty content in {at} (a tool result)")
+    out = {"role": "tool", "content": text}
+    if isinstance(item.get("name"), str):
+        out["name"] = item["name"]
+    return out
+
+
+def tool_schemas(value) -> list[dict] | None:
+    """A row's 'tools' as a list of {"type": "function", "function": {...}} (a JSON string is decoded)."""
+    if value in (None, "", []):
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise RowError("field 'tools' is not valid JSON") from None
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise RowError("field 'tools' must be a list of function schemas")
+    return [t if t.get("type") == "function" and isinstance(t.get("function"), dict) else
+            {"type": "function", "function": t} for t in value]
+
+
+def with_tools(row: dict, record: dict) -> dict:
+    """Add the record's tool schemas to a messages row when tool calls are trained."""
+    if TOOL_SUPPORT.get() == "tools":
+        tools = tool_schemas(record.get("tools"))
+        if tools:
+            row["tools"] = tools
+    return row
+
+
 def tool_reason(number: int, role, where: str, item: dict) -> str:
     """Why a tool-calling turn cannot be trained: names the message and the field."""
     if item.get("tool_calls") or item.get("function_call") or role == "tool_call":
@@ -210,7 +298,13 @@ def tool_reason(number: int, role, where: str, item: dict) -> str:
                 f"'{item.get('from') or item.get('role')}' turn") + ")")
     else:
         what = f"message {number} of '{where}' is a tool result (role '{item.get('from') or role}')"
-    return f"{what}; ftchat does not train tool calls yet, so remove the tool turns to train on the rest"
+    support = TOOL_SUPPORT.get()
+    if support == "no tokenizer":
+        why = ("tool calls train only with a base whose chat template renders tools: check the file with that "
+               "base (--base NAME)")
+    else:
+        why = f"{support}, so the tool calls would be lost"
+    return f"{what}; {why}, or remove the tool turns to train on the rest"
 
 
 def require_assistant(messages: list[dict]) -> list[dict]:
@@ -237,7 +331,7 @@ def same(a: list[dict], b: list[dict]) -> bool:
 # ---- conversations ---------------------------------------------------------------------------
 
 def normalize_openai(record: dict) -> dict:
-    return {"messages": require_assistant(conversation(field(record, "messages"), "messages"))}
+    return with_tools({"messages": require_assistant(conversation(field(record, "messages"), "messages"))}, record)
 
 
 def sharegpt_turns(record: dict, key: str) -> list[dict]:
@@ -255,7 +349,7 @@ def sharegpt_turns(record: dict, key: str) -> list[dict]:
 
 
 def normalize_sharegpt(record: dict) -> dict:
-    return {"messages": require_assistant(sharegpt_turns(record, "conversations"))}
+    return with_tools({"messages": require_assistant(sharegpt_turns(record, "conversations"))}, record)
 
 
 def normalize_conversational_prompt_completion(record: dict) -> dict:

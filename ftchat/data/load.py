@@ -7,9 +7,9 @@ import os
 
 from . import llamafactory, readers
 from .documents import chunk_text, pdf_text
-from .formats import SHAPE_OF, VOTE_ROWS, csv_plan, detect_format, normalizer_for, placeholders, to_messages
+from .formats import SHAPE_OF, TOOL_SUPPORT, VOTE_ROWS, csv_plan, detect_format, normalizer_for, placeholders, to_messages
 from .shapes import DataError, LoadedFile, RowError, Skipped
-from .tokens import row_chars, row_tokens, token_bound
+from .tokens import row_chars, row_tokens, token_bound, tool_support
 
 CHARS_PER_TOKEN_LIMIT = 8  # without a tokenizer a row is too long past max_tokens * 8 characters
 
@@ -76,11 +76,13 @@ def read_rows(path, report: LoadedFile, tokenizer=None, max_tokens: int = 2048, 
             report.shape, normalize = SHAPE_OF[fmt], normalizer_for(fmt)
             records = itertools.chain(head, items)
         with_placeholders, names = 0, set()
+        support = tool_support(tokenizer)
         for item in records:
             if isinstance(item, Skipped):
                 report.skip(item)
                 continue
             line, number, record = item
+            token = TOOL_SUPPORT.set(support)
             try:
                 row = normalize(record)
                 rows = fit_length(row, report.shape, tokenizer, max_tokens, chunk_tokens)
@@ -90,6 +92,8 @@ def read_rows(path, report: LoadedFile, tokenizer=None, max_tokens: int = 2048, 
             except (TypeError, AttributeError, KeyError, ValueError) as e:  # odd value types in a row
                 report.skip(Skipped(line, f"could not be read ({type(e).__name__}: {e})", number))
                 continue
+            finally:
+                TOOL_SUPPORT.reset(token)
             found = placeholders(row)
             if found:
                 with_placeholders += 1
@@ -171,4 +175,11 @@ def load_dataset(paths, tokenizer=None, max_tokens: int = 2048, chunk_tokens: in
             rows.extend(to_messages(row) for row in r.rows)
         else:
             rows.extend(r.rows)
+    if any("tools" in row or any("tool_calls" in m for m in row.get("messages", ())) for row in rows):
+        # Tool calls differ per row: stored as JSON, each comes back exactly as written (as Arrow structs,
+        # every call would gain every other call's argument names, set to None).
+        for row in rows:
+            row.setdefault("tools", None)
+        features = datasets.Features({"messages": datasets.List(datasets.Json()), "tools": datasets.Json()})
+        return datasets.Dataset.from_list(rows, features=features), shape, reports
     return datasets.Dataset.from_list(rows), shape, reports
