@@ -74,7 +74,10 @@ def load_training_data(config: RunConfig, tokenizer):
 
         rows = replay_examples(config.base)
         n = min(len(rows), max(1, round(config.replay * len(dataset))))
-        dataset = concatenate_datasets([dataset, Dataset.from_list(rows[:n])]).shuffle(seed=config.seed)
+        if "tools" in dataset.column_names:  # tool-calling data is stored as JSON (see load_dataset)
+            rows = [dict(row, tools=None) for row in rows]
+        replay = Dataset.from_list(rows[:n], features=dataset.features)
+        dataset = concatenate_datasets([dataset, replay]).shuffle(seed=config.seed)
     return dataset, eval_ds, shape, reports
 
 
