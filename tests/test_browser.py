@@ -62,7 +62,7 @@ RECORD_TRAINING = """() => {
   };
   const sample = () => {
     const rows = [...document.querySelectorAll('#runs-table tr')]
-      .map(tr => [...tr.querySelectorAll('td, [role=gridcell]')].map(cell => cell.innerText.trim()))
+      .map(tr => [...tr.querySelectorAll('td, [role=gridcell]')].map(cell => cell.textContent.trim()))
       .filter(cells => cells.length);
     const snap = {
       state: document.querySelector('#run-progress .run-progress')?.dataset.state || null,
