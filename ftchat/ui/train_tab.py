@@ -13,7 +13,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ftchat import methods, runs
+from ftchat import methods, preflight, runs
 from ftchat.config import ADAPTERS, ConfigError, RunConfig
 from ftchat.models import DEFAULT_BASE, REGISTRY
 from ftchat.ui.context import AppContext
@@ -339,6 +339,9 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
             batch_size=int(batch or 1), max_length=int(max_tokens or 512), lora_r=int(rank or 1),
             parent=None,
         )
+        if not ctx.workspace.offers_base(values["base"]):
+            raise gr.Error(f"Base model: {values['base']} is neither the bundled model, a folder in the workspace's "
+                           "models/, nor a hub id (org/name).")
         if parent_run:
             parent_dir = ctx.workspace.run_dir(parent_run)
             if parent_dir is None:
@@ -352,7 +355,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
         out = ctx.workspace.runs_dir / unique_run_name(ctx, name, train_method, technique)
         values["out"] = str(out)
         try:
-            config = RunConfig(**values).validate()
+            config = preflight.check(RunConfig(**values), shapes=data_shapes(ctx, data))
         except ConfigError as exc:
             raise gr.Error(str(exc)) from None
         launched[str(out)] = runs.launch(config)
