@@ -7,6 +7,7 @@ cannot share the base this way (full, layer-wise, prompt tuning) get a model obj
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import queue
 import threading
@@ -17,6 +18,7 @@ from typing import Iterator
 from ftchat import models, runs
 
 BASE_PREFIX = "base:"
+MAX_NEW_TOKENS = 4096  # per reply; the Chat tab's slider stops at 1024
 
 
 class ChatError(RuntimeError):
@@ -29,6 +31,21 @@ class GenerationSettings:
     temperature: float = 0.0  # 0 means greedy
     top_p: float = 0.9
     repetition_penalty: float = 1.1
+
+    def check(self) -> "GenerationSettings":
+        """These settings, if each is a finite number in its range; else a ChatError naming every one that is not
+        (an API caller can send any number, and a billion new tokens would hold the model for hours)."""
+        problems = []
+        for name, low, high, whole in (("max_new_tokens", 1, MAX_NEW_TOKENS, True), ("temperature", 0, 5, False),
+                                       ("top_p", 1e-6, 1, False), ("repetition_penalty", 1e-6, 10, False)):
+            value = getattr(self, name)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not math.isfinite(value) or not low <= value <= high or (whole and value != int(value)):
+                problems.append(f"{name} must be a {'whole ' if whole else ''}number between {low:g} and {high:g}, "
+                                f"got {value!r}")
+        if problems:
+            raise ChatError("Generation settings: " + "; ".join(problems) + ".")
+        return self
 
     def kwargs(self, tokenizer) -> dict:
         out = dict(max_new_tokens=int(self.max_new_tokens), repetition_penalty=self.repetition_penalty,
@@ -243,7 +260,7 @@ class ChatEngine:
 
         Requests that share a loaded model run as one batched generate; different models run in parallel threads.
         """
-        settings = settings or GenerationSettings()
+        settings = (settings or GenerationSettings()).check()
         resolved = [self._resolve(choice) for choice, _ in requests]
         groups: dict[int, list[int]] = {}
         for index, (loaded, _) in enumerate(resolved):

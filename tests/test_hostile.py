@@ -330,3 +330,16 @@ def test_the_app_serves_on_ipv6_loopback(tmp_path):
             assert response.status == 200 and b"ftchat" in response.read()
     finally:
         app.stop()
+
+
+# -- beyond the list: chat settings an API caller could send ------------------------------------------------------
+
+def test_generation_settings_outside_their_ranges_are_refused_before_generating(tmp_path, tiny_model_dir):
+    from ftchat.chat import BASE_PREFIX, ChatEngine, ChatError, GenerationSettings
+
+    engine = ChatEngine(tmp_path / "runs", default_base=str(tiny_model_dir))
+    hostile = GenerationSettings(max_new_tokens=-5, temperature=math.nan, top_p=2.0)
+    with pytest.raises(ChatError, match="max_new_tokens.*temperature.*top_p"):
+        engine.answer([(BASE_PREFIX + str(tiny_model_dir), QUESTION)], hostile)
+    with pytest.raises(ChatError, match="max_new_tokens must be a whole number between 1 and 4096"):
+        engine.answer([(BASE_PREFIX + str(tiny_model_dir), QUESTION)], GenerationSettings(max_new_tokens=10**9))
