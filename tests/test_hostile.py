@@ -269,8 +269,13 @@ def test_the_chat_api_loads_only_offered_bases_and_runs_of_this_workspace(app, t
     assert left[-1]["role"] == right[-1]["role"] == "assistant"
 
 
-def test_the_api_refuses_bad_settings_before_launching_a_run(app, upload):
+def test_the_api_refuses_bad_settings_before_launching_a_run(app, upload, tmp_path, tiny_model_dir):
     client = app.client()
+    outside = tmp_path / "not-in-the-workspace"
+    shutil.copytree(tiny_model_dir, outside)
+    with pytest.raises(Exception, match="neither the bundled model, a folder in the workspace's models/"):
+        client.predict(base_model=str(outside), data=[upload], train_method="sft", technique="lora", steps=5,
+                       name="outside-base", api_name="/start_training")
     with pytest.raises(Exception) as caught:
         client.predict(base_model=str(app.workspace / "models" / "tiny"), data=[upload], train_method="sft",
                        technique="lora", steps=5, learning_rate=1e6, name="refused", scheduler="warmup-cosine",
@@ -283,6 +288,7 @@ def test_the_api_refuses_bad_settings_before_launching_a_run(app, upload):
                        steps=5, name="refused-base", api_name="/start_training")
     assert not (app.workspace / "runs" / "refused").exists()
     assert not (app.workspace / "runs" / "refused-base").exists()
+    assert not (app.workspace / "runs" / "outside-base").exists()
 
 
 def test_a_run_killed_under_the_app_shows_the_signal_on_the_page(app, upload):

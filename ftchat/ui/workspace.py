@@ -148,7 +148,8 @@ class Workspace:
         if spec_for(base) is not None:
             return True
         if os.path.isabs(base) or base.startswith((".", "~")) or "\\" in base:
-            return Path(os.path.abspath(base)).parent.resolve() == self.models_dir and (Path(base) / "config.json").is_file()
+            inside = Path(os.path.abspath(base)).parent.resolve() == self.models_dir
+            return inside and (Path(base) / "config.json").is_file()
         parts = base.split("/")
         return len(parts) == 2 and all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", part) for part in parts) \
             and not Path(base).exists()
