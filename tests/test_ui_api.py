@@ -297,8 +297,8 @@ def test_a_failed_run_shows_its_error_and_a_run_can_be_cancelled(app, chats_file
     with pytest.raises(Exception, match="no/such/model-folder"):  # found before anything starts
         start_run(client, data, base_model="/no/such/model-folder", name="no-base")
     assert not (app.workspace / "runs" / "no-base").exists()
-    # every example is longer than 4 tokens: only the trainer, which counts tokens, finds out
-    broken = start_run(client, data, base_model=str(app.workspace / "models" / "tiny"), name="broken", max_tokens=4)
+    # every example is longer than 16 tokens: only the trainer, which counts them, finds out
+    broken = start_run(client, data, base_model=str(app.workspace / "models" / "tiny"), name="broken", max_tokens=16)
     long = start_run(client, data, base_model=str(app.workspace / "models" / "tiny"), steps=500, name="long")
 
     failed = wait_for_state(client, broken)
