@@ -173,11 +173,15 @@ def load_run(run_dir: str | Path) -> RunInfo:
     status = read_status(run_dir)
     state = status.get("state", "queued")
     if state in ("queued", "running") and status.get("pid") and not trainer_alive(status):
-        if status.get("cancel_requested"):  # stopped by Cancel before it could say so itself
+        returncode = _exit_code(run_dir, status.get("pid"))
+        fresh = read_status(run_dir)  # it (or the launcher's watcher) may have recorded the end since the first read
+        if fresh.get("state") in STATES and fresh["state"] not in ("queued", "running"):
+            status, state = fresh, fresh["state"]
+        elif status.get("cancel_requested"):  # stopped by Cancel before it could say so itself
             state = "cancelled"
         else:  # the process died without saying so (killed, machine restart)
             state = "failed"
-            status["error"] = status.get("error") or ended_reason(None, run_dir)
+            status["error"] = status.get("error") or ended_reason(returncode, run_dir)
     try:
         config = RunConfig.load(run_dir / "config.yaml").to_dict()
     except Exception:
@@ -191,6 +195,9 @@ def list_runs(root: str | Path) -> list[RunInfo]:
         return []
     runs = [load_run(p) for p in root.iterdir() if (p / "config.yaml").exists() or (p / "status.json").exists()]
     return sorted(runs, key=lambda r: r.status.get("started", 0), reverse=True)
+
+
+_launched: dict[str, subprocess.Popen] = {}  # run folder -> the trainer this process started for it
 
 
 def launch(config: RunConfig, resume: bool = False) -> subprocess.Popen:
@@ -208,8 +215,20 @@ def launch(config: RunConfig, resume: bool = False) -> subprocess.Popen:
         command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
     )
     write_status(run_dir, "queued", pid=process.pid, pid_start=process_start(process.pid))
+    _launched[str(run_dir.resolve())] = process
     threading.Thread(target=_record_end, args=(process, run_dir), name=f"watch-{run_dir.name}", daemon=True).start()
     return process
+
+
+def _exit_code(run_dir: str | Path, pid: int | None) -> int | None:
+    """The exit code of a trainer this process launched and that has ended; None if it was launched elsewhere."""
+    process = _launched.get(str(Path(run_dir).resolve()))
+    if process is None or process.pid != pid:
+        return None
+    try:  # it has ended: this returns as soon as the watcher (or anyone) has reaped it
+        return process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def _record_end(process: subprocess.Popen, run_dir: Path) -> None:
