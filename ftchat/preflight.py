@@ -22,12 +22,15 @@ def check(config: RunConfig, shapes: dict[str, str | None] | None = None) -> Run
     return config
 
 
-def preflight(config: RunConfig, shapes: dict[str, str | None] | None = None) -> list[str]:
+def preflight(config: RunConfig, shapes: dict[str, str | None] | None = None, check_base: bool = True) -> list[str]:
     """Every problem with the config that shows without training (empty: none found).
 
     `shapes` maps each data file to its detected shape (None: unusable), as the app's data reports know them;
-    without it the data are not read here (training reads them first thing and names any bad row)."""
+    without it the data are not read here (training reads them first thing and names any bad row). With
+    `check_base` False the base is not opened (the caller has refused it already)."""
     problems = config.problems()
+    if not check_base:
+        return problems + scheduler_problems(config.scheduler)
     base = config.base
     if config.parent:
         problems += parent_problems(config.parent)
