@@ -17,6 +17,10 @@ def export_merged(run_dir: str | Path, target: str | Path) -> Path:
         raise ExportError(f"{run_dir} is not a finished run (state: {run.state}).")
     target = Path(target)
     weights = runs.weights_dir(run_dir)
+    try:
+        models.require_safetensors(weights)
+    except models.ModelError as exc:
+        raise ExportError(str(exc)) from None
     if weights.name == "model":  # full / layer-wise runs already are whole models
         shutil.copytree(weights, target, dirs_exist_ok=True)
         return target

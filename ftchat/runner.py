@@ -10,7 +10,7 @@ import re
 import time
 from pathlib import Path
 
-from ftchat import methods
+from ftchat import methods, preflight
 from ftchat.config import ConfigError, RunConfig
 from ftchat.models import DEFAULT_BASE
 
@@ -84,11 +84,13 @@ def config_from_form(workspace, data: list[str], method: str, shapes: dict[str, 
         else:
             values["parent"] = str(parent_dir)
     values["out"] = str(unique_run_dir(workspace.runs_dir, name, method, values.get("adapter", "qlora")))
+    offered = workspace.offers_base(values["base"])
+    if not offered:
+        problems.append(f"base: {values['base']} is neither the bundled model, a folder in the workspace's models/, "
+                        f"nor a hub id (org/name).")
     config = RunConfig(**values)
-    try:
-        config.validate()
-    except ConfigError as exc:
-        problems.append(str(exc))
+    # every number finite and in range, then what the base, scheduler and LoRA targets allow (shapes: checked above)
+    problems += preflight.preflight(config, check_base=offered)
     if problems:
         raise ConfigError(" ".join(problems))
     return config

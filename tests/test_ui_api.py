@@ -291,11 +291,15 @@ def test_a_failed_run_shows_its_error_and_a_run_can_be_cancelled(app, chats_file
 
     client = app.client()
     data = [client.predict([handle_file(str(chats_file))], api_name="/upload")[1][0]["stored_as"]]
-    broken = start_run(client, data, base_model="/no/such/model-folder", name="broken")
+    with pytest.raises(Exception, match="no/such/model-folder"):  # found before anything starts
+        start_run(client, data, base_model="/no/such/model-folder", name="no-base")
+    assert not (app.workspace / "runs" / "no-base").exists()
+    # every example is longer than 16 tokens: only the trainer, which counts them, finds out
+    broken = start_run(client, data, base_model=str(app.workspace / "models" / "tiny"), name="broken", max_tokens=16)
     long = start_run(client, data, base_model=str(app.workspace / "models" / "tiny"), steps=500, name="long")
 
     failed = wait_for_state(client, broken)
-    assert failed["state"] == "failed" and "no/such/model-folder" in failed["error"]
+    assert failed["state"] == "failed" and "too long" in failed["error"]
     html = client.predict(broken, api_name="/run_status")[0]
     assert "failed" in html and "Error:" in html
 
@@ -307,7 +311,7 @@ def test_a_failed_run_shows_its_error_and_a_run_can_be_cancelled(app, chats_file
     table = client.predict(api_name="/list_runs")[0]
     states = {r[0]: (r[1], r[-1]) for r in table["data"]}
     assert states["long"][0] == "cancelled"
-    assert states["broken"][0] == "failed" and "no/such/model-folder" in states["broken"][1]
+    assert states["broken"][0] == "failed" and "too long" in states["broken"][1]
 
 
 def test_runs_and_uploads_survive_a_restart_behind_a_login(tmp_path, tiny_model_dir, chats_file):

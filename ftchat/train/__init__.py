@@ -23,17 +23,18 @@ def _is_main_process() -> bool:
 
 def prepare_run(config: RunConfig, resume: bool = False) -> RunConfig:
     """Validate, inherit the parent's base, refuse to overwrite a finished run, write config.yaml and status."""
-    config.validate()
-    run_dir = Path(config.out)
+    from ftchat import preflight
+
     if config.parent:
         parent = runs.load_run(config.parent)
-        if parent.state != "done":
-            raise ConfigError(f"parent: {config.parent} is not a finished run (state: {parent.state}).")
-        config.base = parent.config.get("base", config.base)
+        if parent.state == "done":
+            config.base = parent.config.get("base", config.base)
+    preflight.check(config)  # every problem that shows before training, at once (the data: in load_training_data)
+    run_dir = Path(config.out)
     status = runs.read_status(run_dir)
     if status.get("state") == "done" and not resume:
         raise ConfigError(f"out: {run_dir} already holds a finished run; choose another folder.")
-    if status.get("state") == "running" and runs.alive(status.get("pid")) and status.get("pid") != os.getpid():
+    if status.get("state") == "running" and status.get("pid") != os.getpid() and runs.trainer_alive(status):
         raise ConfigError(f"out: {run_dir} is being trained by process {status['pid']}.")
     resolved = config.resolved()
     if _is_main_process():
@@ -41,8 +42,8 @@ def prepare_run(config: RunConfig, resume: bool = False) -> RunConfig:
         resolved.save(run_dir / "config.yaml")
         if resolved.parent:
             (run_dir / "parent").write_text(str(resolved.parent) + "\n")
-        runs.write_status(run_dir, "running", pid=os.getpid(), started=status.get("started", time.time()),
-                          error=None, step=0, cancel_requested=None)
+        runs.write_status(run_dir, "running", pid=os.getpid(), pid_start=runs.process_start(os.getpid()),
+                          started=status.get("started", time.time()), error=None, step=0, cancel_requested=None)
     return resolved
 
 
@@ -108,7 +109,8 @@ def run_training(config: RunConfig, resume: bool = False, cancel: threading.Even
     config = prepare_run(config, resume=resume)
     run_dir = Path(config.out)
     try:
-        from ftchat.train.common import RunFolderCallback, build_model, callbacks_for, peak_memory_mb
+        from ftchat.train.common import (RunFolderCallback, build_model, callbacks_for, check_finite,
+                                         peak_memory_mb)
 
         callback = RunFolderCallback(run_dir, cancel, is_main=_is_main_process())
         runs.write_status(run_dir, "running", phase="loading")
@@ -133,6 +135,7 @@ def run_training(config: RunConfig, resume: bool = False, cancel: threading.Even
             return {}
         if cancel.is_set():
             return runs.write_status(run_dir, "cancelled", error=None)
+        check_finite(trainer.model, config, callback.diverged_at)
         runs.write_status(run_dir, "running", phase="saving")
         weights = _save_result(config, trainer, tokenizer, original_template)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the result is saved; checkpoints only served resume

@@ -75,7 +75,7 @@ class AppContext:
             if self._engine is None:
                 from ftchat.chat import ChatEngine
 
-                self._engine = ChatEngine(runs_root=self.workspace.runs_dir)
+                self._engine = ChatEngine(runs_root=self.workspace.runs_dir, models_root=self.workspace.models_dir)
             return self._engine
 
     def report(self, path: str | Path) -> FileReport:

@@ -167,6 +167,23 @@ class Workspace:
         return path if path.parent == self.runs_dir and path.is_dir() else None
 
     # -- models -------------------------------------------------------------------------------------------------
+    def offers_base(self, base: str) -> bool:
+        """Whether a base may be trained from the app: a registry name, a model folder directly under models/, or
+        a hub id. Not any other folder of this machine: the API would otherwise read whatever path it is sent."""
+        from ftchat.models import spec_for
+
+        base = str(base or "").strip()
+        if not base:
+            return False
+        if spec_for(base) is not None:
+            return True
+        if os.path.isabs(base) or base.startswith((".", "~")) or "\\" in base:
+            inside = Path(os.path.abspath(base)).parent.resolve() == self.models_dir
+            return inside and (Path(base) / "config.json").is_file()
+        parts = base.split("/")
+        return len(parts) == 2 and all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", part) for part in parts) \
+            and not Path(base).exists()
+
     def model_folders(self) -> list[Path]:
         """Base model folders under models/ (each holds a config.json)."""
         return sorted(p for p in self.models_dir.iterdir() if (p / "config.json").is_file())
