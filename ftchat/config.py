@@ -32,8 +32,10 @@ class RunConfig:
     adapter: str = "qlora"  # qlora | lora | full | layers | prompt
     parent: str | None = None  # a finished run to continue from (its adapter is the starting point)
 
-    max_steps: int = 0  # > 0 overrides epochs
-    epochs: float = 3.0
+    # None (or 0): ftchat.budget plans them from the number and length of the examples; a value given here wins.
+    # The run folder's config.yaml holds the planned values, so a rerun trains the same way.
+    max_steps: int | None = None  # optimizer steps; overrides epochs
+    epochs: float | None = None
     lr: float | None = None  # None: DEFAULT_LR for the adapter
     batch_size: int = 4
     grad_accum: int = 1
@@ -52,9 +54,9 @@ class RunConfig:
     prompt_tokens: int = 16  # prompt: number of virtual tokens
     beta: float = 0.1  # dpo / kto strength of the pull towards the reference model
 
-    eval_split: float = 0.1  # fraction held out for eval loss (at least 1 example, 0 disables)
-    eval_steps: int = 10
-    early_stopping: int = 3  # stop after N evals without improvement (0 disables)
+    eval_split: float | None = None  # fraction held out for eval loss (at least 1 example, 0 disables); None: planned
+    eval_steps: int | None = None  # None: planned (about 6 evals a run)
+    early_stopping: int | None = None  # stop after N evals without improvement (0 disables); None: planned
     replay: float = 0.2  # replay examples (the base's own answers to general prompts) per training example
     chunk_tokens: int = 512  # documents are cut into chunks of this many tokens
     logging_steps: int = 1
@@ -84,11 +86,13 @@ class RunConfig:
         if self.adapter not in ADAPTERS:
             raise ConfigError(f"adapter: '{self.adapter}' is not one of {', '.join(ADAPTERS)}.")
         for name in ("batch_size", "grad_accum", "max_length", "lora_r", "train_layers", "prompt_tokens", "eval_steps"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}.")
-        if self.max_steps <= 0 and self.epochs <= 0:
-            raise ConfigError("max_steps / epochs: give max_steps > 0 or epochs > 0.")
-        if not 0 <= self.eval_split < 1:
+        for name in ("max_steps", "epochs", "early_stopping"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ConfigError(f"{name}: must be 0 or more (0 or empty: planned from the data), "
+                                  f"got {getattr(self, name)}.")
+        if self.eval_split is not None and not 0 <= self.eval_split < 1:
             raise ConfigError(f"eval_split: must be in [0, 1), got {self.eval_split}.")
         if self.learning_rate <= 0:
             raise ConfigError(f"lr: must be positive, got {self.lr}.")
@@ -160,8 +164,21 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         elif f.name == "adapter":
             parser.add_argument(flag, choices=ADAPTERS, default=None)
         else:
-            kind = type(default) if default is not None else (float if f.name == "lr" else str)
-            parser.add_argument(flag, type=kind, default=None, help=f"default: {default}")
+            kind = type(default) if default is not None else _optional_type(f.type)
+            shown = default if default is not None else ("the technique's" if f.name == "lr" else
+                                                         "planned from the data" if f.name in PLANNED else "none")
+            parser.add_argument(flag, type=kind, default=None, help=f"default: {shown}")
+
+
+PLANNED = ("max_steps", "epochs", "eval_split", "eval_steps", "early_stopping")  # see ftchat.budget
+
+
+def _optional_type(annotation: str):
+    """int / float / str from a field annotation such as "int | None" (annotations are strings here)."""
+    for name, kind in (("int", int), ("float", float)):
+        if annotation.split("|")[0].strip() == name:
+            return kind
+    return str
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
