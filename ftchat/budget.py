@@ -38,6 +38,7 @@ EVALS_PER_RUN = 6
 # Training throughput (tokens/s, evals included) when this machine has not measured one for the base yet.
 DEFAULT_TOKENS_PER_S = {"cpu": 150.0, "cuda": 4000.0}
 STARTUP_S = {"cpu": 20.0, "cuda": 30.0}  # loading the model and the data, before the first step
+SPEEDS_KEPT = 32
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ def plan_for_files(paths: list[str], config: RunConfig) -> TrainingPlan:
     Raises ftchat.data.DataError for unusable files."""
     from ftchat.data import load_dataset
 
-    tokenizer = _tokenizer(config.base)
+    tokenizer = tokenizer_for(config.base)
     dataset, shape, _ = load_dataset(paths, tokenizer=tokenizer, max_tokens=config.max_length,
                                      chunk_tokens=config.chunk_tokens)
     return plan_training(len(dataset), mean_tokens(dataset, shape, tokenizer), config, shape)
@@ -175,7 +176,8 @@ def plan_for_files(paths: list[str], config: RunConfig) -> TrainingPlan:
 _TOKENIZERS: dict = {}
 
 
-def _tokenizer(base: str):
+def tokenizer_for(base: str):
+    """The base's tokenizer, loaded once per process (the Train tab can call this early to warm it)."""
     if base not in _TOKENIZERS:
         from ftchat import models
 
@@ -214,7 +216,10 @@ def record_speed(config: RunConfig, tokens_per_s: float) -> None:
         speeds = json.loads(path.read_text())
     except (OSError, ValueError):
         speeds = {}
-    speeds[_speed_key(config)] = round(tokens_per_s, 1)
+    key = _speed_key(config)
+    speeds.pop(key, None)
+    speeds[key] = round(tokens_per_s, 1)
+    speeds = dict(list(speeds.items())[-SPEEDS_KEPT:])  # the newest: test runs on throwaway bases come and go
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(speeds, indent=1))
     tmp.replace(path)
