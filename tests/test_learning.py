@@ -42,7 +42,7 @@ def test_default_training_teaches_new_facts_without_forgetting(tmp_path):
     right = [q for q, key in fact_questions if key.lower() in tuned[q].lower()]
     known_before = [q for q, key in fact_questions if key.lower() in base[q].lower()]
     assert not known_before, f"the base cannot know invented facts: {known_before}"
-    assert len(right) >= 8, (f"{len(right)} of {len(fact_questions)} held-out questions answered right:\n" +
+    assert len(right) > len(fact_questions) / 2, (f"{len(right)} of {len(fact_questions)} held-out questions answered right:\n" +
                              "\n".join(f"{q} -> {tuned[q]!r} (expected {k})" for q, k in fact_questions))
     assert "Paris" in base["What is the capital of France?"]
     assert "Paris" in tuned["What is the capital of France?"], tuned["What is the capital of France?"]
