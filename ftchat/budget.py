@@ -3,8 +3,8 @@
 A fixed epoch count fails both ways: 3 epochs of 25 rows are ~20 LoRA updates, too few to state new facts; 3 epochs
 of 5,000 rows are hours of CPU time. So the plan counts updates and passes:
 
-- every run gets at least MIN_STEPS updates (small sets are repeated until it does), but no row is seen more than
-  MAX_EPOCHS times;
+- every run on conversations or documents gets at least MIN_STEPS updates (small sets are repeated until it does),
+  but no row is seen more than MAX_EPOCHS times;
 - a set that already needs MIN_STEPS per pass still gets FLOOR_EPOCHS passes, up to MAX_STEPS updates in all (past
   that, one pass at least: every row is seen once);
 - below EVAL_MIN_ROWS rows nothing is held out for the eval loss (each row is a fact the model should learn), and
@@ -28,6 +28,8 @@ from ftchat.prompts import GENERAL_PROMPTS
 # Seen on the bundled model (QLoRA, lr 1e-3): 21 steps on 25 rows taught 0 of 3 facts (issue 6), 36-42 steps on 50
 # rows taught 6 facts (data/quorvane_support.jsonl); 60 leaves a margin. bench/learning.py checks it per data size.
 MIN_STEPS = 60
+CONTENT_SHAPES = ("messages", "prompt_completion", "text")  # MIN_STEPS is for learning content; preference data
+# (DPO, KTO) pulls away from the reference fast and keeps the old 3 passes until a bench shows otherwise
 FLOOR_EPOCHS = 3.0
 MAX_EPOCHS = 30.0
 MAX_STEPS = 300  # past this, a plan stops adding passes (one pass still covers every row)
@@ -117,7 +119,8 @@ def plan_training(n_examples: int, mean_tokens: float, config: RunConfig, shape:
         steps = max(1, math.ceil(config.epochs * per_epoch))
     else:
         chosen.append("steps")
-        steps = max(MIN_STEPS, math.ceil(FLOOR_EPOCHS * per_epoch))
+        floor = MIN_STEPS if shape in CONTENT_SHAPES else 1
+        steps = max(floor, math.ceil(FLOOR_EPOCHS * per_epoch))
         steps = min(steps, math.ceil(MAX_EPOCHS * per_epoch))
         steps = min(steps, max(MAX_STEPS, per_epoch))
     if config.eval_steps is not None:

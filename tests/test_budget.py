@@ -47,6 +47,12 @@ def test_a_big_set_is_seen_once_not_three_times():
     assert (p.steps, p.epochs) == (1246, 1.0)
 
 
+def test_preference_pairs_keep_three_passes():
+    p = plan_training(10, 80.0, RunConfig(data=["x.jsonl"], out="runs/x", method="dpo"), shape="preference",
+                      tokens_per_s=SPEED)
+    assert (p.eval_examples, p.replay_examples, p.steps_per_epoch, p.steps) == (0, 0, 3, 9)
+
+
 def test_the_users_values_win():
     assert plan(25, max_steps=7).steps == 7
     assert plan(25, epochs=2).steps == 14  # 28 rows in batches of 4, twice
