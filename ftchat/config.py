@@ -164,7 +164,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         elif f.name == "adapter":
             parser.add_argument(flag, choices=ADAPTERS, default=None)
         else:
-            kind = type(default) if default is not None else _optional_type(f.type)
+            kind = value_type(f.name)
             shown = default if default is not None else ("the technique's" if f.name == "lr" else
                                                          "planned from the data" if f.name in PLANNED else "none")
             parser.add_argument(flag, type=kind, default=None, help=f"default: {shown}")
@@ -173,12 +173,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 PLANNED = ("max_steps", "epochs", "eval_split", "eval_steps", "early_stopping")  # see ftchat.budget
 
 
-def _optional_type(annotation: str):
-    """int / float / str from a field annotation such as "int | None" (annotations are strings here)."""
-    for name, kind in (("int", int), ("float", float)):
-        if annotation.split("|")[0].strip() == name:
-            return kind
-    return str
+def value_type(name: str):
+    """int, float or str: what a RunConfig field's value is when it is given (a form or a flag turns text into it).
+    Planned fields default to None, so their type comes from the annotation ("int | None"), not the default."""
+    annotation = {f.name: f.type for f in fields(RunConfig)}[name]
+    kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "str")
+    return {"int": int, "float": float, "bool": bool}.get(kind.split("|")[0].strip(), str)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
