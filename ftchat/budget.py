@@ -5,8 +5,7 @@ of 5,000 rows are hours of CPU time. So the plan counts updates and passes:
 
 - every run on conversations or documents gets at least MIN_STEPS updates (small sets are repeated until it does),
   but no row is seen more than MAX_EPOCHS times;
-- a set that already needs MIN_STEPS per pass still gets FLOOR_EPOCHS passes, up to MAX_STEPS updates in all (past
-  that, one pass at least: every row is seen once);
+- larger sets get FLOOR_EPOCHS passes, up to MAX_STEPS updates in all; past that, one pass (every row seen once);
 - below EVAL_MIN_ROWS rows nothing is held out for the eval loss (each row is a fact the model should learn), and
   early stopping only runs when the eval split has at least EARLY_STOP_MIN_ROWS rows: a loss over two rows is noise
   that would stop (and roll back) a run before its facts are learned.
