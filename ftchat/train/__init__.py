@@ -76,9 +76,16 @@ def load_training_data(config: RunConfig, tokenizer):
         from ftchat.train.replay import replay_examples
 
         rows = replay_examples(config.base)
-        dataset = concatenate_datasets([dataset, Dataset.from_list(rows[:plan.replay_examples])]).shuffle(
-            seed=config.seed)
+        if "tools" in dataset.column_names:  # tool-calling data is stored as JSON (see load_dataset)
+            rows = [dict(row, tools=None) for row in rows]
+        replay = Dataset.from_list(rows[:plan.replay_examples], features=dataset.features)
+        dataset = concatenate_datasets([dataset, replay]).shuffle(seed=config.seed)
     return dataset, eval_ds, shape, reports, plan
+
+
+def skipped_rows(reports, limit: int = 50) -> list[dict]:
+    """The rows training left out (too long for max_length, malformed…), as the UI and the run summary show them."""
+    return [{"file": Path(r.file).name, "line": s.line, "reason": s.reason} for r in reports for s in r.skipped][:limit]
 
 
 def _save_result(config: RunConfig, trainer, tokenizer, original_template) -> Path:
@@ -86,6 +93,9 @@ def _save_result(config: RunConfig, trainer, tokenizer, original_template) -> Pa
     target = runs.adapter_dir(run_dir) if config.adapter in ("qlora", "lora", "prompt") else runs.model_dir(run_dir)
     trainer.save_model(str(target))
     (target / "training_args.bin").unlink(missing_ok=True)  # a pickle: nothing of ours ever loads it
+    # DPO / KTO continuing a parent's adapter keep a frozen copy of it, "ref", as the reference; it is the parent's
+    # adapter unchanged (the run folder's `parent` names it), so the result keeps only the adapter that learned.
+    shutil.rmtree(target / "ref", ignore_errors=True)
     tokenizer.chat_template = original_template  # chat uses the model's own template, not the training one
     tokenizer.save_pretrained(target)
     return target
@@ -110,7 +120,8 @@ def run_training(config: RunConfig, resume: bool = False, cancel: threading.Even
         config = apply_plan(plan, config)
         if _is_main_process():
             config.save(run_dir / "config.yaml")  # the planned values, so a rerun trains the same way
-            runs.write_status(run_dir, "running", plan=plan.to_dict())
+            runs.write_status(run_dir, "running", plan=plan.to_dict(),
+                              skipped_rows=skipped_rows(reports))  # shown while it trains
         log.warning("plan: %s", plan.describe())
         model, peft_config = build_model(config)
         trainer = methods.get(config.method).trainer_module().build_trainer(
@@ -150,6 +161,7 @@ def run_training(config: RunConfig, resume: bool = False, cancel: threading.Even
             "examples": len(train_ds),
             "eval_examples": len(eval_ds) if eval_ds is not None else 0,
             "skipped": sum(len(r.skipped) for r in reports),
+            "skipped_rows": skipped_rows(reports),
             "steps": global_step,
             "first_loss": losses[0] if losses else None,
             "final_loss": losses[-1] if losses else None,
