@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a run (from a YAML config and/or flags)")
     train.add_argument("config", nargs="?", help="a RunConfig YAML file; flags override its values")
     train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    train.add_argument("--plan", action="store_true",
+                       help="print the training plan (steps, epochs, eval rows, time) as JSON and stop")
     add_run_arguments(train)
 
     chat = commands.add_parser("chat", help="answer a prompt with the base and the tuned model")
@@ -85,6 +87,14 @@ def cmd_train(args) -> int:
     from ftchat.runs import sigterm_cancels
 
     config = config_from_args(args)
+    if args.plan:
+        from ftchat.budget import plan_for_files
+
+        if not config.data:
+            raise ConfigError("data: give at least one training file.")
+        plan = plan_for_files(config.data, config)
+        print(json.dumps(plan.to_dict(), ensure_ascii=False))
+        return 0
     with sigterm_cancels() as cancel:  # before the slow imports, so an early Cancel is clean too
         from ftchat.train import run_training
 

@@ -83,8 +83,10 @@ class RunConfig:
     adapter: str = "qlora"  # qlora | lora | full | layers | prompt
     parent: str | None = None  # a finished run to continue from (its adapter is the starting point)
 
-    max_steps: int = 0  # > 0 overrides epochs
-    epochs: float = 3.0
+    # None (or 0): ftchat.budget plans them from the number and length of the examples; a value given here wins.
+    # The run folder's config.yaml holds the planned values, so a rerun trains the same way.
+    max_steps: int | None = None  # optimizer steps; overrides epochs
+    epochs: float | None = None
     lr: float | None = None  # None: DEFAULT_LR for the adapter
     batch_size: int = 4
     grad_accum: int = 1
@@ -103,9 +105,9 @@ class RunConfig:
     prompt_tokens: int = 16  # prompt: number of virtual tokens
     beta: float = 0.1  # dpo / kto strength of the pull towards the reference model
 
-    eval_split: float = 0.1  # fraction held out for eval loss (at least 1 example, 0 disables)
-    eval_steps: int = 10
-    early_stopping: int = 3  # stop after N evals without improvement (0 disables)
+    eval_split: float | None = None  # fraction held out for eval loss (at least 1 example, 0 disables); None: planned
+    eval_steps: int | None = None  # None: planned (about 6 evals a run)
+    early_stopping: int | None = None  # stop after N evals without improvement (0 disables); None: planned
     replay: float = 0.2  # replay examples (the base's own answers to general prompts) per training example
     chunk_tokens: int = 512  # documents are cut into chunks of this many tokens
     logging_steps: int = 1
@@ -150,6 +152,8 @@ class RunConfig:
         if self.precision not in PRECISIONS:
             problems.append(f"precision: '{self.precision}' is not one of {', '.join(PRECISIONS)}.")
         for name, (low, high, whole) in RANGES.items():
+            if getattr(self, name) is None and name in PLANNED:
+                continue  # planned from the data by ftchat.budget
             problem = _range_problem(name, getattr(self, name), low, high, whole)
             if problem:
                 problems.append(problem)
@@ -228,8 +232,21 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         elif f.name == "adapter":
             parser.add_argument(flag, choices=ADAPTERS, default=None)
         else:
-            kind = type(default) if default is not None else (float if f.name == "lr" else str)
-            parser.add_argument(flag, type=kind, default=None, help=f"default: {default}")
+            kind = value_type(f.name)
+            shown = default if default is not None else ("the technique's" if f.name == "lr" else
+                                                         "planned from the data" if f.name in PLANNED else "none")
+            parser.add_argument(flag, type=kind, default=None, help=f"default: {shown}")
+
+
+PLANNED = ("max_steps", "epochs", "eval_split", "eval_steps", "early_stopping")  # see ftchat.budget
+
+
+def value_type(name: str):
+    """int, float or str: what a RunConfig field's value is when it is given (a form or a flag turns text into it).
+    Planned fields default to None, so their type comes from the annotation ("int | None"), not the default."""
+    annotation = {f.name: f.type for f in fields(RunConfig)}[name]
+    kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "str")
+    return {"int": int, "float": float, "bool": bool}.get(kind.split("|")[0].strip(), str)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

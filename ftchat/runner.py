@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from ftchat import methods, preflight
-from ftchat.config import ConfigError, RunConfig
+from ftchat.config import ConfigError, RunConfig, value_type
 from ftchat.models import DEFAULT_BASE
 
 
@@ -27,17 +27,17 @@ def unique_run_dir(runs_dir: Path, name: str | None, method: str, adapter: str) 
 
 def coerce_field(name: str, value):
     """A form value as the RunConfig field's type: numbers arrive as floats or strings from the browser."""
-    default = getattr(RunConfig(), name)
+    kind = value_type(name)  # not the default's type: planned fields (max_steps, eval_split…) default to None
     if value is None or value == "":
         return None
-    if isinstance(default, bool):
+    if kind is bool:
         return bool(value)
-    if isinstance(default, int):
+    if kind is int:
         number = float(value)
         if number != int(number):
             raise ConfigError(f"{name}: must be a whole number, got {value}.")
         return int(number)
-    if isinstance(default, float) or name == "lr":
+    if kind is float:
         return float(value)
     return value
 

@@ -167,7 +167,7 @@ def test_a_round_from_votes_trains_records_its_parent_and_is_measured_against_it
     # The trainer the round built (same config, same functions as run_training): its reference is the parent.
     config = RunConfig.load(round_dir / "config.yaml")
     tokenizer = models.load_tokenizer(config.base)
-    train_ds, eval_ds, _, _ = load_training_data(config, tokenizer)
+    train_ds, eval_ds, _, _, _ = load_training_data(config, tokenizer)
     model, peft_config = build_model(config)
     trainer = methods.get("dpo").trainer_module().build_trainer(config, model, peft_config, tokenizer, train_ds,
                                                                 eval_ds, [])

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from ftchat import methods, models, runs
+from ftchat.budget import apply_plan, record_speed
 from ftchat.config import ConfigError, RunConfig
 log = logging.getLogger("ftchat.train")
 
@@ -48,9 +49,11 @@ def prepare_run(config: RunConfig, resume: bool = False) -> RunConfig:
 
 
 def load_training_data(config: RunConfig, tokenizer):
-    """The normalized dataset split into train / eval, with replay rows added to train for SFT."""
+    """The normalized dataset and its plan (ftchat.budget): split into train / eval as planned, with replay rows
+    added to train for SFT. Returns (train, eval or None, shape, per-file reports, plan)."""
     from datasets import concatenate_datasets, Dataset
 
+    from ftchat import budget
     from ftchat.data import DataError, load_dataset
 
     dataset, shape, reports = load_dataset(
@@ -65,21 +68,20 @@ def load_training_data(config: RunConfig, tokenizer):
     for report in reports:
         for skipped in report.skipped:
             log.warning("%s line %s skipped: %s", report.file, skipped.line, skipped.reason)
+    plan = budget.plan_training(len(dataset), budget.mean_tokens(dataset, shape, tokenizer), config, shape)
     eval_ds = None
-    if config.eval_split > 0 and len(dataset) >= 4:
-        n_eval = max(1, round(len(dataset) * config.eval_split))
-        split = dataset.train_test_split(test_size=n_eval, seed=config.seed)
+    if plan.eval_examples:
+        split = dataset.train_test_split(test_size=plan.eval_examples, seed=config.seed)
         dataset, eval_ds = split["train"], split["test"]
-    if config.replay > 0 and shape == "messages":
+    if plan.replay_examples:
         from ftchat.train.replay import replay_examples
 
         rows = replay_examples(config.base)
-        n = min(len(rows), max(1, round(config.replay * len(dataset))))
         if "tools" in dataset.column_names:  # tool-calling data is stored as JSON (see load_dataset)
             rows = [dict(row, tools=None) for row in rows]
-        replay = Dataset.from_list(rows[:n], features=dataset.features)
+        replay = Dataset.from_list(rows[:plan.replay_examples], features=dataset.features)
         dataset = concatenate_datasets([dataset, replay]).shuffle(seed=config.seed)
-    return dataset, eval_ds, shape, reports
+    return dataset, eval_ds, shape, reports, plan
 
 
 def skipped_rows(reports, limit: int = 50) -> list[dict]:
@@ -116,8 +118,13 @@ def run_training(config: RunConfig, resume: bool = False, cancel: threading.Even
         runs.write_status(run_dir, "running", phase="loading")
         tokenizer = models.load_tokenizer(config.base)
         original_template = tokenizer.chat_template
-        train_ds, eval_ds, shape, reports = load_training_data(config, tokenizer)
-        runs.write_status(run_dir, "running", skipped_rows=skipped_rows(reports))  # shown while it trains
+        train_ds, eval_ds, shape, reports, plan = load_training_data(config, tokenizer)
+        config = apply_plan(plan, config)
+        if _is_main_process():
+            config.save(run_dir / "config.yaml")  # the planned values, so a rerun trains the same way
+            runs.write_status(run_dir, "running", plan=plan.to_dict(),
+                              skipped_rows=skipped_rows(reports))  # shown while it trains
+        log.warning("plan: %s", plan.describe())
         model, peft_config = build_model(config)
         trainer = methods.get(config.method).trainer_module().build_trainer(
             config, model, peft_config, tokenizer, train_ds, eval_ds, callbacks_for(config, callback, eval_ds is not None)
@@ -163,12 +170,15 @@ def run_training(config: RunConfig, resume: bool = False, cancel: threading.Even
             "final_loss": losses[-1] if losses else None,
             "train_loss": result.training_loss,
             "eval_loss": min(evals) if evals else None,
+            "plan": plan.describe(),
             "runtime_s": round(elapsed, 1),
             "s_per_step": round(elapsed / steps, 3),
             "tokens_per_s": callback.last.get("tokens_per_s"),
             "peak_memory_mb": round(peak_memory_mb(), 1),
             "weights": str(weights),
         }
+        if callback.last.get("tokens") and elapsed > 0 and not checkpoint:
+            record_speed(config, callback.last["tokens"] / elapsed)
         return runs.write_status(run_dir, "done", summary=summary, error=None, phase="done")
     except KeyboardInterrupt:
         runs.write_status(run_dir, "cancelled", error=None)

@@ -116,8 +116,8 @@ def trainer_arguments(config: RunConfig, has_eval: bool) -> dict:
         lr_scheduler_type=config.scheduler,
         warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay,
-        max_steps=config.max_steps if config.max_steps > 0 else -1,
-        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,  # planned by ftchat.budget before the trainer is built
+        num_train_epochs=config.epochs or 1.0,
         logging_steps=config.logging_steps,
         save_strategy="steps",
         save_steps=config.eval_steps,
@@ -136,7 +136,7 @@ def trainer_arguments(config: RunConfig, has_eval: bool) -> dict:
         args.update(
             eval_strategy="steps",
             eval_steps=config.eval_steps,
-            load_best_model_at_end=config.early_stopping > 0,
+            load_best_model_at_end=bool(config.early_stopping),
             metric_for_best_model="eval_loss",
             greater_is_better=False,
         )
@@ -221,7 +221,7 @@ def check_finite(model, config: RunConfig, diverged_at: int | None) -> None:
 
 def callbacks_for(config: RunConfig, run_callback: RunFolderCallback, has_eval: bool) -> list:
     callbacks = [run_callback]
-    if has_eval and config.early_stopping > 0:
+    if has_eval and config.early_stopping:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
     return callbacks
 
