@@ -14,7 +14,7 @@ from pathlib import Path
 import gradio as gr
 
 from ftchat import methods, runs
-from ftchat.config import ADAPTERS, ConfigError, RunConfig
+from ftchat.config import ADAPTERS, PLANNED, ConfigError, RunConfig, value_type
 from ftchat.models import DEFAULT_BASE, REGISTRY
 from ftchat.runner import config_from_form
 from ftchat.ui.context import AppContext
@@ -253,6 +253,9 @@ def status_json(info, metrics: list[dict]) -> dict:
 # -- the tab -----------------------------------------------------------------------------------------------------
 
 def knob(name: str, label: str, info: str | None, default):
+    if name in PLANNED:  # empty: ftchat.budget plans it from the data
+        return gr.Number(value=None, label=label, info=f"{info + '; ' if info else ''}empty: planned from the data",
+                         precision=0 if value_type(name) is int else None, minimum=0)
     if name == "scheduler":
         return gr.Dropdown(SCHEDULERS, value=default, label=label, info=info, allow_custom_value=True)
     if name == "precision":
@@ -281,15 +284,16 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
                                    allow_custom_value=True, elem_id="train-data",
                                    info="Files from the Data tab (upload or use a sample there first).")
             data_note = gr.Markdown("")
+            plan_note = gr.Markdown("", elem_id="train-plan")
             with gr.Row():
                 # every method is a valid value (API clients pick any); the page narrows the choice to the data's shape
                 method = gr.Radio([(m.label, m.name) for m in methods.METHODS.values()], value="sft", label="Method",
                                   info="DPO and KTO appear when the data has their shape.")
                 adapter = gr.Radio([(ADAPTER_LABELS[a], a) for a in ADAPTERS], value="qlora", label="Technique")
             with gr.Row():
-                epochs = gr.Number(defaults.epochs, label="Epochs", minimum=0)
-                max_steps = gr.Number(defaults.max_steps, label="Max steps", precision=0, minimum=0,
-                                      info="0: train for the epochs")
+                epochs = gr.Number(None, label="Epochs", minimum=0, info="empty: planned from the data")
+                max_steps = gr.Number(None, label="Max steps", precision=0, minimum=0,
+                                      info="empty: planned; overrides epochs")
                 lr = gr.Number(0, label="Learning rate", minimum=0, info=lr_hint(DEFAULT_BASE, "qlora"))
                 batch_size = gr.Number(defaults.batch_size, label="Batch size", precision=0, minimum=1)
                 max_length = gr.Number(defaults.max_length, label="Max tokens per example", precision=0, minimum=16)
@@ -351,6 +355,23 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
         choices = [(methods.get(m).label, m) for m in (allowed or ["sft"])]
         value = current if current in (allowed or ["sft"]) else (allowed or ["sft"])[0]
         return note, gr.Radio(choices=choices, value=value)
+
+    def plan(paths: list[str] | None, base_model: str, train_method: str, technique: str, n_epochs, steps,
+             batch, max_tokens):
+        """What Start would train: the steps the defaults resolve to for these files, and about how long."""
+        from ftchat.budget import plan_for_files
+
+        paths = [p for p in (paths or []) if p]
+        if not paths or unusable_reason(ctx, paths):
+            return ""
+        try:
+            config = RunConfig(data=paths, out="plan", base=(base_model or DEFAULT_BASE).strip(), method=train_method,
+                               adapter=technique, epochs=float(n_epochs) if n_epochs else None,
+                               max_steps=int(steps) if steps else None, batch_size=int(batch or 4),
+                               max_length=int(max_tokens or 512))
+            return f"**Plan:** {plan_for_files(paths, config).describe()}"
+        except Exception as exc:  # noqa: BLE001  (the plan is advice; Start reports the real error)
+            return f"**Plan:** not available ({type(exc).__name__}: {str(exc)[:200]})"
 
     def refresh_choices(paths=None):
         return (gr.Dropdown(choices=upload_choices(ctx), value=paths) if paths is not None
@@ -438,6 +459,10 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
 
     # -- events ----------------------------------------------------------------------------------------------
     datasets.change(on_data, inputs=[datasets, method], outputs=[data_note, method], api_visibility="private")
+    plan_inputs = [datasets, base, method, adapter, epochs, max_steps, batch_size, max_length]
+    for i, field in enumerate(plan_inputs):
+        field.change(plan, inputs=plan_inputs, outputs=[plan_note], show_progress="hidden", trigger_mode="always_last",
+                     **({"api_name": "plan"} if i == 0 else {"api_visibility": "private"}))
     for choice in (base, adapter):
         choice.change(lambda name, technique: gr.Number(info=lr_hint(name, technique)), inputs=[base, adapter],
                       outputs=[lr], api_visibility="private", show_progress="hidden")
