@@ -61,15 +61,18 @@ def _license(run: runs.RunInfo) -> str | None:
 def export_gguf(run_dir: str | Path, target: str | Path, quant: str = "f16", win_rates: WinRates | None = None
                 ) -> Path:
     """One GGUF file (weights, tokenizer, chat template) for llama.cpp and Ollama; merges the run first."""
-    from ftchat.to_gguf import GGUFExportError, write_gguf
-
-    run = _finished(run_dir)
     with tempfile.TemporaryDirectory(prefix="ftchat-merge-") as scratch:
         merged = export_merged(run_dir, Path(scratch) / "merged", win_rates)
-        try:
-            return write_gguf(merged, target, quant, name=run.name, license=_license(run))
-        except GGUFExportError as exc:
-            raise ExportError(str(exc)) from exc
+        return _gguf_from_merged(runs.load_run(run_dir), merged, Path(target), quant)
+
+
+def _gguf_from_merged(run: runs.RunInfo, merged: Path, target: Path, quant: str) -> Path:
+    from ftchat.to_gguf import GGUFExportError, write_gguf
+
+    try:
+        return write_gguf(merged, target, quant, name=run.name, license=_license(run))
+    except GGUFExportError as exc:
+        raise ExportError(str(exc)) from exc
 
 
 def ollama_template(tokenizer) -> tuple[str, str | None]:
@@ -107,12 +110,16 @@ def export_ollama(run_dir: str | Path, target: str | Path, quant: str = "q8_0", 
                   ) -> Path:
     """A folder for `ollama create NAME -f Modelfile`: model.gguf, a Modelfile with the chat template and stop
     tokens, and the model card."""
+    from transformers import AutoTokenizer
+
     run = _finished(run_dir)
     target = Path(target)
-    target.mkdir(parents=True, exist_ok=True)
-    tokenizer = models.load_tokenizer(runs.weights_dir(run_dir))
-    template, system = ollama_template(tokenizer)
-    export_gguf(run_dir, target / "model.gguf", quant, win_rates)
+    with tempfile.TemporaryDirectory(prefix="ftchat-merge-") as scratch:
+        merged = export_merged(run_dir, Path(scratch) / "merged", win_rates)
+        tokenizer = AutoTokenizer.from_pretrained(merged, trust_remote_code=False)
+        template, system = ollama_template(tokenizer)  # before the slow GGUF write: a template we cannot translate
+        target.mkdir(parents=True, exist_ok=True)
+        _gguf_from_merged(run, merged, target / "model.gguf", quant)
     stops = list(dict.fromkeys(t for t in ("<|im_end|>", "<|im_start|>", tokenizer.eos_token) if t))
     (target / "Modelfile").write_text(modelfile("model.gguf", template, system, stops), encoding="utf-8")
     _write_card(run, target, "merged", win_rates)

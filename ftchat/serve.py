@@ -2,7 +2,6 @@
 engine, so any OpenAI client can talk to the bases and finished runs of a workspace. Many runs share one base in
 memory (see ftchat.chat). `--backend vllm` hands the same workspace to vLLM's own OpenAI server instead.
 """
-from __future__ import annotations
 
 import hmac
 import json
