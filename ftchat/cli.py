@@ -159,15 +159,9 @@ def cmd_export(args) -> int:
         print("error: --push uploads an --adapter or --merged folder; give one of them", file=sys.stderr)
         return 2
     win_rates = None  # the feedback store's win-rates join the model card once it exists (issue 8)
-    if args.merged:
-        print(export.export_merged(args.run, args.merged, win_rates))
-    if args.adapter:
-        print(export.export_adapter(args.run, args.adapter, win_rates))
-    if args.gguf:
-        print(export.export_gguf(args.run, args.gguf, args.quant or "f16", win_rates))
-    if args.ollama:
-        target = export.export_ollama(args.run, args.ollama, args.quant or "q8_0", win_rates)
-        print(f"{target}  (then: cd {target} && ollama create NAME -f Modelfile)")
+    for form in forms:
+        target = export.export_run(args.run, form, getattr(args, form), args.quant, win_rates)
+        print(f"{target}  (then: cd {target} && ollama create NAME -f Modelfile)" if form == "ollama" else target)
     if args.push:
         print(export.push(args.adapter or args.merged, args.push))
     return 0

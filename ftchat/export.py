@@ -153,3 +153,33 @@ def push(folder: str | Path, repo: str, private: bool = True) -> str:
             "check the network and log in with `hf auth login`, then push again, or upload the folder by hand."
         ) from exc
     return str(getattr(info, "commit_url", repo))
+
+
+FORMS = {  # form -> (label, default quant or None)
+    "merged": ("merged model + model card (transformers)", None),
+    "gguf": ("GGUF file (llama.cpp)", "f16"),
+    "ollama": ("Ollama folder (model.gguf + Modelfile)", "q8_0"),
+    "adapter": ("PEFT adapter + model card", None),
+}
+
+
+def default_target(exports_dir: str | Path, run_name: str, form: str, quant: str | None = None) -> Path:
+    """Where the app writes an export: EXPORTS/RUN-FORM[-QUANT][.gguf]."""
+    quant = quant or FORMS[form][1]
+    stem = f"{run_name}-{form}" + (f"-{quant}" if form in ("gguf", "ollama") else "")
+    return Path(exports_dir) / (stem + ".gguf" if form == "gguf" else stem)
+
+
+def export_run(run_dir: str | Path, form: str, target: str | Path, quant: str | None = None,
+               win_rates: WinRates | None = None) -> Path:
+    """One export by form name, as the CLI flags and the app's Export panel ask for it."""
+    if form not in FORMS:
+        raise ExportError(f"Unknown export form '{form}'; choose one of {', '.join(FORMS)}.")
+    quant = quant or FORMS[form][1]
+    if form == "merged":
+        return export_merged(run_dir, target, win_rates)
+    if form == "adapter":
+        return export_adapter(run_dir, target, win_rates)
+    if form == "gguf":
+        return export_gguf(run_dir, target, quant, win_rates)
+    return export_ollama(run_dir, target, quant, win_rates)

@@ -97,3 +97,14 @@ def test_adapter_export_has_a_card_and_push_fails_clearly_offline(two_rounds, tm
 def test_an_unfinished_run_is_refused(tmp_path):
     with pytest.raises(ExportError, match="not a finished run"):
         export_gguf(tmp_path / "nothing", tmp_path / "x.gguf")
+
+
+def test_the_app_panel_export_lands_in_the_workspace_exports(two_rounds, tmp_path):
+    from ftchat.export import default_target, export_run
+
+    target = default_target(tmp_path / "exports", "a", "adapter")
+    assert target == tmp_path / "exports" / "a-adapter"
+    assert default_target(tmp_path, "a", "gguf").name == "a-gguf-f16.gguf"
+    assert (export_run(two_rounds / "runs" / "a", "adapter", target) / "adapter_config.json").is_file()
+    with pytest.raises(ExportError, match="Unknown export form"):
+        export_run(two_rounds / "runs" / "a", "onnx", target)
