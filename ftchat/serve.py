@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 from ftchat import models, runs
-from ftchat.chat import BASE_PREFIX, ChatEngine, GenerationSettings
+from ftchat.chat import BASE_PREFIX, ChatEngine, ChatError, GenerationSettings
 
 DEFAULT_PORT = 8000
 
@@ -139,7 +139,10 @@ def create_app(runs_root: str | Path, api_key: str | None = None, default_base: 
             return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
         if not body.get("stream"):
-            text = (await run_in_threadpool(engine.answer, [(choice, conversation)], settings))[0]
+            try:
+                text = (await run_in_threadpool(engine.answer, [(choice, conversation)], settings))[0]
+            except (ChatError, models.ModelError) as exc:  # e.g. a base without a chat template
+                return _error(400, str(exc), param="model")
             text, stopped = _cut_at_stop(text, stops)
             return {"id": completion_id, "object": "chat.completion", "created": created, "model": name,
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
