@@ -42,8 +42,9 @@ def _tensor_type(name: str, data, quant: str):
     return wanted
 
 
-def _vocab(folder: Path):
-    """Tokens, token types, merges and special ids of a GPT-2 style byte-level BPE tokenizer."""
+def _vocab(folder: Path, n_vocab: int):
+    """Tokens, token types, merges and special ids of a GPT-2 style byte-level BPE tokenizer, padded to the
+    embedding's `n_vocab` rows (llama.cpp wants one token per row)."""
     import gguf
     from transformers import AutoTokenizer
 
@@ -58,7 +59,7 @@ def _vocab(folder: Path):
     vocab = tokenizer.get_vocab()
     reverse = {index: token for token, index in vocab.items()}
     added = tokenizer.added_tokens_decoder
-    size = max(len(tokenizer), max(reverse) + 1)
+    size = max(len(tokenizer), max(reverse) + 1, n_vocab)
     tokens, types = [], []
     for index in range(size):
         if index not in reverse:
@@ -110,7 +111,7 @@ def write_gguf(model_dir: str | Path, target: str | Path, quant: str = "f16", na
     n_head, n_kv = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
     n_layers = config["num_hidden_layers"]
     head_dim = config.get("head_dim") or config["hidden_size"] // n_head
-    tokens, types, special = _vocab(folder)
+    tokens, types, special = _vocab(folder, int(config.get("vocab_size") or 0))
 
     file_type = {"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
                  "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[quant]
