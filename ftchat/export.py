@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from ftchat import models, runs
-from ftchat.modelcard import WinRates, model_card
+from ftchat.modelcard import WinRates, model_card, rounds_of
 
 
 class ExportError(RuntimeError):
@@ -22,7 +22,7 @@ def _finished(run_dir: str | Path) -> runs.RunInfo:
 
 
 def _write_card(run: runs.RunInfo, target: Path, form: str, win_rates: WinRates | None) -> None:
-    (target / "README.md").write_text(model_card(run, runs.lineage(run.path), form, win_rates), encoding="utf-8")
+    (target / "README.md").write_text(model_card(run, rounds_of(run.path), form, win_rates), encoding="utf-8")
 
 
 def export_merged(run_dir: str | Path, target: str | Path, win_rates: WinRates | None = None) -> Path:

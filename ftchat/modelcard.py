@@ -2,14 +2,17 @@
 learned from, every setting, and the rounds of feedback that led to it. A pure function of run folders."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import yaml
 
 from ftchat import methods, models
-from ftchat.runs import RunInfo
+from ftchat.runs import RunInfo, load_run
 
-WinRates = Callable[[str, str], "tuple[float, int] | None"]  # (child run path, parent run path) -> (rate, votes)
+# (child, parent) -> (win-rate, votes) or None. Names as the ratings store keeps them: a run's folder name, and
+# "base:NAME" for the base the first round started from.
+WinRates = Callable[[str, str], "tuple[float, int] | None"]
 
 TECHNIQUES = {
     "qlora": "QLoRA (LoRA adapter trained on a 4-bit NF4 base)",
@@ -56,22 +59,42 @@ def metadata(run: RunInfo, form: str) -> dict:
     return meta
 
 
-def _round_row(index: int, run: RunInfo, parent: RunInfo | None, win_rates: WinRates | None) -> str:
+def rounds_of(run_dir: str | Path) -> list[RunInfo]:
+    """The rounds that led to a run, oldest first and the run itself last, following each run's `parent`; stops
+    at a parent that is missing or already seen. (Issue 8 adds runs.lineage, which names the same chain.)"""
+    chain: list[RunInfo] = []
+    seen: set[Path] = set()
+    current: str | Path | None = run_dir
+    while current:
+        path = Path(current)
+        if not path.is_dir() and chain:  # a relative path written from another directory: try a sibling run
+            path = chain[-1].path.parent / path.name
+        path = path.resolve()
+        if path in seen or not path.is_dir():
+            break
+        seen.add(path)
+        chain.append(load_run(path))
+        current = chain[-1].parent
+    return chain[::-1]
+
+
+def _round_row(index: int, run: RunInfo, parent: str, win_rates: WinRates | None) -> str:
     config, summary = run.config, run.summary
     win = "—"
-    if parent is not None and win_rates is not None:
-        found = win_rates(str(run.path), str(parent.path))
-        if found is not None and found[1] > 0:
+    if win_rates is not None:
+        found = win_rates(run.name, parent)
+        if found is not None and found[0] is not None and found[1] > 0:
             win = f"{found[0]:.0%} of {found[1]} votes"
     files = ", ".join(f"`{p.split('/')[-1]}`" for p in config.get("data", [])) or "—"
     return (f"| {index} | {run.name} | {config.get('method', '?')}/{config.get('adapter', '?')} | {files} | "
             f"{_fmt(summary.get('steps'))} | {_fmt(summary.get('final_loss'))} | {_fmt(summary.get('eval_loss'))} | "
-            f"{parent.name if parent else 'base'} | {win} |")
+            f"{parent} | {win} |")
 
 
 def model_card(run: RunInfo, chain: list[RunInfo], form: str = "merged", win_rates: WinRates | None = None) -> str:
-    """README.md text for an export of `run`; `chain` is runs.lineage(run) (oldest first, `run` last);
+    """README.md text for an export of `run`; `chain` is rounds_of(run) (oldest first, `run` last);
     `win_rates(child, parent)` gives each round's win-rate against its parent where ratings exist."""
+    base_name = "base:" + str(chain[0].config.get("base") or models.DEFAULT_BASE) if chain else "base"
     config, summary = run.config, run.summary
     method = config.get("method", "sft")
     label = methods.METHODS[method].label if method in methods.METHODS else method
@@ -104,7 +127,7 @@ def model_card(run: RunInfo, chain: list[RunInfo], form: str = "merged", win_rat
               "| round | run | method/technique | data | steps | final loss | eval loss | parent | win-rate vs parent |",
               "|---|---|---|---|---|---|---|---|---|"]
     for index, step in enumerate(chain, start=1):
-        lines.append(_round_row(index, step, chain[index - 2] if index > 1 else None, win_rates))
+        lines.append(_round_row(index, step, chain[index - 2].name if index > 1 else base_name, win_rates))
     lines += ["", "## Settings", "", "| setting | value |", "|---|---|"]
     for key, value in config.items():
         if key not in _NOT_SETTINGS:

@@ -135,26 +135,6 @@ def list_runs(root: str | Path) -> list[RunInfo]:
     return sorted(runs, key=lambda r: r.status.get("started", 0), reverse=True)
 
 
-def lineage(run_dir: str | Path) -> list[RunInfo]:
-    """The rounds that led to a run, oldest first and the run itself last, following each run's `parent`.
-    Stops at a parent that is missing or already seen (a copied folder may point back at itself)."""
-    chain: list[RunInfo] = []
-    seen: set[Path] = set()
-    current: str | Path | None = run_dir
-    while current:
-        path = Path(current)
-        if not path.is_dir() and chain:  # a relative path written from another directory: try a sibling run
-            path = chain[-1].path.parent / path.name
-        path = path.resolve()
-        if path in seen or not path.is_dir():
-            break
-        seen.add(path)
-        info = load_run(path)
-        chain.append(info)
-        current = info.parent
-    return chain[::-1]
-
-
 def launch(config: RunConfig, resume: bool = False) -> subprocess.Popen:
     """Start `python -m ftchat train` on a config in its own process; it writes into config.out."""
     run_dir = Path(config.out)

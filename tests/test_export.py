@@ -51,9 +51,9 @@ def test_merged_model_card_names_data_settings_and_rounds_with_win_rates(two_rou
     run_b, run_a = two_rounds / "runs" / "b", two_rounds / "runs" / "a"
     asked = []
 
-    def win_rates(child, parent):
+    def win_rates(child, parent):  # as the ratings store answers: names, not paths
         asked.append((child, parent))
-        return (0.75, 8)
+        return {"a": (0.5, 2), "b": (0.75, 8)}[child]
 
     card = (export_merged(run_b, tmp_path / "merged", win_rates) / "README.md").read_text()
     meta = _front_matter(card)
@@ -63,9 +63,10 @@ def test_merged_model_card_names_data_settings_and_rounds_with_win_rates(two_rou
     rounds = card.split("## Rounds")[1].split("## Settings")[0]
     row_a = next(line for line in rounds.splitlines() if line.startswith("| 1 |"))
     row_b = next(line for line in rounds.splitlines() if line.startswith("| 2 |"))
-    assert "| a |" in row_a and "| base |" in row_a
-    assert "| b |" in row_b and "| a |" in row_b and "75% of 8 votes" in row_b
-    assert asked == [(str(run_b.resolve()), str(run_a.resolve()))], "each round is compared with its own parent"
+    base = "base:" + yaml.safe_load((run_a / "config.yaml").read_text())["base"]
+    assert "| a |" in row_a and f"| {base} | 50% of 2 votes |" in row_a
+    assert "| b |" in row_b and "| a | 75% of 8 votes |" in row_b
+    assert asked == [("a", base), ("b", "a")], "each round is compared with its own parent"
     assert "| lora_r | 16 |" in card and "| max_steps | 8 |" in card and "## Intended use" in card
 
 
