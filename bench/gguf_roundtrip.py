@@ -17,7 +17,7 @@ PROMPTS = ["What is the capital of France?", "Give me three tips for sleeping be
            "Write a haiku about the sea.", "What is 12 times 7?", "Explain what a noun is in one sentence."]
 
 
-def answers(model, tokenizer, max_new_tokens=24):
+def answers(model, tokenizer, max_new_tokens=16):
     import torch
 
     out, logits = [], []
