@@ -183,3 +183,15 @@ def export_run(run_dir: str | Path, form: str, target: str | Path, quant: str | 
     if form == "gguf":
         return export_gguf(run_dir, target, quant, win_rates)
     return export_ollama(run_dir, target, quant, win_rates)
+
+
+def store_win_rates(workspace: str | Path) -> WinRates | None:
+    """Win-rates from the workspace's ratings store (WORKSPACE/feedback.sqlite), or None where nobody rated yet."""
+    path = Path(workspace) / "feedback.sqlite"
+    if not path.exists():
+        return None
+    from ftchat.feedback import FeedbackStore
+    from ftchat.feedback.leaderboard import win_rate
+
+    votes = FeedbackStore(path).ratings(kind="vote")
+    return lambda child, parent: win_rate(votes, child, parent)

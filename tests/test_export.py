@@ -109,3 +109,18 @@ def test_the_app_panel_export_lands_in_the_workspace_exports(two_rounds, tmp_pat
     assert (export_run(two_rounds / "runs" / "a", "adapter", target) / "adapter_config.json").is_file()
     with pytest.raises(ExportError, match="Unknown export form"):
         export_run(two_rounds / "runs" / "a", "onnx", target)
+
+
+def test_win_rates_come_from_the_workspace_ratings_store(tmp_path):
+    from ftchat.export import store_win_rates
+    from ftchat.feedback import FeedbackStore
+
+    assert store_win_rates(tmp_path) is None, "no store, no invented win-rates (and no file created)"
+    assert not (tmp_path / "feedback.sqlite").exists()
+    store = FeedbackStore.for_workspace(tmp_path)
+    chat = [{"role": "user", "content": "Which colour is the Vellum kettle?"}]
+    for winner in ("a", "a", "a", "b"):
+        store.add_vote(chat, "round-2", "round-1", "Ochre.", "Blue.", winner)
+    rates = store_win_rates(tmp_path)
+    assert rates("round-2", "round-1") == (0.75, 4)
+    assert rates("round-1", "base:smollm2-135m") == (None, 0)

@@ -39,7 +39,7 @@ def build(ctx: AppContext) -> ExportPanel:
         result = gr.Markdown()
 
     def export(run_value, form_value, quant_value):
-        from ftchat.export import ExportError, default_target, export_run
+        from ftchat.export import ExportError, default_target, export_run, store_win_rates
 
         run_dir = ctx.workspace.run_dir(run_value)
         if run_dir is None:
@@ -47,7 +47,7 @@ def build(ctx: AppContext) -> ExportPanel:
         quant_value = quant_value if form_value in ("gguf", "ollama") else None
         target = default_target(ctx.workspace.root / "exports", run_dir.name, form_value, quant_value)
         try:
-            written = export_run(run_dir, form_value, target, quant_value)
+            written = export_run(run_dir, form_value, target, quant_value, store_win_rates(ctx.workspace.root))
         except (ExportError, OSError, ValueError) as exc:
             return f"**Export failed:** {exc}"
         hint = {"ollama": f"\n\nThen: `cd {written} && ollama create {run_dir.name} -f Modelfile`",
