@@ -1,4 +1,4 @@
-"""The command line: `python -m ftchat {data check, train, chat, export, runs, feedback, round}`."""
+"""The command line: `python -m ftchat {data check, train, chat, export, serve, runs, feedback, round}`."""
 from __future__ import annotations
 
 import argparse
@@ -31,6 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     train.add_argument("--plan", action="store_true",
                        help="print the training plan (steps, epochs, eval rows, time) as JSON and stop")
+    train.add_argument("--launcher", default=None, choices=["ddp", "fsdp", "deepspeed", "deepspeed_zero2",
+                                                             "deepspeed_zero3"],
+                       help="run on several devices with `accelerate launch` and ftchat's config for this launcher")
+    train.add_argument("--nproc", type=int, default=None, help="processes for --launcher (default: one per GPU, "
+                                                                "2 on a CPU-only machine)")
+    train.add_argument("--print", dest="print_only", action="store_true",
+                       help="with --launcher: print the launch command instead of running it")
     add_run_arguments(train)
 
     chat = commands.add_parser("chat", help="answer a prompt with the base and the tuned model")
@@ -41,9 +48,24 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-new-tokens", type=int, default=128)
     chat.add_argument("--temperature", type=float, default=0.0)
 
-    export = commands.add_parser("export", help="write a merged safetensors model")
+    export = commands.add_parser("export", help="write a run as a merged model, GGUF, Ollama folder or adapter")
     export.add_argument("--run", required=True)
-    export.add_argument("--merged", required=True, help="output folder")
+    export.add_argument("--merged", metavar="DIR", help="a merged safetensors model folder with a model card")
+    export.add_argument("--gguf", metavar="FILE", help="one GGUF file for llama.cpp / Ollama")
+    export.add_argument("--ollama", metavar="DIR", help="model.gguf + Modelfile for `ollama create`")
+    export.add_argument("--adapter", metavar="DIR", help="the plain PEFT adapter with a model card")
+    export.add_argument("--quant", choices=["f16", "q8_0", "q4_0"], default=None,
+                        help="GGUF weight type (default: f16 for --gguf, q8_0 for --ollama)")
+    export.add_argument("--push", metavar="REPO", help="with --adapter or --merged: upload it to this hub repo")
+
+    serve = commands.add_parser("serve", help="an OpenAI-compatible API over the bases and runs of a workspace")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workspace", default="./workspace", help="its runs/ folder holds the runs served")
+    serve.add_argument("--api-key", default=None, help="require Authorization: Bearer KEY (needed off loopback)")
+    serve.add_argument("--base", default=None, help="the default base offered as base:NAME (default: the bundled)")
+    serve.add_argument("--backend", choices=["ftchat", "vllm"], default="ftchat",
+                       help="vllm: start vLLM's OpenAI server with the base and every finished LoRA run")
 
     listing = commands.add_parser("runs", help="list runs")
     listing.add_argument("--root", default="runs")
@@ -87,7 +109,7 @@ def cmd_train(args) -> int:
     from ftchat.runs import sigterm_cancels
 
     config = config_from_args(args)
-    if args.plan:
+    if getattr(args, "plan", False):
         from ftchat.budget import plan_for_files
 
         if not config.data:
@@ -95,6 +117,8 @@ def cmd_train(args) -> int:
         plan = plan_for_files(config.data, config)
         print(json.dumps(plan.to_dict(), ensure_ascii=False))
         return 0
+    if getattr(args, "launcher", None):  # `ftchat round` reuses this command without launcher flags
+        return launch_train(config, args)
     with sigterm_cancels() as cancel:  # before the slow imports, so an early Cancel is clean too
         from ftchat.train import run_training
 
@@ -125,11 +149,60 @@ def cmd_chat(args) -> int:
     return 0
 
 
-def cmd_export(args) -> int:
-    from ftchat.export import export_merged
+def launch_train(config, args) -> int:
+    """Write the run config and run (or print) `accelerate launch ... -m ftchat train CONFIG` for it."""
+    import shlex
+    import subprocess
+    from pathlib import Path
 
-    print(export_merged(args.run, args.merged))
+    import torch
+
+    from ftchat.launch import LaunchError, default_nproc, launch_command
+
+    config.validate()
+    gpus = torch.cuda.device_count()
+    run_dir = Path(config.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    requested = run_dir / "requested.yaml"
+    config.save(requested)
+    try:
+        command = launch_command(args.launcher, requested, args.nproc or default_nproc(gpus), gpus)
+    except LaunchError as exc:
+        raise ConfigError(str(exc)) from exc
+    if args.resume:
+        command.append("--resume")
+    if args.print_only:
+        print(shlex.join(command))
+        return 0
+    print(f"ftchat train: {shlex.join(command)}", file=sys.stderr, flush=True)
+    return subprocess.call(command)
+
+
+def cmd_export(args) -> int:
+    from ftchat import export
+
+    forms = [f for f in ("merged", "gguf", "ollama", "adapter") if getattr(args, f)]
+    if not forms:
+        print("error: give at least one of --merged DIR, --gguf FILE, --ollama DIR, --adapter DIR", file=sys.stderr)
+        return 2
+    if args.push and not (args.adapter or args.merged):
+        print("error: --push uploads an --adapter or --merged folder; give one of them", file=sys.stderr)
+        return 2
+    from pathlib import Path
+
+    win_rates = export.store_win_rates(Path(args.run).resolve().parent.parent)  # WORKSPACE/runs/RUN
+    for form in forms:
+        target = export.export_run(args.run, form, getattr(args, form), args.quant, win_rates)
+        print(f"{target}  (then: cd {target} && ollama create NAME -f Modelfile)" if form == "ollama" else target)
+    if args.push:
+        print(export.push(args.adapter or args.merged, args.push))
     return 0
+
+
+def cmd_serve(args) -> int:
+    from ftchat.serve import main as serve_main
+
+    return serve_main(args)
 
 
 def cmd_runs(args) -> int:
@@ -194,8 +267,8 @@ def cmd_round(args) -> int:
     return cmd_train(args)
 
 
-COMMANDS = {"data": cmd_data_check, "train": cmd_train, "chat": cmd_chat, "export": cmd_export, "runs": cmd_runs,
-            "feedback": cmd_feedback, "round": cmd_round}
+COMMANDS = {"data": cmd_data_check, "train": cmd_train, "chat": cmd_chat, "export": cmd_export, "serve": cmd_serve,
+            "runs": cmd_runs, "feedback": cmd_feedback, "round": cmd_round}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,6 +45,7 @@ class BaseSpec:
     training_chat_template: str | None = None
     lora_targets: str = "all-linear"
     lora_lr: float | None = None  # a learning rate that suits LoRA on this model, if the generic one does not
+    license: str | None = None  # SPDX-style id for model cards and exports
 
 
 REGISTRY: dict[str, BaseSpec] = {
@@ -57,6 +58,7 @@ REGISTRY: dict[str, BaseSpec] = {
         training_chat_template=CHATML_TRAINING_TEMPLATE,
         # measured: 36 QLoRA steps at 1e-3 teach 6 new facts and keep general answers; 2e-4 leaves them unlearned
         lora_lr=1e-3,
+        license="apache-2.0",
     ),
 }
 ALIASES = {"SmolLM2-135M-Instruct": "smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2-135m"}

@@ -346,3 +346,17 @@ def test_runs_and_uploads_survive_a_restart_behind_a_login(tmp_path, tiny_model_
         assert reports[0]["stored_as"].endswith(uploads[0]) and reports[0]["examples"] == 8
     finally:
         again.stop()
+
+
+def test_the_train_tab_shows_the_planned_steps_before_start(app, chats_file):
+    from gradio_client import handle_file
+
+    client = app.client()
+    stored = client.predict([handle_file(str(chats_file))], api_name="/upload")[1][0]["stored_as"]
+    tiny = str(app.workspace / "models" / "tiny")
+    # 8 conversations: at least 60 steps, so a small file is seen often enough to be learned (ftchat.budget)
+    planned = client.predict([stored], tiny, "sft", "lora", None, None, 4, 512, api_name="/plan")
+    assert planned.startswith("**Plan:** ≈ 60 steps"), planned
+    assert "min on this machine" in planned or "s on this machine" in planned
+    chosen = client.predict([stored], tiny, "sft", "lora", None, 12, 4, 512, api_name="/plan")
+    assert chosen.startswith("**Plan:** ≈ 12 steps"), chosen  # the person's max steps win

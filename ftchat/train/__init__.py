@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import shutil
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +21,16 @@ log = logging.getLogger("ftchat.train")
 
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size) under `accelerate launch` / torchrun; (0, 1) for a plain process."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _status(run_dir, state: str, **extra) -> dict:
+    """Write status.json from the main process only: the other ranks of a multi-device run never touch the folder."""
+    return runs.write_status(run_dir, state, **extra) if _is_main_process() else {}
 
 
 def prepare_run(config: RunConfig, resume: bool = False) -> RunConfig:
@@ -35,7 +46,9 @@ def prepare_run(config: RunConfig, resume: bool = False) -> RunConfig:
     status = runs.read_status(run_dir)
     if status.get("state") == "done" and not resume:
         raise ConfigError(f"out: {run_dir} already holds a finished run; choose another folder.")
-    if status.get("state") == "running" and status.get("pid") != os.getpid() and runs.trainer_alive(status):
+    # under a launcher rank 0 writes status.json first; the other ranks must not read its pid as a rival trainer
+    if (_is_main_process() and status.get("state") == "running" and status.get("pid") != os.getpid()
+            and runs.trainer_alive(status)):
         raise ConfigError(f"out: {run_dir} is being trained by process {status['pid']}.")
     resolved = config.resolved()
     if _is_main_process():
@@ -92,7 +105,9 @@ def skipped_rows(reports, limit: int = 50) -> list[dict]:
 def _save_result(config: RunConfig, trainer, tokenizer, original_template) -> Path:
     run_dir = Path(config.out)
     target = runs.adapter_dir(run_dir) if config.adapter in ("qlora", "lora", "prompt") else runs.model_dir(run_dir)
-    trainer.save_model(str(target))
+    trainer.save_model(str(target))  # writes on the main process only
+    if not _is_main_process():
+        return target
     (target / "training_args.bin").unlink(missing_ok=True)  # a pickle: nothing of ours ever loads it
     # DPO / KTO continuing a parent's adapter keep a frozen copy of it, "ref", as the reference; it is the parent's
     # adapter unchanged (the run folder's `parent` names it), so the result keeps only the adapter that learned.
@@ -115,7 +130,7 @@ def run_training(config: RunConfig, resume: bool = False, cancel: threading.Even
                                          peak_memory_mb)
 
         callback = RunFolderCallback(run_dir, cancel, is_main=_is_main_process())
-        runs.write_status(run_dir, "running", phase="loading")
+        _status(run_dir, "running", phase="loading")
         tokenizer = models.load_tokenizer(config.base)
         original_template = tokenizer.chat_template
         train_ds, eval_ds, shape, reports, plan = load_training_data(config, tokenizer)
@@ -129,22 +144,26 @@ def run_training(config: RunConfig, resume: bool = False, cancel: threading.Even
         trainer = methods.get(config.method).trainer_module().build_trainer(
             config, model, peft_config, tokenizer, train_ds, eval_ds, callbacks_for(config, callback, eval_ds is not None)
         )
+        rank, world = _world()
+        if world > 1:
+            print(f"ftchat train: rank {rank} of {world} training on {len(train_ds)} examples", file=sys.stderr,
+                  flush=True)
         checkpoint = None
         if resume and any((run_dir / "checkpoints").glob("checkpoint-*")):
             checkpoint = True
         if cancel.is_set():  # cancelled while loading: nothing trained, nothing to checkpoint
-            return runs.write_status(run_dir, "cancelled", error=None, phase="cancelled")
-        runs.write_status(run_dir, "running", phase="training")
+            return _status(run_dir, "cancelled", error=None, phase="cancelled")
+        _status(run_dir, "running", phase="training")
         started = time.time()
         result = trainer.train(resume_from_checkpoint=checkpoint)
         elapsed = time.time() - started
+        if cancel.is_set():
+            return _status(run_dir, "cancelled", error=None)
+        check_finite(trainer.model, config, callback.diverged_at)
+        _status(run_dir, "running", phase="saving")
+        weights = _save_result(config, trainer, tokenizer, original_template)  # every rank: FSDP/ZeRO-3 gather
         if not _is_main_process():
             return {}
-        if cancel.is_set():
-            return runs.write_status(run_dir, "cancelled", error=None)
-        check_finite(trainer.model, config, callback.diverged_at)
-        runs.write_status(run_dir, "running", phase="saving")
-        weights = _save_result(config, trainer, tokenizer, original_template)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the result is saved; checkpoints only served resume
         log_history = trainer.state.log_history
         global_step = trainer.state.global_step
@@ -153,7 +172,7 @@ def run_training(config: RunConfig, resume: bool = False, cancel: threading.Even
         if config.compare_prompts > 0:
             from ftchat.compare import write_comparison
 
-            runs.write_status(run_dir, "running", phase="comparing")
+            _status(run_dir, "running", phase="comparing")
             write_comparison(run_dir, config.base, list(eval_ds) if eval_ds is not None else list(train_ds),
                              n_held_out=config.compare_prompts, n_general=config.compare_prompts)
         steps = max(1, global_step)
@@ -179,13 +198,13 @@ def run_training(config: RunConfig, resume: bool = False, cancel: threading.Even
         }
         if callback.last.get("tokens") and elapsed > 0 and not checkpoint:
             record_speed(config, callback.last["tokens"] / elapsed)
-        return runs.write_status(run_dir, "done", summary=summary, error=None, phase="done")
+        return _status(run_dir, "done", summary=summary, error=None, phase="done")
     except KeyboardInterrupt:
-        runs.write_status(run_dir, "cancelled", error=None)
+        _status(run_dir, "cancelled", error=None)
         raise
     except BaseException as exc:
         if cancel.is_set():
-            runs.write_status(run_dir, "cancelled", error=None)
+            _status(run_dir, "cancelled", error=None)
         else:
-            runs.write_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}")
+            _status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}")
         raise

@@ -71,7 +71,7 @@ def build_app(workspace, ctx=None):
     """The page: a gr.Blocks with the Data, Train and Chat tabs wired to each other."""
     import gradio as gr
 
-    from ftchat.ui import chat_tab, data_tab, train_tab
+    from ftchat.ui import chat_tab, data_tab, export_panel, train_tab
     from ftchat.ui.context import AppContext
     from ftchat.ui.workspace import Workspace
 
@@ -86,6 +86,8 @@ def build_app(workspace, ctx=None):
                 data = data_tab.build(ctx, demo)
             with gr.Tab("2. Train", id="train") as train_page:
                 train = train_tab.build(ctx, demo, train_page)
+                exporter = export_panel.build(ctx)
+                train_page.select(exporter.refresh, outputs=[exporter.run], api_visibility="private")
             with gr.Tab("3. Chat", id="chat") as chat_page:
                 chat_tab.build(ctx, demo, chat_page)
         # New uploads become the Train tab's selected data.
