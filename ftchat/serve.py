@@ -76,7 +76,8 @@ def create_app(runs_root: str | Path, api_key: str | None = None, default_base: 
     from fastapi.responses import StreamingResponse
     from starlette.concurrency import run_in_threadpool
 
-    engine = engine or ChatEngine(runs_root=runs_root, default_base=default_base)
+    engine = engine or ChatEngine(runs_root=runs_root, default_base=default_base,
+                                  models_root=Path(runs_root).parent / "models")  # the workspace's models/
     tokenizers: dict[str, object] = {}
     app = FastAPI(title="ftchat", docs_url=None, redoc_url=None, openapi_url=None)
 
