@@ -40,6 +40,7 @@ class AppContext:
         self._tokenizer_error: str | None = None
         self._engine = None
         self._reports: dict[tuple[str, float], FileReport] = {}
+        self._feedback = None
 
     def tokenizer(self):
         """The bundled model's tokenizer, or None when it cannot be loaded (token counts are then estimates)."""
@@ -62,6 +63,15 @@ class AppContext:
 
                 self._engine = ChatEngine(runs_root=self.workspace.runs_dir)
             return self._engine
+
+    def feedback(self):
+        """The workspace's ratings (WORKSPACE/feedback.sqlite)."""
+        with self._lock:
+            if self._feedback is None:
+                from ftchat.feedback.store import FeedbackStore
+
+                self._feedback = FeedbackStore.for_workspace(self.workspace.root)
+            return self._feedback
 
     def report(self, path: str | Path) -> FileReport:
         """Load and check one file (cached while the file is unchanged)."""
