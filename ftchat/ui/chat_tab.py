@@ -127,7 +127,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
         gr.Markdown("Load prompts, press **Next prompt**: both sides answer it, you vote, and the next one comes.")
         with gr.Row():
             queue_run = gr.Dropdown(run_choices(ctx), value=None, label="Held-out prompts of a run",
-                                    elem_id="queue-run", scale=2)
+                                    elem_id="queue-run", scale=2, allow_custom_value=True)
             queue_file = gr.File(label="…or a file (.txt: one prompt per line; or any data file)",
                                  file_types=[".txt", ".jsonl", ".json", ".csv", ".tsv"], elem_id="queue-file",
                                  scale=2, height=110)
@@ -376,17 +376,17 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
 
     for (vote, _, _), button in zip(VOTE_BUTTONS, vote_buttons):
         voted = button.click(vote_for(vote), inputs=[rater, exchange], outputs=[exchange, *shown, gr.JSON(visible=False)],
-                             api_name=f"vote_{vote}")
+                             api_name=f"vote_{vote}", concurrency_limit=None)  # a vote is one quick write
         auto_asked = voted.success(next_after_vote, inputs=[queue_auto, queue, system], outputs=queue_outputs,
                                    api_visibility="private").success(**before).success(**private_chat)
         auto_asked.then(**after)
     better_save.click(save_better, inputs=[better_side, better_text, rater, exchange],
-                      outputs=[better_text, vote_status], api_name="better_answer")
+                      outputs=[better_text, vote_status], api_name="better_answer", concurrency_limit=None)
     left_chat.like(thumb_for("left"), inputs=[left_chat, exchange, replies, rater], outputs=[replies, vote_status],
-                   api_visibility="private")
+                   api_visibility="private", concurrency_limit=None)
     right_chat.like(thumb_for("right"), inputs=[right_chat, exchange, replies, rater], outputs=[replies, vote_status],
-                    api_visibility="private")
-    gr.api(thumb, api_name="thumb")
+                    api_visibility="private", concurrency_limit=None)
+    gr.api(thumb, api_name="thumb", concurrency_limit=None)
 
     cleared = [left_chat, right_chat, message, exchange, replies, *vote_buttons, vote_status]
     clear.click(clear_chat, outputs=cleared, api_name="clear_chat")

@@ -82,11 +82,12 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
 
     with gr.Accordion("Lineage and the next round", open=True):
         with gr.Row():
-            lineage_run = gr.Dropdown(lineage_choices(), value=None, label="Run", elem_id="lineage-run", scale=1)
+            lineage_run = gr.Dropdown(lineage_choices(), value=None, label="Run", elem_id="lineage-run", scale=1,
+                                      allow_custom_value=True)
             lineage_view = gr.HTML("", elem_id="lineage", scale=3)
         with gr.Row():
             round_run = gr.Dropdown(rated_runs(), value=None, label="Start the next round from this rated model",
-                                    elem_id="round-run", scale=2)
+                                    elem_id="round-run", scale=2, allow_custom_value=True)
             round_method = gr.Radio([("DPO (pairs from votes and written answers)", "dpo"),
                                      ("KTO (thumbs and votes)", "kto")], value="dpo", label="Method",
                                     elem_id="round-method", scale=2)
@@ -316,10 +317,10 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
                  outputs=[delete_id, delete_reason, *table_outputs], api_name="delete_rating")
     anonymous_only.change(board_view, inputs=[anonymous_only], outputs=board_outputs, api_name="leaderboard")
     lineage_run.change(lineage_html, inputs=[lineage_run], outputs=[lineage_view], api_name="lineage")
-    for box in (round_run, round_method):
-        box.change(round_readiness, inputs=[round_run, round_method], outputs=[round_status],
-                   api_visibility="private")
-    gr.api(round_readiness, api_name="round_readiness")
+    round_run.change(round_readiness, inputs=[round_run, round_method], outputs=[round_status],
+                     api_name="round_readiness")
+    round_method.change(round_readiness, inputs=[round_run, round_method], outputs=[round_status],
+                        api_visibility="private")
     start_round.click(start_next_round, inputs=[round_run, round_method, round_steps],
                       outputs=[gr.Textbox(visible=False), round_status], api_name="start_round")
     export_button.click(export_ratings, inputs=[export_kind, model_filter], outputs=[export_file, export_status],
