@@ -22,8 +22,8 @@ TOKENS = 64  # the tiny random model starts with newlines; by 64 tokens its repl
 def two_bases(root: Path, tiny_model_dir: Path) -> tuple[Path, str, str]:
     """A workspace with two base folders (the tiny model twice), and their chat choices."""
     workspace = make_workspace(root, tiny_model_dir)
-    shutil.copytree(tiny_model_dir, workspace / "models" / "tiny-b")
-    return workspace, f"base:{workspace / 'models' / 'tiny'}", f"base:{workspace / 'models' / 'tiny-b'}"
+    shutil.copytree(tiny_model_dir, workspace / "models" / "second")
+    return workspace, f"base:{workspace / 'models' / 'tiny'}", f"base:{workspace / 'models' / 'second'}"
 
 
 def chat(client, left: str, right: str, text: str = QUESTION, tokens: int = TOKENS):
@@ -59,9 +59,9 @@ def test_a_vote_is_stored_with_both_replies_and_shows_in_the_feedback_tab(rated_
         client.predict("Ilse", api_name="/vote_right")
 
     row = next(r for r in ratings(client, kind="vote") if r[0] == vote["id"])
-    columns = dict(zip(["id", "time", "kind", "a", "b", "outcome", "prompt", "reply_a", "reply_b", "rater"], row))
+    columns = dict(zip(["id", "time", "kind", "rater", "outcome", "a", "b", "prompt", "reply_a", "reply_b"], row))
     assert (columns["a"], columns["b"], columns["outcome"], columns["rater"]) == \
-        ("base:models/tiny", "base:models/tiny-b", "A better", "Ilse")
+        ("base:models/tiny", "base:models/second", "A better", "Ilse")
     assert columns["prompt"] == QUESTION
 
     from ftchat.feedback.store import FeedbackStore
@@ -104,8 +104,8 @@ def test_eight_people_voting_at_once_lose_no_vote(rated_app):
     assert sorted(rows) == sorted(v["id"] for v in results.values())
     outcome = {"left": "A better", "right": "B better", "tie": "tie", "bothbad": "both bad"}
     for i, vote in results.items():
-        assert (rows[vote["id"]][5], rows[vote["id"]][9]) == (outcome[votes[i]], f"voter-{i}")
-        assert rows[vote["id"]][6] == f"Voter {i}: {QUESTION}"
+        assert (rows[vote["id"]][4], rows[vote["id"]][3]) == (outcome[votes[i]], f"voter-{i}")
+        assert rows[vote["id"]][7] == f"Voter {i}: {QUESTION}"
 
 
 def test_thumbs_better_answers_deletion_and_exports(rated_app, tmp_path):
@@ -120,10 +120,10 @@ def test_thumbs_better_answers_deletion_and_exports(rated_app, tmp_path):
     *_, vote = client.predict("Ilse", api_name="/vote_right")
 
     thumbs = {r[0]: r for r in ratings(client, kind="thumb")}
-    assert (thumbs[up][3], thumbs[up][5]) == ("base:models/tiny", "👍")
-    assert (thumbs[down][3], thumbs[down][5]) == ("base:models/tiny-b", "👎")
+    assert (thumbs[up][5], thumbs[up][4]) == ("base:models/tiny", "thumbs up")
+    assert (thumbs[down][5], thumbs[down][4]) == ("base:models/second", "thumbs down")
     edits = ratings(client, kind="edit")
-    assert edits[0][8] == "The Zumo lamp is teal." and edits[0][3] == "base:models/tiny-b"
+    assert edits[0][9] == "The Zumo lamp is teal." and edits[0][5] == "base:models/second"
 
     _, _, _, _, *_ = client.predict(down, "a mistaken click", "", "", "", "", api_name="/delete_rating")
     assert down not in {r[0] for r in ratings(client, kind="thumb")}
@@ -198,7 +198,7 @@ def test_the_prompt_queue_asks_each_prompt_in_turn(rated_app):
 
 def test_a_round_without_enough_ratings_says_how_many_more_it_needs(rated_app):
     client = rated_app.client()
-    tiny_b = "base:" + str(rated_app.workspace / "models" / "tiny-b")
+    tiny_b = "base:" + str(rated_app.workspace / "models" / "second")
     readiness = client.predict(tiny_b, "dpo", api_name="/round_readiness")
     assert "need" in readiness and "more ratings" in readiness
     run, status = client.predict(tiny_b, "dpo", 0, api_name="/start_round")
@@ -223,7 +223,7 @@ def test_votes_survive_a_kill_9_of_the_app(tmp_path, tiny_model_dir):
     again = AppProcess(workspace)
     try:
         client = again.client()
-        rows = {r[0]: r[5] for r in ratings(client, kind="vote")}
+        rows = {r[0]: r[4] for r in ratings(client, kind="vote")}
         assert rows == {ids[0]: "A better", ids[1]: "tie"}
         assert "2 votes" in counts_text(client)
     finally:

@@ -18,8 +18,8 @@ BASE_PREFIX = "base:"  # ftchat.chat.BASE_PREFIX, repeated so this module import
 THINKING = "…"
 BLANK_REPLY = "(no text: the model answered with whitespace only, or stopped at once)"
 # (vote, button text, elem_id)
-VOTE_BUTTONS = [("left", "👈 Left is better", "vote-left"), ("right", "Right is better 👉", "vote-right"),
-                ("tie", "🤝 Tie", "vote-tie"), ("bothbad", "👎 Both bad", "vote-bad")]
+VOTE_BUTTONS = [("left", "◀ Left is better", "vote-left"), ("right", "Right is better ▶", "vote-right"),
+                ("tie", "Tie", "vote-tie"), ("bothbad", "Both bad", "vote-bad")]
 SILENT = dict(visible=False, print_exception=False)  # an error that only stops a chain of events
 
 
@@ -175,7 +175,8 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
         if current is None or not current.answered:
             return ""
         if current.vote is None:
-            return "Which answer is better? Vote with the buttons, 👍/👎 single replies, or write a better answer."
+            return ("Which answer is better? Vote with the buttons, rate single replies with their thumbs, or write a "
+                    "better answer.")
         text = f"**{session.counted_text(current)}** (rating #{current.vote_id})"
         if current.arena:
             text += " — " + ", ".join(session.pane_names(current, describe))
@@ -299,7 +300,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
                                                     settings, rater_name, anonymous, ctx.workspace.root)
                 except session.RatingError as exc:
                     raise gr.Error(str(exc)) from None
-                text = f"✓ counted: 👍 for the {side} reply" if data.liked else f"✓ counted: 👎 for the {side} reply"
+                text = f"✓ counted: thumbs {'up' if data.liked else 'down'} for the {side} reply"
             seen[key] = [choice, anonymous, thumb_id]
             return seen, text
         return on_like

@@ -17,8 +17,8 @@ from ftchat.ui.charts import interval_chart
 from ftchat.ui.context import AppContext
 from ftchat.ui.train_tab import base_label
 
-RATING_COLUMNS = ["id", "time", "kind", "model A (left)", "model B (right)", "outcome", "prompt", "reply A",
-                  "reply B / written answer", "rater", "blind", "source"]
+RATING_COLUMNS = ["id", "time", "kind", "rater", "outcome", "model A (left)", "model B (right)", "prompt", "reply A",
+                  "reply B / written answer", "blind", "source"]
 LEADERBOARD_COLUMNS = ["rank", "model", "rating", "95% CI", "votes"]
 OUTCOME = {"a": "A better", "b": "B better", "tie": "tie", "bothbad": "both bad"}
 KIND_CHOICES = [("all", ""), ("votes", "vote"), ("thumbs", "thumb"), ("written answers", "edit")]
@@ -73,10 +73,9 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
 
     with gr.Accordion("Leaderboard", open=True):
         anonymous_only = gr.Checkbox(False, label="Arena (blind) votes only", elem_id="anonymous-only")
-        with gr.Row(equal_height=False):
-            board = gr.Dataframe(headers=LEADERBOARD_COLUMNS, interactive=False, elem_id="leaderboard", wrap=True,
-                                 label="Bradley–Terry ratings (a tie counts half a win each)", scale=2)
-            chart = gr.HTML("", elem_id="leaderboard-plot", scale=3)
+        board = gr.Dataframe(headers=LEADERBOARD_COLUMNS, interactive=False, elem_id="leaderboard", wrap=True,
+                             label="Bradley–Terry ratings (a tie counts half a win each)")
+        chart = gr.HTML("", elem_id="leaderboard-plot")
         matrix = gr.Dataframe(interactive=False, elem_id="win-matrix", wrap=True,
                               label="Win rate of the row model against the column model (ties half; blank: never met)")
 
@@ -137,19 +136,19 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
             if r["kind"] == "vote":
                 outcome, other = OUTCOME[r["winner"]], r["reply_b"]
             elif r["kind"] == "thumb":
-                outcome, other = ("👍" if r["thumb"] == 1 else "👎"), ""
+                outcome, other = ("thumbs up" if r["thumb"] == 1 else "thumbs down"), ""
             else:
                 outcome, other = "better answer written", r["edit"]
-            out.append([r["id"], time.strftime("%Y-%m-%d %H:%M", time.localtime(r["time"])), r["kind"],
-                        short(r["model_a"]), short(r["model_b"]), outcome, clip(r["prompt"]), clip(r["reply_a"]),
-                        clip(other), r["rater"] or "", "yes" if r["anonymous"] else "", r["source"]])
+            out.append([r["id"], time.strftime("%Y-%m-%d %H:%M", time.localtime(r["time"])), r["kind"], r["rater"] or "",
+                        outcome, short(r["model_a"]), short(r["model_b"]), clip(r["prompt"], 80), clip(r["reply_a"], 80),
+                        clip(other, 80), "yes" if r["anonymous"] else "", r["source"]])
         return out
 
     def counts_text() -> str:
         c = ctx.feedback().counts()
         kinds, thumbs = c["kinds"], c["thumbs"]
         text = (f"**{plural(c['total'], 'rating')}**: {plural(kinds['vote'], 'vote')} · "
-                f"{plural(kinds['thumb'], 'thumb')} ({thumbs['up']} 👍 / {thumbs['down']} 👎) · "
+                f"{plural(kinds['thumb'], 'thumb')} ({thumbs['up']} up / {thumbs['down']} down) · "
                 f"{plural(kinds['edit'], 'written answer')}")
         if c["deleted"]:
             text += f" · {c['deleted']} deleted"
@@ -206,20 +205,21 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
         run_dir = ctx.workspace.run_dir(run)
         if run_dir is None:
             raise gr.Error(f"{run}: no such run in this workspace.")
-        chain = runs.lineage(ctx.workspace.runs_dir, run_dir)
-        votes = ctx.feedback().ratings(kind="vote")
+        steps = rounds.lineage_win_rates(ctx.feedback(), ctx.workspace.runs_dir, str(run_dir))
         boxes = []
-        for i, name in enumerate(chain):
+        for i, step in enumerate(steps):
+            name = step["model"]
             match = rounds.ROUND_NAME.match(name)
             kind = "base" if name.startswith("base:") else ("round" if match else "run")
             if i == 0:
                 detail = "the base model"
+            elif step["votes"]:
+                detail = (f"wins <b>{step['win_rate']:.0%}</b> against its parent "
+                          f"({plural(step['votes'], 'vote')})")
             else:
-                rate, n = leaderboard.win_rate(votes, name, chain[i - 1])
-                detail = (f"wins <b>{rate:.0%}</b> against its parent ({plural(n, 'vote')})" if n
-                          else "no votes against its parent yet")
-            step = "base" if i == 0 else (f"round {match['n']}" if match else "fine-tune")
-            boxes.append(f"<div class='lineage-step lineage-{kind}'><div class='lineage-kind'>{step}</div>"
+                detail = "no votes against its parent yet"
+            label = "base" if i == 0 else (f"round {match['n']}" if match else "fine-tune")
+            boxes.append(f"<div class='lineage-step lineage-{kind}'><div class='lineage-kind'>{label}</div>"
                          f"<div class='lineage-name'>{html.escape(short(name))}</div>"
                          f"<div class='lineage-detail'>{detail}</div></div>")
         return "<div class='lineage-chain'>" + "<div class='lineage-arrow'>→</div>".join(boxes) + "</div>"
