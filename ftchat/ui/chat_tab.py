@@ -130,7 +130,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
                                     elem_id="queue-run", scale=2, allow_custom_value=True)
             queue_file = gr.File(label="…or a file (.txt: one prompt per line; or any data file)",
                                  file_types=[".txt", ".jsonl", ".json", ".csv", ".tsv"], elem_id="queue-file",
-                                 scale=2, height=110)
+                                 scale=2)
             queue_text = gr.Textbox(label="…or type them, one per line", lines=4, elem_id="queue-text", scale=3)
         with gr.Row():
             queue_load = gr.Button("Load prompts", elem_id="queue-load", scale=1)

@@ -80,10 +80,9 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
                               label="Win rate of the row model against the column model (ties half; blank: never met)")
 
     with gr.Accordion("Lineage and the next round", open=True):
-        with gr.Row():
-            lineage_run = gr.Dropdown(lineage_choices(), value=None, label="Run", elem_id="lineage-run", scale=1,
-                                      allow_custom_value=True)
-            lineage_view = gr.HTML("", elem_id="lineage", scale=3)
+        lineage_run = gr.Dropdown(lineage_choices(), value=None, label="Lineage of the run", elem_id="lineage-run",
+                                  allow_custom_value=True)
+        lineage_view = gr.HTML("", elem_id="lineage")
         with gr.Row():
             round_run = gr.Dropdown(rated_runs(), value=None, label="Start the next round from this rated model",
                                     elem_id="round-run", scale=2, allow_custom_value=True)
