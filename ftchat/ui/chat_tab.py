@@ -20,7 +20,6 @@ BLANK_REPLY = "(no text: the model answered with whitespace only, or stopped at 
 # (vote, button text, elem_id)
 VOTE_BUTTONS = [("left", "◀ Left is better", "vote-left"), ("right", "Right is better ▶", "vote-right"),
                 ("tie", "Tie", "vote-tie"), ("bothbad", "Both bad", "vote-bad")]
-SILENT = dict(visible=False, print_exception=False)  # an error that only stops a chain of events
 
 
 @dataclass
@@ -155,6 +154,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
     exchange = gr.State(None)  # the session.Exchange being answered or rated
     arena_on = gr.State(False)
     queue = gr.State(PromptQueue())
+    asked_state = gr.State(False)  # whether a vote just asked the next queued prompt
     replies = gr.State({})  # "side:index" -> [choice, anonymous, thumb id]: who wrote each reply, its last thumb
 
     # -- what the panes and buttons show for an exchange ----------------------------------------------------------
@@ -347,9 +347,23 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
                 current_queue.progress())
 
     def next_after_vote(auto: bool, current_queue: PromptQueue, system_prompt: str):
+        """After a vote, ask the next queued prompt when that is wanted; the last output says whether it was."""
         if not auto or current_queue is None or current_queue.position < 0 or current_queue.finished:
-            raise gr.Error("no queued prompt to ask", **SILENT)
-        return next_prompt(current_queue, system_prompt)
+            return (*(gr.skip() for _ in queue_outputs), False)
+        return (*next_prompt(current_queue, system_prompt), True)
+
+    def if_asked(step):
+        """A step of the chain after a vote that runs only when a queued prompt was asked."""
+        def guarded(asked: bool, *values):
+            if not asked:
+                yield tuple(gr.skip() for _ in range(len(step["outputs"])))
+                return
+            result = step["fn"](*values)
+            if hasattr(result, "__next__"):
+                yield from result
+            else:
+                yield result
+        return dict(step, fn=guarded, inputs=[asked_state, *step["inputs"]])
 
     # -- wiring ---------------------------------------------------------------------------------------------------
     chat_inputs = [message, left_model, right_model, left_chat, right_chat, system, temperature, top_p,
@@ -378,9 +392,9 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
     for (vote, _, _), button in zip(VOTE_BUTTONS, vote_buttons):
         voted = button.click(vote_for(vote), inputs=[rater, exchange], outputs=[exchange, *shown, gr.JSON(visible=False)],
                              api_name=f"vote_{vote}", concurrency_limit=None)  # a vote is one quick write
-        auto_asked = voted.success(next_after_vote, inputs=[queue_auto, queue, system], outputs=queue_outputs,
-                                   api_visibility="private").success(**before).success(**private_chat)
-        auto_asked.then(**after)
+        voted.success(next_after_vote, inputs=[queue_auto, queue, system], outputs=[*queue_outputs, asked_state],
+                      api_visibility="private").success(**if_asked(before)).success(**if_asked(private_chat)) \
+            .then(**if_asked(after))
     better_save.click(save_better, inputs=[better_side, better_text, rater, exchange],
                       outputs=[better_text, vote_status], api_name="better_answer", concurrency_limit=None)
     left_chat.like(thumb_for("left"), inputs=[left_chat, exchange, replies, rater], outputs=[replies, vote_status],
