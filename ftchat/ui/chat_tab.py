@@ -46,11 +46,23 @@ def model_choices(ctx: AppContext) -> list[tuple[str, str]]:
 
 
 def default_pair(choices: list[tuple[str, str]]) -> tuple[str | None, str | None]:
-    """Left: the bundled base; right: the newest finished run (or the base again when there is none)."""
+    """Right: the newest finished run; left: what it was trained from (its parent run, else its base). With no
+    finished run, the bundled base on both sides."""
+    from ftchat import runs
+
     values = [value for _, value in choices]
-    left = BASE_PREFIX + DEFAULT_BASE if BASE_PREFIX + DEFAULT_BASE in values else (values[0] if values else None)
-    runs = [v for v in values if not v.startswith(BASE_PREFIX)]
-    return left, runs[0] if runs else left
+    base = BASE_PREFIX + DEFAULT_BASE if BASE_PREFIX + DEFAULT_BASE in values else (values[0] if values else None)
+    finished = [v for v in values if not v.startswith(BASE_PREFIX)]
+    if not finished:
+        return base, base
+    newest = finished[0]
+    config = runs.load_run(newest).config
+    parent, run_base = config.get("parent"), config.get("base")
+    if parent and str(parent) in values:
+        return str(parent), newest
+    if run_base and BASE_PREFIX + run_base in values:
+        return BASE_PREFIX + run_base, newest
+    return base, newest
 
 
 def message_text(content) -> str:
@@ -250,6 +262,12 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
                 gr.Dropdown(choices=fresh, value=right if right in values else default_right),
                 fresh)
 
+    def on_show(left: str | None, right: str | None, picked: bool, run: str | None):
+        """Opening the tab: until the person picks a model on this page, the newest finished run (right) against
+        what it was trained from (left); after that, their picks stay. The queue's run list is refreshed too."""
+        pair = models(left, right)[:2] if picked else models()[:2]
+        return (*pair, gr.Dropdown(choices=run_choices(ctx), value=run))
+
     def clear_chat():
         left, right = session.pane_names(None, describe)
         return (gr.Chatbot(value=[], label=left), gr.Chatbot(value=[], label=right), "", None, {},
@@ -408,12 +426,14 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
     arena.change(set_arena, inputs=[arena], outputs=[arena_on, *cleared], api_name="set_arena")
     refresh.click(models, inputs=[left_model, right_model], outputs=[left_model, right_model, gr.JSON(visible=False)],
                   api_name="models")
-    # A run that finished since the page was built shows up without a restart; a new page pairs the base with
-    # the newest run, opening the tab again keeps what was picked.
+    # A run that finished since the page was built shows up without a restart, paired against what it was trained
+    # from, unless the person has picked models on this page (`.input` fires for a person's choice only).
+    picked = gr.State(False)
+    for picker in (left_model, right_model):
+        picker.input(lambda: True, outputs=[picked], api_visibility="private", show_progress="hidden")
     demo.load(lambda: models()[:2], outputs=[left_model, right_model], api_visibility="private")
-    page.select(lambda left, right, run: (*models(left, right)[:2], gr.Dropdown(choices=run_choices(ctx), value=run)),
-                inputs=[left_model, right_model, queue_run], outputs=[left_model, right_model, queue_run],
-                api_visibility="private")
+    page.select(on_show, inputs=[left_model, right_model, picked, queue_run],
+                outputs=[left_model, right_model, queue_run], api_visibility="private")
     return ChatTab(left_model, right_model, refresh)
 
 
