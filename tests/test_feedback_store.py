@@ -216,7 +216,7 @@ def test_ftchat_ratings_export_imports_into_another_workspace(tmp_path):
     assert [{k: r[k] for k in keys} for r in second.ratings()] == [{k: r[k] for k in keys} for r in first.ratings()]
 
 
-def test_model_names_and_weight_hashes(tmp_path, tiny_model_dir):
+def test_model_names_and_weight_hashes(tmp_path):
     run = tmp_path / "runs" / "zumo-sft"
     (run / "adapter").mkdir(parents=True)
     (run / "adapter" / "adapter_model.safetensors").write_bytes(b"fictional weights one")
@@ -227,7 +227,11 @@ def test_model_names_and_weight_hashes(tmp_path, tiny_model_dir):
     os.utime(run / "adapter" / "adapter_model.safetensors", ns=(1, 1))
     (run / "adapter" / "adapter_model.safetensors").write_bytes(b"fictional weights two")
     assert weights_hash(str(run)) != first
-    base = weights_hash(f"base:{tiny_model_dir}")
+    base_dir = tmp_path / "models" / "zumo-base"  # a base model folder as resolve_base accepts it
+    base_dir.mkdir(parents=True)
+    (base_dir / "config.json").write_text("{}")
+    (base_dir / "model.safetensors").write_bytes(b"fictional base weights")
+    base = weights_hash(f"base:{base_dir}")
     assert base is not None and len(base) == 64 and base != first
     assert weights_hash("missing-run", workspace=tmp_path) is None
 
