@@ -18,7 +18,7 @@ from ftchat.config import ADAPTERS, ConfigError, RunConfig
 from ftchat.models import DEFAULT_BASE, REGISTRY
 from ftchat.runner import config_from_form
 from ftchat.ui.context import AppContext
-from ftchat.ui.data_tab import upload_choices
+from ftchat.ui.data_tab import unusable_reason, upload_choices
 
 POLL_SECONDS = 1.5
 LOG_LINES = 12
@@ -116,7 +116,12 @@ def runs_frame(ctx: AppContext):
 
 
 def data_shapes(ctx: AppContext, paths: list[str]) -> dict[str, str | None]:
-    return {p: ctx.report(p).shape if Path(p).is_file() else None for p in paths}
+    """Each file's shape, None for a file that cannot train (gone, or no usable rows)."""
+    shapes = {}
+    for path in paths:
+        verdict = ctx.verdict(path) if ctx.workspace.is_upload(path) and Path(path).is_file() else {"ok": False}
+        shapes[path] = verdict.get("shape") if verdict.get("ok") else None
+    return shapes
 
 
 def methods_for(shapes: dict[str, str | None]) -> list[str]:
@@ -356,6 +361,9 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
                        name: str = "", parent_run: str = "", **more):
         """Start a training run as a subprocess; returns the run folder and its first status."""
         data = [p for p in (data or []) if p]
+        reason = unusable_reason(ctx, data)
+        if reason:
+            raise gr.Error(reason)
         try:
             config = config_from_form(
                 ctx.workspace, data, train_method, data_shapes(ctx, data), parent_run=parent_run, name=name,
