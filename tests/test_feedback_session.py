@@ -65,7 +65,8 @@ def test_arena_mode_shuffles_the_sides_and_hides_the_names_until_the_vote(tmp_pa
     store = FeedbackStore(tmp_path / "feedback.sqlite")
     session.record_vote(store, exchange, "left")
     left_name, right_name = session.pane_names(exchange, describe)
-    assert left_name == f"Model A was {describe(exchange.left)}" and right_name == f"Model B was {describe(exchange.right)}"
+    assert left_name == f"Model A was {describe(exchange.left)}"
+    assert right_name == f"Model B was {describe(exchange.right)}"
     row = store.ratings()[0]
     assert row["anonymous"] is True and row["model_a"] == session.model_name(exchange.left)
 

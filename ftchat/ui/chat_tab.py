@@ -408,7 +408,8 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
                      api_name="load_prompts")
 
     for (vote, _, _), button in zip(VOTE_BUTTONS, vote_buttons):
-        voted = button.click(vote_for(vote), inputs=[rater, exchange], outputs=[exchange, *shown, gr.JSON(visible=False)],
+        voted = button.click(vote_for(vote), inputs=[rater, exchange],
+                             outputs=[exchange, *shown, gr.JSON(visible=False)],
                              api_name=f"vote_{vote}", concurrency_limit=None)  # a vote is one quick write
         voted.success(next_after_vote, inputs=[queue_auto, queue, system], outputs=[*queue_outputs, asked_state],
                       api_visibility="private").success(**if_asked(before)).success(**if_asked(private_chat)) \

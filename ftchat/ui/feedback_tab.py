@@ -138,8 +138,9 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
                 outcome, other = ("thumbs up" if r["thumb"] == 1 else "thumbs down"), ""
             else:
                 outcome, other = "better answer written", r["edit"]
-            out.append([r["id"], time.strftime("%Y-%m-%d %H:%M", time.localtime(r["time"])), r["kind"], r["rater"] or "",
-                        outcome, short(r["model_a"]), short(r["model_b"]), clip(r["prompt"], 80), clip(r["reply_a"], 80),
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["time"]))
+            out.append([r["id"], when, r["kind"], r["rater"] or "", outcome, short(r["model_a"]), short(r["model_b"]),
+                        clip(r["prompt"], 80), clip(r["reply_a"], 80),
                         clip(other, 80), "yes" if r["anonymous"] else "", r["source"]])
         return out
 
@@ -231,10 +232,10 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
         have = len(rounds.training_rows(method, rows))
         needed = rounds.min_ratings_needed(method, rows)
         what = "pairs" if method == "dpo" else "rows"
+        least = rounds.MIN_DPO_PAIRS if method == "dpo" else rounds.MIN_KTO_ROWS
         if needed:
             return (f"Not yet: the ratings of **{short(run)}** give {have} {method.upper()} {what}; "
-                    f"**need {needed} more ratings** ({rounds.MIN_DPO_PAIRS if method == 'dpo' else rounds.MIN_KTO_ROWS}"
-                    f" {what} in all).")
+                    f"**need {needed} more ratings** ({least} {what} in all).")
         return f"Ready: the ratings of **{short(run)}** give {have} {method.upper()} {what}."
 
     def start_next_round(run: str | None, method: str = "dpo", max_steps: float | None = 0):
