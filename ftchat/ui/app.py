@@ -25,6 +25,16 @@ CSS = """
 .run-error { margin-top: 8px; color: #dc2626; white-space: pre-wrap; }
 #comparison [role=gridcell], #comparison td { overflow-wrap: anywhere; }
 footer { display: none !important; }
+#vote-row button { min-height: 44px; }
+#vote-status, #queue-progress { min-height: 1.5em; }
+.lineage-chain { display: flex; flex-wrap: wrap; align-items: stretch; gap: 6px; }
+.lineage-step { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px 12px; min-width: 150px; }
+.lineage-base { background: var(--background-fill-secondary); }
+.lineage-round { border-color: #6366f1; }
+.lineage-kind { font-size: 11px; text-transform: uppercase; letter-spacing: .05em; opacity: .7; }
+.lineage-name { font-weight: 600; overflow-wrap: anywhere; }
+.lineage-detail { font-size: 13px; }
+.lineage-arrow { align-self: center; font-size: 20px; opacity: .6; }
 """
 
 
@@ -71,7 +81,7 @@ def build_app(workspace, ctx=None):
     """The page: a gr.Blocks with the Data, Train and Chat tabs wired to each other."""
     import gradio as gr
 
-    from ftchat.ui import chat_tab, data_tab, export_panel, train_tab
+    from ftchat.ui import chat_tab, data_tab, export_panel, feedback_tab, train_tab
     from ftchat.ui.context import AppContext
     from ftchat.ui.workspace import Workspace
 
@@ -80,7 +90,8 @@ def build_app(workspace, ctx=None):
     with gr.Blocks(title="ftchat") as demo:
         gr.Markdown("## ftchat — fine-tune a model and chat with it\n"
                     "**1. Data:** upload a file or use a sample · **2. Train:** start a run and watch it · "
-                    "**3. Chat:** compare the base with your tuned model.")
+                    "**3. Chat:** compare the base with your tuned model and rate the answers · "
+                    "**4. Feedback:** see who wins and train the next round from the votes.")
         with gr.Tabs():
             with gr.Tab("1. Data", id="data"):
                 data = data_tab.build(ctx, demo)
@@ -90,6 +101,8 @@ def build_app(workspace, ctx=None):
                 train_page.select(exporter.refresh, outputs=[exporter.run], api_visibility="private")
             with gr.Tab("3. Chat", id="chat") as chat_page:
                 chat_tab.build(ctx, demo, chat_page)
+            with gr.Tab("4. Feedback", id="feedback") as feedback_page:
+                feedback_tab.build(ctx, demo, feedback_page)
         # New uploads become the Train tab's selected data.
         for event in data.events:
             event.then(train.refresh_choices, inputs=[data.loaded_paths], outputs=[train.datasets],
@@ -129,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         show_error=True, prevent_thread_lock=True, max_file_size=ctx.workspace.max_upload_bytes,
         footer_links=[], mcp_server=False, pwa=False, enable_monitoring=False,
         app_kwargs={"middleware": [Middleware(ThrottledLogin)]} if auth else None,
+        allowed_paths=[str(ctx.workspace.root / "exports")],  # rating and model exports offered for download
     )
     print(f"ftchat: open http://{url_host(args.host)}:{args.port} (workspace: {ctx.workspace.root})", flush=True)
     if not args.no_warm:

@@ -55,6 +55,7 @@ class AppContext:
         self._engine = None
         self._reports: OrderedDict[tuple, FileReport] = OrderedDict()
         self._verdicts: dict[str, dict] | None = None
+        self._feedback = None
 
     def tokenizer(self):
         """The bundled model's tokenizer, or None when it cannot be loaded (token counts are then estimates)."""
@@ -77,6 +78,15 @@ class AppContext:
 
                 self._engine = ChatEngine(runs_root=self.workspace.runs_dir, models_root=self.workspace.models_dir)
             return self._engine
+
+    def feedback(self):
+        """The workspace's ratings (WORKSPACE/feedback.sqlite)."""
+        with self._lock:
+            if self._feedback is None:
+                from ftchat.feedback.store import FeedbackStore
+
+                self._feedback = FeedbackStore.for_workspace(self.workspace.root)
+            return self._feedback
 
     def report(self, path: str | Path) -> FileReport:
         """Check one file as a stream (memory bounded whatever its size); the last REPORTS_KEPT reports

@@ -377,9 +377,11 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
         return (gr.Dropdown(choices=upload_choices(ctx), value=paths) if paths is not None
                 else gr.Dropdown(choices=upload_choices(ctx)))
 
-    def start_training(base_model: str, data: list[str], train_method: str, technique: str, n_epochs: float,
-                       steps: float, learning_rate: float | None, batch: float, max_tokens: float, rank: float,
-                       name: str = "", parent_run: str = "", **more):
+    def start_training(base_model: str, data: list[str], train_method: str, technique: str,
+                       n_epochs: float | None = None, steps: float | None = None, learning_rate: float | None = None,
+                       batch: float = 4, max_tokens: float = 512, rank: float = 16, name: str = "",
+                       parent_run: str = "", eval_split: float | None = None, eval_steps: float | None = None,
+                       early_stopping: float | None = None, **more):
         """Start a training run as a subprocess; returns the run folder and its first status."""
         data = [p for p in (data or []) if p]
         reason = unusable_reason(ctx, data)
@@ -389,7 +391,8 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
             config = config_from_form(
                 ctx.workspace, data, train_method, data_shapes(ctx, data), parent_run=parent_run, name=name,
                 base=base_model, adapter=technique, epochs=n_epochs, max_steps=steps, lr=learning_rate,
-                batch_size=batch, max_length=max_tokens, lora_r=rank, **more)
+                batch_size=batch, max_length=max_tokens, lora_r=rank, eval_split=eval_split, eval_steps=eval_steps,
+                early_stopping=early_stopping, **more)
         except ConfigError as exc:
             raise gr.Error(str(exc)) from None
         launched[config.out] = runs.launch(config)

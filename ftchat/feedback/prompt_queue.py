@@ -1,0 +1,126 @@
+"""Prompts to rate quickly: loaded from a run's held-out data, a file or typed text, then stepped through one by one.
+
+A prompt is a conversation (a list of {"role", "content"} messages) that ends with the user's turn; both chat panes
+answer it and the person votes before the next one.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ftchat.compare import prompt_of
+
+
+class PromptError(ValueError):
+    """No prompts could be read; the message names the source and what would fix it."""
+
+
+def prompts_from_text(text: str) -> list[list[dict]]:
+    """One prompt per non-blank line."""
+    return [[{"role": "user", "content": line.strip()}] for line in (text or "").splitlines() if line.strip()]
+
+
+def prompts_from_rows(rows: list[dict]) -> list[list[dict]]:
+    """The prompt of each normalized data row (any shape that has one: messages, prompt/…); the rest is skipped."""
+    prompts = []
+    for row in rows:
+        conversation = prompt_of(row)
+        if conversation and conversation[-1].get("role") == "user":
+            prompts.append([{"role": m["role"], "content": m["content"]} for m in conversation])
+    return prompts
+
+
+def prompts_from_file(path: str | Path, name: str | None = None) -> list[list[dict]]:
+    """A .txt file: one prompt per line; any data file ftchat reads: the prompt of each row."""
+    from ftchat.data import load_file
+
+    path = Path(path)
+    name = name or path.name
+    if path.suffix.lower() in (".txt", ".md", ""):
+        prompts = prompts_from_text(path.read_text(encoding="utf-8", errors="replace"))
+    else:
+        loaded = load_file(path)
+        if loaded.error:
+            raise PromptError(loaded.error.replace(path.name, name))
+        prompts = prompts_from_rows(loaded.rows)
+        if not prompts:
+            raise PromptError(f"{name}: its {loaded.shape} rows have no prompts (a user turn to answer); "
+                              "use conversations, prompt/completion or preference data, or a .txt file "
+                              "with one prompt per line.")
+    if not prompts:
+        raise PromptError(f"{name}: has no prompts; write one prompt per line.")
+    return prompts
+
+
+def held_out_prompts(run_dir: str | Path) -> list[list[dict]]:
+    """The prompts of the rows a run held out for its eval loss (the same split its training made).
+
+    A run without an eval split gives the prompts of its training data instead."""
+    from ftchat import runs
+    from ftchat.config import RunConfig
+    from ftchat.models import load_tokenizer
+    from ftchat.train import load_training_data
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise PromptError(f"{run_dir.name}: has no config.yaml, so its data is unknown.")
+    config = RunConfig.load(config_path)
+    missing = [p for p in config.data if not Path(p).is_file()]
+    if missing:
+        raise PromptError(f"{run_dir.name}: its training data {', '.join(missing)} is no longer there.")
+    weights = runs.weights_dir(run_dir)
+    tokenizer = load_tokenizer(weights if (weights / "tokenizer_config.json").is_file() else config.base)
+    # replay off: the split comes before replay rows are added, so it is the run's own held-out part
+    train_ds, eval_ds, _, _ = load_training_data(dataclasses.replace(config, replay=0), tokenizer)
+    prompts = prompts_from_rows(list(eval_ds) if eval_ds is not None else [])
+    if not prompts:
+        prompts = prompts_from_rows(list(train_ds))
+    if not prompts:
+        raise PromptError(f"{run_dir.name}: its data has no prompts to ask (documents have no user turns).")
+    return prompts
+
+
+@dataclass
+class PromptQueue:
+    """Prompts and the position of the one being rated (-1: none asked yet)."""
+
+    prompts: list[list[dict]] = field(default_factory=list)
+    position: int = -1
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def current(self) -> list[dict] | None:
+        return self.prompts[self.position] if 0 <= self.position < len(self.prompts) else None
+
+    @property
+    def finished(self) -> bool:
+        return self.position >= len(self.prompts) - 1
+
+    def advance(self) -> list[dict] | None:
+        """Step to the next prompt and return it; None when every prompt has been asked."""
+        if self.position < len(self.prompts):
+            self.position += 1
+        return self.current
+
+    def progress(self) -> str:
+        """'prompt 3 of 20', as the Chat tab shows it."""
+        if not self.prompts:
+            return "no prompts loaded"
+        if self.position < 0:
+            return f"{len(self.prompts)} prompts loaded from {self.source}" if self.source else \
+                f"{len(self.prompts)} prompts loaded"
+        if self.current is None:
+            return f"all {len(self.prompts)} prompts done"
+        return f"prompt {self.position + 1} of {len(self.prompts)}"
+
+
+def split_prompt(conversation: list[dict]) -> tuple[str, list[dict], str]:
+    """(system prompt, earlier turns, the last user message) of a prompt, as the Chat tab's boxes take them."""
+    system = "\n".join(m["content"] for m in conversation if m["role"] == "system")
+    turns = [m for m in conversation if m["role"] != "system"]
+    return system, turns[:-1], turns[-1]["content"] if turns else ""

@@ -1,0 +1,331 @@
+"""Feedback tab: the ratings given in the Chat tab (filter, delete, export, import), the leaderboard, the lineage of
+rounds, and the button that trains the next round from the votes. The rules live in ftchat.feedback.*; this module
+draws and wires."""
+from __future__ import annotations
+
+import html
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from ftchat import runs
+from ftchat.feedback import export, leaderboard, rounds
+from ftchat.feedback.store import FeedbackError
+from ftchat.ui.charts import interval_chart
+from ftchat.ui.context import AppContext
+from ftchat.ui.train_tab import base_label
+
+RATING_COLUMNS = ["id", "time", "kind", "rater", "outcome", "model A (left)", "model B (right)", "prompt", "reply A",
+                  "reply B / written answer", "blind", "source"]
+LEADERBOARD_COLUMNS = ["rank", "model", "rating", "95% CI", "votes"]
+OUTCOME = {"a": "A better", "b": "B better", "tie": "tie", "bothbad": "both bad"}
+KIND_CHOICES = [("all", ""), ("votes", "vote"), ("thumbs", "thumb"), ("written answers", "edit")]
+SOURCE_CHOICES = [("all", ""), ("rated here", "ftchat"), ("imported", "import")]
+EXPORT_CHOICES = [("DPO pairs (prompt / chosen / rejected)", "dpo"), ("KTO rows (prompt / completion / label)", "kto"),
+                  ("SFT conversations (messages)", "sft"), ("all ratings (ftchat's own format, re-importable)",
+                                                            "ratings")]
+
+
+@dataclass
+class FeedbackTab:
+    refresh: gr.Button
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def clip(text, limit: int = 120) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
+    def short(name: str | None) -> str:
+        """A model's name as people read it: a workspace model folder as base:models/NAME."""
+        if not name:
+            return ""
+        if name.startswith("base:"):
+            return "base:" + base_label(ctx, name[len("base:"):])
+        return name
+
+    def rated_runs() -> list[tuple[str, str]]:
+        """Finished runs of this workspace and bases that have ratings: what a round can start from."""
+        rated = set(ctx.feedback().models())
+        out = []
+        for run in runs.list_runs(ctx.workspace.runs_dir):
+            if run.state == "done" and run.name in rated:
+                out.append((run.name, run.name))
+        out += [(short(name), name) for name in sorted(rated) if name.startswith("base:")]
+        return out
+
+    def lineage_choices() -> list[tuple[str, str]]:
+        return [(f"{r.name} · {r.state}", r.name) for r in runs.list_runs(ctx.workspace.runs_dir)]
+
+    gr.Markdown("Every vote, thumb and written answer from the Chat tab is kept in the workspace "
+                "(`feedback.sqlite`). Export them as training data, see which model wins, and train the next round "
+                "from the votes.")
+    with gr.Row():
+        counts = gr.Markdown("", elem_id="feedback-counts")
+        refresh = gr.Button("↻ Refresh", scale=0, elem_id="feedback-refresh")
+
+    with gr.Accordion("Leaderboard", open=True):
+        anonymous_only = gr.Checkbox(False, label="Arena (blind) votes only", elem_id="anonymous-only")
+        board = gr.Dataframe(headers=LEADERBOARD_COLUMNS, interactive=False, elem_id="leaderboard", wrap=True,
+                             label="Bradley–Terry ratings (a tie counts half a win each)")
+        chart = gr.HTML("", elem_id="leaderboard-plot")
+        matrix = gr.Dataframe(interactive=False, elem_id="win-matrix", wrap=True,
+                              label="Win rate of the row model against the column model (ties half; blank: never met)")
+
+    with gr.Accordion("Lineage and the next round", open=True):
+        lineage_run = gr.Dropdown(lineage_choices(), value=None, label="Lineage of the run", elem_id="lineage-run",
+                                  allow_custom_value=True)
+        lineage_view = gr.HTML("", elem_id="lineage")
+        with gr.Row():
+            round_run = gr.Dropdown(rated_runs(), value=None, label="Start the next round from this rated model",
+                                    elem_id="round-run", scale=2, allow_custom_value=True)
+            round_method = gr.Radio([("DPO (pairs from votes and written answers)", "dpo"),
+                                     ("KTO (thumbs and votes)", "kto")], value="dpo", label="Method",
+                                    elem_id="round-method", scale=2)
+            round_steps = gr.Number(0, precision=0, minimum=0, label="Max steps (0: 3 epochs)", elem_id="round-steps",
+                                    scale=1)
+            start_round = gr.Button("Start next round", variant="primary", elem_id="start-round", scale=1)
+        round_status = gr.Markdown("", elem_id="round-status")
+
+    with gr.Accordion("Ratings", open=True):
+        with gr.Row():
+            model_filter = gr.Dropdown([("all", "")], value="", label="Model", elem_id="filter-model",
+                                       allow_custom_value=True)
+            source_filter = gr.Dropdown(SOURCE_CHOICES, value="", label="Round / source", elem_id="filter-round")
+            rater_filter = gr.Dropdown([("all", "")], value="", label="Rater", elem_id="filter-rater",
+                                       allow_custom_value=True)
+            kind_filter = gr.Dropdown(KIND_CHOICES, value="", label="Kind", elem_id="filter-kind")
+        table = gr.Dataframe(headers=RATING_COLUMNS, interactive=False, wrap=True, elem_id="ratings-table",
+                             max_height=420)
+        with gr.Row():
+            delete_id = gr.Number(None, precision=0, label="Rating id (click a row)", elem_id="delete-id", scale=1)
+            delete_reason = gr.Textbox(label="Why (kept in the audit table)", elem_id="delete-reason", scale=3)
+            delete = gr.Button("Delete rating", variant="stop", elem_id="delete-rating", scale=1)
+
+    with gr.Accordion("Export and import", open=False):
+        with gr.Row():
+            export_kind = gr.Radio(EXPORT_CHOICES, value="dpo", label="Export as", elem_id="export-kind", scale=3)
+            export_button = gr.Button("Export", elem_id="export", scale=1)
+        export_file = gr.File(label="JSONL file", interactive=False, elem_id="export-file")
+        export_status = gr.Markdown("", elem_id="export-status")
+        with gr.Row():
+            import_files = gr.File(label="Ratings to import: Chatbot Arena / FastChat battle JSONL, or an ftchat "
+                                         "ratings export", file_count="multiple", file_types=[".jsonl", ".json"],
+                                   elem_id="import-files", scale=3)
+            import_button = gr.Button("Import", elem_id="import", scale=1)
+        import_status = gr.Markdown("", elem_id="import-status")
+
+    # -- ratings --------------------------------------------------------------------------------------------------
+    def rating_rows(model: str = "", source: str = "", rater: str = "", kind: str = "") -> list[list]:
+        """The live ratings matching the filters (empty: any), newest first, as table rows."""
+        try:
+            found = ctx.feedback().ratings(model=model or None, round=source or None, rater=rater or None,
+                                           kind=kind or None)
+        except FeedbackError as exc:
+            raise gr.Error(str(exc)) from None
+        out = []
+        for r in reversed(found):
+            if r["kind"] == "vote":
+                outcome, other = OUTCOME[r["winner"]], r["reply_b"]
+            elif r["kind"] == "thumb":
+                outcome, other = ("thumbs up" if r["thumb"] == 1 else "thumbs down"), ""
+            else:
+                outcome, other = "better answer written", r["edit"]
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["time"]))
+            out.append([r["id"], when, r["kind"], r["rater"] or "", outcome, short(r["model_a"]), short(r["model_b"]),
+                        clip(r["prompt"], 80), clip(r["reply_a"], 80),
+                        clip(other, 80), "yes" if r["anonymous"] else "", r["source"]])
+        return out
+
+    def counts_text() -> str:
+        c = ctx.feedback().counts()
+        kinds, thumbs = c["kinds"], c["thumbs"]
+        text = (f"**{plural(c['total'], 'rating')}**: {plural(kinds['vote'], 'vote')} · "
+                f"{plural(kinds['thumb'], 'thumb')} ({thumbs['up']} up / {thumbs['down']} down) · "
+                f"{plural(kinds['edit'], 'written answer')}")
+        if c["deleted"]:
+            text += f" · {c['deleted']} deleted"
+        return text
+
+    def filters_and_table(model: str = "", source: str = "", rater: str = "", kind: str = ""):
+        """Counts, the filter choices and the filtered ratings table."""
+        store = ctx.feedback()
+        models = [("all", "")] + [(short(m), m) for m in store.models()]
+        raters = [("all", "")] + [(r, r) for r in store.counts()["raters"]]
+        return (counts_text(), gr.Dropdown(choices=models, value=model), gr.Dropdown(choices=raters, value=rater),
+                rating_rows(model, source, rater, kind))
+
+    def pick_row(data, event: gr.SelectData):
+        row = event.row_value if event.row_value else None
+        return row[0] if row else None
+
+    def delete_rating(rating_id: float | None, reason: str, model: str = "", source: str = "", rater: str = "",
+                      kind: str = ""):
+        """Delete a rating: exports and the leaderboard leave it out; the row and the reason stay in the audit."""
+        if rating_id is None:
+            raise gr.Error("Give the id of the rating to delete (click its row in the table).")
+        try:
+            ctx.feedback().delete(int(rating_id), reason=reason or None)
+        except FeedbackError as exc:
+            raise gr.Error(str(exc)) from None
+        return (None, "", *filters_and_table(model, source, rater, kind))
+
+    # -- leaderboard ------------------------------------------------------------------------------------------------
+    def board_view(only_anonymous: bool = False):
+        """Leaderboard rows (rank, model, rating, 95% CI, votes), the chart, and the win-rate matrix."""
+        votes = ctx.feedback().ratings(kind="vote")
+        ratings = leaderboard.bradley_terry(votes, anonymous_only=bool(only_anonymous))
+        rows = [[r.rank, short(r.model), round(r.rating), f"{r.ci_low:.0f} – {r.ci_high:.0f}", r.votes]
+                for r in ratings]
+        chart_rows = [{**r.to_dict(), "model": short(r.model)} for r in ratings]
+        title = "Rating with 95% interval" + (" (blind votes only)" if only_anonymous else "")
+        chosen = leaderboard.votes_of(votes, anonymous_only=bool(only_anonymous))
+        wins = leaderboard.win_matrix(chosen)
+        if wins.empty:
+            table = [["no votes yet"]]
+            headers = ["model"]
+        else:
+            headers = ["model ↓ vs →"] + [short(c) for c in wins.columns]
+            table = [[short(name)] + ["" if v != v else f"{v:.0%}" for v in row]
+                     for name, row in zip(wins.index, wins.values.tolist())]
+        return rows, interval_chart(chart_rows, title), gr.Dataframe(value=table, headers=headers)
+
+    # -- lineage and rounds -----------------------------------------------------------------------------------------
+    def lineage_html(run: str | None) -> str:
+        """The chain base → … → run, each step with its win-rate against its parent from the votes so far."""
+        if not run:
+            return "<div class='lineage-empty'>Pick a run to see where it comes from.</div>"
+        run_dir = ctx.workspace.run_dir(run)
+        if run_dir is None:
+            raise gr.Error(f"{run}: no such run in this workspace.")
+        steps = rounds.lineage_win_rates(ctx.feedback(), ctx.workspace.runs_dir, str(run_dir))
+        boxes = []
+        for i, step in enumerate(steps):
+            name = step["model"]
+            match = rounds.ROUND_NAME.match(name)
+            kind = "base" if name.startswith("base:") else ("round" if match else "run")
+            if i == 0:
+                detail = "the base model"
+            elif step["votes"]:
+                detail = (f"wins <b>{step['win_rate']:.0%}</b> against its parent "
+                          f"({plural(step['votes'], 'vote')})")
+            else:
+                detail = "no votes against its parent yet"
+            label = "base" if i == 0 else (f"round {match['n']}" if match else "fine-tune")
+            boxes.append(f"<div class='lineage-step lineage-{kind}'><div class='lineage-kind'>{label}</div>"
+                         f"<div class='lineage-name'>{html.escape(short(name))}</div>"
+                         f"<div class='lineage-detail'>{detail}</div></div>")
+        return "<div class='lineage-chain'>" + "<div class='lineage-arrow'>→</div>".join(boxes) + "</div>"
+
+    def round_readiness(run: str | None, method: str = "dpo") -> str:
+        """Whether the ratings of `run` are enough for a round of `method`, and how many more it needs if not."""
+        if not run:
+            return "Pick a rated model to start a round from."
+        rows = ctx.feedback().ratings(model=run)
+        have = len(rounds.training_rows(method, rows))
+        needed = rounds.min_ratings_needed(method, rows)
+        what = "pairs" if method == "dpo" else "rows"
+        least = rounds.MIN_DPO_PAIRS if method == "dpo" else rounds.MIN_KTO_ROWS
+        if needed:
+            return (f"Not yet: the ratings of **{short(run)}** give {have} {method.upper()} {what}; "
+                    f"**need {needed} more ratings** ({least} {what} in all).")
+        return f"Ready: the ratings of **{short(run)}** give {have} {method.upper()} {what}."
+
+    def start_next_round(run: str | None, method: str = "dpo", max_steps: float | None = 0):
+        """Train the next round of a rated model from its ratings (parent: that model); returns the new run folder
+        and a message. Too few ratings: no run, and the message says how many more are needed."""
+        if not run:
+            raise gr.Error("Pick the rated model to start the round from.")
+        flags = {"max_steps": int(max_steps)} if max_steps else {}
+        try:
+            config = rounds.next_round_config(ctx.workspace.root, run, method, **flags)
+        except rounds.RoundError as exc:
+            return "", f"⚠ {exc}"
+        except (ValueError, OSError) as exc:
+            raise gr.Error(str(exc)) from None
+        runs.launch(config)
+        name = Path(config.out).name
+        return config.out, (f"✓ started **{name}**: {method.upper()} on the ratings of {short(run)} "
+                            f"({Path(config.data[0]).name}), parent {short(run)}. Watch it in **2. Train**; when it "
+                            "is done it appears in **3. Chat**, paired against its parent.")
+
+    # -- export / import --------------------------------------------------------------------------------------------
+    def export_ratings(kind: str, model: str = ""):
+        """Write the (model-filtered) ratings as `kind` training data: a JSONL file to download and a `datasets`
+        folder next to it; the file is checked as any upload is."""
+        rows = ctx.feedback().ratings(model=model or None)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out_dir = ctx.workspace.root / "exports"
+        stem = f"feedback-{kind}-{stamp}"
+        try:
+            path, n = export.write_export(rows, kind, out_dir / f"{stem}.jsonl")
+            folder = None
+            if kind != "ratings":
+                folder, _ = export.write_export(rows, kind, out_dir / stem)
+        except export.ExportError as exc:
+            raise gr.Error(str(exc)) from None
+        text = f"✓ {plural(n, 'row')} → `{path}`"
+        if folder is not None:
+            text += f"; `datasets` folder: `{folder}`"
+            report = ctx.report(path)
+            text += (f". Checked as an upload: {report.shape}, {report.loaded.examples} usable examples"
+                     if report.ok else f". ⚠ the data check says: {report.loaded.error}")
+        return str(path), text
+
+    def import_ratings(files: list[str] | None):
+        """Add ratings from battle JSONL (Chatbot Arena / FastChat) or ftchat ratings exports."""
+        if not files:
+            raise gr.Error("Choose one or more files to import.")
+        lines = []
+        for file in files:
+            report = ctx.feedback().import_file(file)
+            lines.append(("✓ " if report.ok else "⚠ ") + report.summary().replace(str(file), Path(file).name))
+            lines += [f"  - {problem}" for problem in report.problems[:5]]
+        return "\n".join(lines)
+
+    # -- wiring ---------------------------------------------------------------------------------------------------
+    filters = [model_filter, source_filter, rater_filter, kind_filter]
+    table_outputs = [counts, model_filter, rater_filter, table]
+    board_outputs = [board, chart, matrix]
+
+    def refresh_all(model, source, rater, kind, only_anonymous, run, round_from, method):
+        """Everything the tab shows, fresh from the store and the run folders."""
+        run_values = [v for _, v in lineage_choices()]
+        run = run if run in run_values else (run_values[0] if run_values else None)
+        rated = rated_runs()
+        round_from = round_from if round_from in [v for _, v in rated] else (rated[0][1] if rated else None)
+        return (*filters_and_table(model, source, rater, kind), *board_view(only_anonymous),
+                gr.Dropdown(choices=lineage_choices(), value=run), lineage_html(run),
+                gr.Dropdown(choices=rated, value=round_from), round_readiness(round_from, method))
+
+    everything_in = [*filters, anonymous_only, lineage_run, round_run, round_method]
+    everything_out = [*table_outputs, *board_outputs, lineage_run, lineage_view, round_run, round_status]
+    refresh.click(refresh_all, inputs=everything_in, outputs=everything_out, api_name="refresh_feedback")
+    page.select(refresh_all, inputs=everything_in, outputs=everything_out, api_visibility="private")
+    for box in filters:
+        box.change(filters_and_table, inputs=filters, outputs=table_outputs, api_visibility="private")
+    gr.api(rating_rows, api_name="ratings")
+    table.select(pick_row, inputs=[table], outputs=[delete_id], api_visibility="private")
+    delete.click(delete_rating, inputs=[delete_id, delete_reason, *filters],
+                 outputs=[delete_id, delete_reason, *table_outputs], api_name="delete_rating")
+    anonymous_only.change(board_view, inputs=[anonymous_only], outputs=board_outputs, api_name="leaderboard")
+    lineage_run.change(lineage_html, inputs=[lineage_run], outputs=[lineage_view], api_name="lineage")
+    round_run.change(round_readiness, inputs=[round_run, round_method], outputs=[round_status],
+                     api_name="round_readiness")
+    round_method.change(round_readiness, inputs=[round_run, round_method], outputs=[round_status],
+                        api_visibility="private")
+    start_round.click(start_next_round, inputs=[round_run, round_method, round_steps],
+                      outputs=[gr.Textbox(visible=False), round_status], api_name="start_round")
+    export_button.click(export_ratings, inputs=[export_kind, model_filter], outputs=[export_file, export_status],
+                        api_name="export_ratings")
+    import_button.click(import_ratings, inputs=[import_files], outputs=[import_status], api_name="import_ratings") \
+        .then(refresh_all, inputs=everything_in, outputs=everything_out, api_visibility="private")
+    demo.load(refresh_all, inputs=everything_in, outputs=everything_out, api_visibility="private")
+    return FeedbackTab(refresh)

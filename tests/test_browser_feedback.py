@@ -1,0 +1,78 @@
+"""Rating in a real browser: chat with two models, vote, and find the vote counted in the Feedback tab; in arena
+mode the panes say "Model A" / "Model B" until the vote and name the models after it.
+
+Drives Debian's Chromium through Playwright like tests/test_browser.py; a failure leaves a screenshot in
+test-artifacts/.
+"""
+from __future__ import annotations
+
+import pytest
+
+from test_browser import browser_page, pick, screenshot_on_failure  # noqa: F401  (fixtures)
+from test_feedback_ui import two_bases
+from test_ui_api import AppProcess
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def app(tmp_path, tiny_model_dir):
+    workspace, _, _ = two_bases(tmp_path, tiny_model_dir)
+    process = AppProcess(workspace)
+    yield process
+    process.stop()
+
+
+def pane_label(page, side: str) -> str:
+    return page.locator(f"#{side}-chat [data-testid=block-label]").inner_text().strip()
+
+
+def table_shows(page, text: str):
+    page.wait_for_function("text => document.querySelector('#ratings-table').innerText.includes(text)", arg=text)
+
+
+def ask_and_wait_for_the_vote(page, text: str):
+    page.locator("#chat-message textarea").fill(text)
+    page.locator("#chat-send").click()
+    page.wait_for_function("() => !document.querySelector('#vote-left').disabled", timeout=120_000)
+
+
+def test_chat_vote_and_see_it_counted_then_vote_blind_in_arena_mode(app, browser_page):
+    page = browser_page
+    with screenshot_on_failure(page, "test_chat_vote_and_see_it_counted"):
+        page.goto(app.url)
+        page.get_by_role("tab", name="3. Chat").click()
+        pick(page, "left-model", "base · models/tiny")
+        pick(page, "right-model", "base · models/second")
+        assert page.locator("#vote-left").is_disabled()  # nothing to vote on yet
+        page.locator("#rater input, #rater textarea").first.fill("Ilse")
+
+        ask_and_wait_for_the_vote(page, "What colour is the Zumo lamp?")
+        page.locator("#vote-left").click()
+        page.locator("#vote-left").get_by_text("✓ counted: left better").wait_for()
+        for other in ("vote-right", "vote-tie", "vote-bad"):
+            assert page.locator(f"#{other}").is_disabled()
+        assert "rating #1" in page.locator("#vote-status").inner_text()
+
+        page.get_by_role("tab", name="4. Feedback").click()
+        counts = page.locator("#feedback-counts")
+        counts.get_by_text("1 rating").wait_for()
+        assert "1 vote" in counts.inner_text()
+        table_shows(page, "Ilse")
+
+        # arena mode: nameless panes until the vote
+        page.get_by_role("tab", name="3. Chat").click()
+        page.locator("#arena-mode input").check()
+        ask_and_wait_for_the_vote(page, "Who makes the Zumo lamp?")
+        assert (pane_label(page, "left"), pane_label(page, "right")) == ("Model A", "Model B")
+        assert "models/tiny" not in page.locator("#left-chat").inner_text() + page.locator("#right-chat").inner_text()
+        page.locator("#vote-tie").click()
+        page.locator("#vote-tie").get_by_text("✓ counted: tie").wait_for()
+        revealed = {pane_label(page, "left"), pane_label(page, "right")}
+        assert revealed == {"Model A was base · models/tiny", "Model B was base · models/second"} or \
+            revealed == {"Model A was base · models/second", "Model B was base · models/tiny"}
+
+        page.get_by_role("tab", name="4. Feedback").click()
+        page.locator("#feedback-counts").get_by_text("2 ratings").wait_for()
+        assert "2 votes" in page.locator("#feedback-counts").inner_text()
+        table_shows(page, "yes")  # the blind vote is marked
