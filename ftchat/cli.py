@@ -1,4 +1,4 @@
-"""The command line: `python -m ftchat {data check, train, chat, export, runs}`."""
+"""The command line: `python -m ftchat {data check, train, chat, export, runs, reward score, judge}`."""
 from __future__ import annotations
 
 import argparse
@@ -44,6 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("runs", help="list runs")
     listing.add_argument("--root", default="runs")
+
+    reward = commands.add_parser("reward", help="reward models").add_subparsers(dest="reward_command", required=True)
+    score = reward.add_parser("score", help="pairwise accuracy of a reward model on preference pairs")
+    score.add_argument("--run", required=True, help="a reward-model run folder (--method reward)")
+    score.add_argument("--data", required=True, nargs="+", help="preference files (prompt / chosen / rejected)")
+    score.add_argument("--json", action="store_true", help='print {"accuracy", "margin", "n"}')
+
+    judge = commands.add_parser("judge", help="estimate the win rate of one model over another with a reward model")
+    judge.add_argument("--run", required=True, help="model A: a run folder or base:NAME")
+    judge.add_argument("--against", required=True, help="model B: a run folder or base:NAME")
+    judge.add_argument("--reward", required=True, help="a reward-model run folder")
+    judge.add_argument("--prompts", required=True, help="a .txt file (one prompt a line) or any training file")
+    judge.add_argument("--max-new-tokens", type=int, default=64)
+    judge.add_argument("--json", action="store_true")
     return parser
 
 
@@ -75,6 +89,12 @@ def cmd_train(args) -> int:
         print(f"done: {config.out} — {summary.get('steps')} steps in {summary.get('runtime_s')} s "
               f"({summary.get('s_per_step')} s/step), loss {summary.get('first_loss')} → {summary.get('final_loss')}, "
               f"eval loss {summary.get('eval_loss')}, peak memory {summary.get('peak_memory_mb')} MB")
+        if summary.get("eval_accuracy") is not None:
+            print(f"reward model: held-out pairwise accuracy {summary['eval_accuracy']:.3f}, "
+                  f"mean margin {summary['eval_margin']:.3f} on {summary.get('eval_pairs')} pairs")
+        if summary.get("first_reward") is not None:
+            print(f"reward: {summary['first_reward']:.3f} (first steps) → {summary['final_reward']:.3f} (last steps), "
+                  f"KL {summary.get('final_kl')}")
     elif state == "cancelled":
         print(f"cancelled: {config.out} (resume with --resume)")
     return 0
@@ -112,7 +132,44 @@ def cmd_runs(args) -> int:
     return 0
 
 
-COMMANDS = {"data": cmd_data_check, "train": cmd_train, "chat": cmd_chat, "export": cmd_export, "runs": cmd_runs}
+def cmd_reward(args) -> int:
+    from ftchat.data import DataError, load_dataset
+    from ftchat.reward_model import RewardModel
+
+    model = RewardModel(args.run)
+    dataset, shape, _ = load_dataset(args.data, tokenizer=model.tokenizer, max_tokens=4096)
+    if shape != "preference":
+        raise DataError(f"{', '.join(args.data)}: {shape} data; reward score needs preference pairs "
+                        "(prompt / chosen / rejected).")
+    metrics = model.score_pairs(list(dataset))
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"accuracy {metrics['accuracy']:.3f} (chosen above rejected), mean margin {metrics['margin']:.3f}, "
+              f"{metrics['n']} pairs")
+    return 0
+
+
+def cmd_judge(args) -> int:
+    from ftchat.chat import GenerationSettings
+    from ftchat.judge import judge_runs, read_prompts, write_judgement
+
+    prompts = read_prompts(args.prompts)
+    result = judge_runs(args.run, args.against, args.reward, prompts,
+                        settings=GenerationSettings(max_new_tokens=args.max_new_tokens))
+    if not args.run.startswith("base:"):
+        write_judgement(args.run, result)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        print(f"{args.run} over {args.against}: judged win rate {result['win_rate']:.2f} "
+              f"(95% interval {result['ci_low']:.2f}-{result['ci_high']:.2f}; {result['wins']} wins, "
+              f"{result['ties']} ties, {result['losses']} losses on {result['n']} prompts)")
+    return 0
+
+
+COMMANDS = {"data": cmd_data_check, "train": cmd_train, "chat": cmd_chat, "export": cmd_export, "runs": cmd_runs,
+            "reward": cmd_reward, "judge": cmd_judge}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     from ftchat.export import ExportError
     from ftchat.models import ModelError
 
-    known = (ConfigError, ModelError, ChatError, ExportError)
+    from ftchat.reward_model import RewardModelError
+
+    known = (ConfigError, ModelError, ChatError, ExportError, RewardModelError)
     try:
         from ftchat.data import DataError
 

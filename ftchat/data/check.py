@@ -54,6 +54,8 @@ def preview_rows(rows: list[dict], shape: str, n: int = 5) -> list[dict]:
         elif shape == "unpaired_preference":
             flat = {"prompt": plain_text(row["prompt"]).rstrip("\n"),
                     "completion": row["completion"][0]["content"], "label": "good" if row["label"] else "bad"}
+        elif shape == "prompt_only":
+            flat = {"prompt": plain_text(row["prompt"]).rstrip("\n")}
         else:
             flat = {"text": row["text"]}
         preview.append({key: clip(value) for key, value in flat.items()})

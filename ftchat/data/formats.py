@@ -20,6 +20,7 @@ SHAPE_OF = {
     "ultrafeedback": "preference",
     "hh": "preference",
     "kto": "unpaired_preference",
+    "prompt_only": "prompt_only",
     "text_jsonl": "text",
     "document": "text",
     "pdf": "text",
@@ -59,6 +60,8 @@ def guess_format(record: dict) -> str | None:
         return "alpaca"
     if "text" in record:
         return "text_jsonl"
+    if "prompt" in record:  # nothing to imitate or compare: prompts for a method that writes its own answers
+        return "prompt_only"
     return None
 
 
@@ -302,6 +305,10 @@ def normalize_kto(record: dict) -> dict:
     return {"prompt": prompt, "completion": completion, "label": label_value(field(record, "label"))}
 
 
+def normalize_prompt_only(record: dict) -> dict:
+    return {"prompt": prompt_messages(field(record, "prompt"))}
+
+
 NORMALIZERS = {
     "openai": normalize_openai,
     "sharegpt": normalize_sharegpt,
@@ -311,6 +318,7 @@ NORMALIZERS = {
     "ultrafeedback": normalize_preference,
     "hh": normalize_preference,
     "kto": normalize_kto,
+    "prompt_only": normalize_prompt_only,
     "text_jsonl": normalize_text,
 }
 

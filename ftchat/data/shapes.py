@@ -24,6 +24,10 @@ The names follow TRL's dataset formats; each normalized row holds exactly the li
 
       {"prompt": [message, ...], "completion": [{"role": "assistant", "content": str}], "label": bool}
 
+- ``prompt_only`` (GRPO / RLOO: the model writes the answers, a reward scores them)::
+
+      {"prompt": [message, ...]}                          # ends with a user turn; a string becomes one user turn
+
 - ``text`` (continued pre-training)::
 
       {"text": str}
@@ -33,7 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SHAPES = ("messages", "prompt_completion", "preference", "unpaired_preference", "text")
+SHAPES = ("messages", "prompt_completion", "preference", "unpaired_preference", "prompt_only", "text")
 ROLES = ("system", "user", "assistant")
 
 

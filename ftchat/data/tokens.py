@@ -15,6 +15,8 @@ def conversations(row: dict, shape: str) -> list[list[dict]]:
         return [row["prompt"] + row["chosen"], row["prompt"] + row["rejected"]]
     if shape == "unpaired_preference":
         return [row["prompt"] + row["completion"]]
+    if shape == "prompt_only":
+        return [row["prompt"]]
     return []
 
 

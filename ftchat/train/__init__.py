@@ -25,11 +25,21 @@ def prepare_run(config: RunConfig, resume: bool = False) -> RunConfig:
     """Validate, inherit the parent's base, refuse to overwrite a finished run, write config.yaml and status."""
     config.validate()
     run_dir = Path(config.out)
+    method = methods.get(config.method)
     if config.parent:
         parent = runs.load_run(config.parent)
         if parent.state != "done":
             raise ConfigError(f"parent: {config.parent} is not a finished run (state: {parent.state}).")
+        parent_method = parent.config.get("method", "sft")
+        parent_makes = methods.get(parent_method).produces if parent_method in methods.METHODS else "policy"
+        if parent_makes != method.produces:
+            raise ConfigError(f"parent: {config.parent} is a {parent_method} run; a {config.method} run continues "
+                              f"a {method.produces} model (a reward model starts from the base: leave parent out).")
         config.base = parent.config.get("base", config.base)
+    if config.adapter == "qlora" and not method.qlora_on_cpu and models.device() == "cpu":
+        log.warning("%s on a CPU trains lora, not qlora: its no-grad passes repack 4-bit weights and spoil the LoRA "
+                    "gradients (see ftchat.methods.Method.qlora_on_cpu).", config.method)
+        config.adapter = "lora"
     status = runs.read_status(run_dir)
     if status.get("state") == "done" and not resume:
         raise ConfigError(f"out: {run_dir} already holds a finished run; choose another folder.")
@@ -81,6 +91,9 @@ def load_training_data(config: RunConfig, tokenizer):
 def _save_result(config: RunConfig, trainer, tokenizer, original_template) -> Path:
     run_dir = Path(config.out)
     target = runs.adapter_dir(run_dir) if config.adapter in ("qlora", "lora", "prompt") else runs.model_dir(run_dir)
+    model = trainer.model
+    if hasattr(model, "peft_config") and "ref" in model.peft_config:  # GRPO / RLOO's frozen copy of the parent
+        model.delete_adapter("ref")
     trainer.save_model(str(target))
     (target / "training_args.bin").unlink(missing_ok=True)  # a pickle: nothing of ours ever loads it
     tokenizer.chat_template = original_template  # chat uses the model's own template, not the training one
@@ -105,7 +118,8 @@ def run_training(config: RunConfig, resume: bool = False, cancel: threading.Even
         original_template = tokenizer.chat_template
         train_ds, eval_ds, shape, reports = load_training_data(config, tokenizer)
         model, peft_config = build_model(config)
-        trainer = methods.get(config.method).trainer_module().build_trainer(
+        method_module = methods.get(config.method).trainer_module()
+        trainer = method_module.build_trainer(
             config, model, peft_config, tokenizer, train_ds, eval_ds, callbacks_for(config, callback, eval_ds is not None)
         )
         checkpoint = None
@@ -121,6 +135,8 @@ def run_training(config: RunConfig, resume: bool = False, cancel: threading.Even
             return {}
         if cancel.is_set():
             return runs.write_status(run_dir, "cancelled", error=None)
+        # what the method itself measures at the end (e.g. the reward model's held-out accuracy)
+        method_summary = method_module.summarize(trainer, eval_ds) if hasattr(method_module, "summarize") else {}
         runs.write_status(run_dir, "running", phase="saving")
         weights = _save_result(config, trainer, tokenizer, original_template)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the result is saved; checkpoints only served resume
@@ -128,7 +144,7 @@ def run_training(config: RunConfig, resume: bool = False, cancel: threading.Even
         global_step = trainer.state.global_step
         del trainer, model  # free the training copy before loading the chat copy for the comparison
         gc.collect()
-        if config.compare_prompts > 0:
+        if config.compare_prompts > 0 and methods.get(config.method).produces == "policy":
             from ftchat.compare import write_comparison
 
             runs.write_status(run_dir, "running", phase="comparing")
@@ -152,6 +168,7 @@ def run_training(config: RunConfig, resume: bool = False, cancel: threading.Even
             "tokens_per_s": callback.last.get("tokens_per_s"),
             "peak_memory_mb": round(peak_memory_mb(), 1),
             "weights": str(weights),
+            **method_summary,
         }
         return runs.write_status(run_dir, "done", summary=summary, error=None, phase="done")
     except KeyboardInterrupt:
