@@ -35,8 +35,7 @@ def check_reward_run(run_dir: str | Path) -> str | None:
 
 def load_reward_model(base: str, adapter: str | Path | None = None, precision: str = "auto"):
     """(model, tokenizer): the base as a one-label sequence classifier, with the run's adapter and score head."""
-    tokenizer = models.load_tokenizer(adapter if adapter and (Path(adapter) / "tokenizer_config.json").exists()
-                                      else base)
+    tokenizer = models.load_tokenizer(base)  # the run trained with its base's tokenizer and chat template
     model = models.load_model(base, precision=precision, task="reward")
     model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last token that is not padding
     if adapter is not None:

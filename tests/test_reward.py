@@ -97,7 +97,7 @@ def test_reward_score_from_the_shell(reward_run, tmp_path):
     run_dir, _ = reward_run
     fresh = write_jsonl(tmp_path / "new.jsonl", [
         {"prompt": "Is the Drommel ferry late?", "chosen": POLITE, "rejected": RUDE},
-        {"prompt": "Sell me a Hobbin cup.", "chosen": RUDE, "rejected": POLITE},  # a mislabelled pair counts as wrong
+        {"prompt": "Is the Drommel ferry late?", "chosen": RUDE, "rejected": POLITE},  # mislabelled: counts as wrong
     ])
     result = json.loads(run("reward", "score", "--run", str(run_dir), "--data", str(fresh), "--json"))
     assert result["n"] == 2
