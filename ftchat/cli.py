@@ -1,4 +1,4 @@
-"""The command line: `python -m ftchat {data check, train, chat, export, runs, reward score, judge}`."""
+"""The command line: `python -m ftchat {data check, train, chat, export, runs, feedback, round, reward score, judge}`."""
 from __future__ import annotations
 
 import argparse
@@ -44,6 +44,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("runs", help="list runs")
     listing.add_argument("--root", default="runs")
+
+    feedback = commands.add_parser("feedback", help="ratings: import, export as training data, leaderboard")
+    feedback_commands = feedback.add_subparsers(dest="feedback_command", required=True)
+    importing = feedback_commands.add_parser("import", help="add Chatbot Arena battle JSONL or ftchat rating exports")
+    importing.add_argument("files", nargs="+")
+    exporting = feedback_commands.add_parser("export", help="write the ratings as DPO, KTO or SFT data")
+    exporting.add_argument("--kind", required=True, choices=("dpo", "kto", "sft", "ratings"))
+    exporting.add_argument("--out", required=True, help="a .jsonl file, or a folder for datasets' save_to_disk")
+    exporting.add_argument("--model", default=None, help="only ratings that involve this run (or base:NAME)")
+    board = feedback_commands.add_parser("leaderboard", help="Bradley-Terry ratings with 95%% intervals")
+    board.add_argument("--json", action="store_true", help="a JSON list of {model, rating, ci_low, ci_high, votes, rank}")
+    board.add_argument("--anonymous-only", action="store_true", help="only votes cast with model names hidden")
+    for sub in (importing, exporting, board):
+        sub.add_argument("--workspace", default="workspace", help="the app's folder (default: workspace/)")
+
+    round_ = commands.add_parser("round", help="train the next round of a rated run from its ratings")
+    round_.add_argument("--from", dest="from_run", required=True, help="the rated run (its folder name), or base:NAME")
+    round_.add_argument("--workspace", default="workspace", help="the app's folder (default: workspace/)")
+    add_run_arguments(round_)  # training flags; data, out, parent and method are the round's own
 
     reward = commands.add_parser("reward", help="reward models").add_subparsers(dest="reward_command", required=True)
     score = reward.add_parser("score", help="pairwise accuracy of a reward model on preference pairs")
@@ -132,6 +151,58 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def cmd_feedback(args) -> int:
+    from ftchat.feedback import FeedbackStore
+
+    store = FeedbackStore.for_workspace(args.workspace)
+    if args.feedback_command == "import":
+        failed = False
+        for path in args.files:
+            report = store.import_file(path)
+            print(report.summary())
+            for problem in report.problems:
+                print(f"  {problem}")
+            failed = failed or not report.ok
+        return 1 if failed else 0
+    if args.feedback_command == "export":
+        from ftchat.feedback.export import write_export
+
+        path, n = write_export(store.ratings(model=args.model), args.kind, args.out)
+        print(f"{n} {args.kind} row(s) written to {path}")
+        return 0
+    from ftchat.feedback.leaderboard import bradley_terry
+
+    ratings = bradley_terry(store.ratings(kind="vote"), anonymous_only=args.anonymous_only)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in ratings], ensure_ascii=False))
+    elif not ratings:
+        print("no votes yet")
+    else:
+        print(f"{'rank':>4}  {'model':40} {'rating':>7}  {'95% interval':>15}  {'votes':>5}")
+        for r in ratings:
+            print(f"{r.rank:>4}  {r.model:40} {r.rating:>7.1f}  {r.ci_low:>7.1f}–{r.ci_high:<7.1f}  {r.votes:>5}")
+    return 0
+
+
+def cmd_round(args) -> int:
+    from dataclasses import fields
+
+    from ftchat.config import RunConfig
+    from ftchat.feedback.rounds import next_round_config
+
+    flags = {f.name: getattr(args, f.name) for f in fields(RunConfig)
+             if f.name not in ("method", "data_hashes") and getattr(args, f.name, None) is not None}
+    if args.method is None:
+        raise ConfigError("--method: a round trains with dpo or kto; give --method dpo or --method kto.")
+    config = next_round_config(args.workspace, args.from_run, args.method, **flags)
+    print(f"round: {config.out} from {config.parent or config.base} on {config.data[0]}")
+    args.resume = False
+    args.config = None
+    for f in fields(RunConfig):  # cmd_train reads the config from flags
+        setattr(args, f.name, getattr(config, f.name))
+    return cmd_train(args)
+
+
 def cmd_reward(args) -> int:
     from ftchat.data import DataError, load_dataset
     from ftchat.reward_model import RewardModel
@@ -169,7 +240,7 @@ def cmd_judge(args) -> int:
 
 
 COMMANDS = {"data": cmd_data_check, "train": cmd_train, "chat": cmd_chat, "export": cmd_export, "runs": cmd_runs,
-            "reward": cmd_reward, "judge": cmd_judge}
+            "feedback": cmd_feedback, "round": cmd_round, "reward": cmd_reward, "judge": cmd_judge}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,9 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     from ftchat.export import ExportError
     from ftchat.models import ModelError
 
+    from ftchat.feedback.export import ExportError as FeedbackExportError
+    from ftchat.feedback.rounds import RoundError
+    from ftchat.feedback.store import FeedbackError
     from ftchat.reward_model import RewardModelError
 
-    known = (ConfigError, ModelError, ChatError, ExportError, RewardModelError)
+    known = (ConfigError, ModelError, ChatError, ExportError, FeedbackError, FeedbackExportError, RoundError,
+             RewardModelError)
     try:
         from ftchat.data import DataError
 

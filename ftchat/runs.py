@@ -191,3 +191,34 @@ def log_tail(run_dir: str | Path, lines: int = 20) -> str:
     # tqdm redraws with carriage returns: keep only the last state of each line
     cleaned = [line.split("\r")[-1] for line in text.split("\n")]
     return "\n".join(cleaned[-lines:])
+
+
+def parent_dir(run_dir: str | Path, runs_root: str | Path | None = None) -> Path | None:
+    """The folder of the run that `run_dir` continued from (its config's `parent`), or None for a run trained
+    from its base. A parent recorded as a path that no longer exists is looked up by name under runs_root."""
+    run_dir = Path(run_dir)
+    parent = load_run(run_dir).parent
+    if not parent:
+        return None
+    path = Path(parent)
+    if path.exists():
+        return path
+    root = Path(runs_root) if runs_root is not None else run_dir.parent
+    return root / path.name
+
+
+def lineage(runs_root: str | Path, run: str | Path) -> list[str]:
+    """The chain from the base to `run`: ["base:NAME", first run, ..., run] (run folder names). The one place
+    that follows `parent` links; a loop in them is cut where it closes."""
+    runs_root = Path(runs_root)
+    run_dir = Path(run) if Path(run).is_dir() else runs_root / str(run)
+    chain, seen = [], set()
+    current: Path | None = run_dir
+    base = None
+    while current is not None and current.resolve() not in seen:
+        seen.add(current.resolve())
+        chain.append(current.name)
+        base = load_run(current).config.get("base") or base
+        current = parent_dir(current, runs_root)
+    chain.reverse()
+    return ([f"base:{base}"] if base else []) + chain
