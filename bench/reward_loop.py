@@ -8,7 +8,8 @@ it raise the reward? Not a test (minutes of CPU); its figures go in the README.
    the last steps, s/step, and the reward-model score and polite-phrase count of the greedy answers to held-out
    questions before (the base) and after (the GRPO run), plus the judged win rate of the GRPO run over the base.
 
-Usage: python bench/reward_loop.py [--rm-steps 40] [--rl-steps 16] [--out DIR] [--reward rule:polite]
+Usage: python bench/reward_loop.py [--rm-steps 12] [--rl-steps 8] [--rl-batch 4] [--generations 2]
+       [--completion-tokens 32] [--out DIR] [--reward rule:polite]
 """
 from __future__ import annotations
 
@@ -70,8 +71,11 @@ def train(*flags) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rm-steps", type=int, default=40)
-    parser.add_argument("--rl-steps", type=int, default=16)
+    parser.add_argument("--rm-steps", type=int, default=12)
+    parser.add_argument("--rl-steps", type=int, default=8)
+    parser.add_argument("--rl-batch", type=int, default=4, help="answers per step (prompts x generations)")
+    parser.add_argument("--generations", type=int, default=2)
+    parser.add_argument("--completion-tokens", type=int, default=32)
     parser.add_argument("--reward", default=None, help="GRPO's reward (default: the reward model trained here)")
     parser.add_argument("--out", default="/tmp/ftchat-reward-loop")
     args = parser.parse_args()
@@ -104,8 +108,9 @@ def main() -> None:
     rl_dir = out / "grpo"
     reward = args.reward or str(rm_dir)
     report["grpo"] = train("--data", str(out / "prompts.jsonl"), "--out", str(rl_dir), "--method", "grpo",
-                           "--reward", reward, "--max-steps", str(args.rl_steps), "--batch-size", "8",
-                           "--num-generations", "4", "--eval-split", "0", "--compare-prompts", "0")
+                           "--reward", reward, "--max-steps", str(args.rl_steps), "--batch-size", str(args.rl_batch),
+                           "--num-generations", str(args.generations), "--max-completion-length",
+                           str(args.completion_tokens), "--eval-split", "0", "--compare-prompts", "0")
     metrics = [json.loads(line) for line in (rl_dir / "metrics.jsonl").read_text().splitlines()]
     report["grpo_steps"] = [{k: m.get(k) for k in ("step", "reward", "kl", "completions_mean_length", "elapsed_s")}
                             for m in metrics if "reward" in m]

@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     round_.add_argument("--from", dest="from_run", required=True, help="the rated run (its folder name), or base:NAME")
     round_.add_argument("--workspace", default="workspace", help="the app's folder (default: workspace/)")
     add_run_arguments(round_)  # training flags; data, out, parent and method are the round's own
+    for action in round_._actions:
+        if action.dest == "method":  # a round trains dpo, kto, or a reward model and then GRPO / RLOO against it
+            action.choices = ("dpo", "kto", "reward-rl")
+            action.help = "dpo | kto | reward-rl (a reward model from the ratings, then --rl-method against it)"
+    round_.add_argument("--rl-method", choices=("grpo", "rloo"), default="grpo", help="reward-rl: the RL method")
 
     reward = commands.add_parser("reward", help="reward models").add_subparsers(dest="reward_command", required=True)
     score = reward.add_parser("score", help="pairwise accuracy of a reward model on preference pairs")
@@ -193,7 +198,9 @@ def cmd_round(args) -> int:
     flags = {f.name: getattr(args, f.name) for f in fields(RunConfig)
              if f.name not in ("method", "data_hashes") and getattr(args, f.name, None) is not None}
     if args.method is None:
-        raise ConfigError("--method: a round trains with dpo or kto; give --method dpo or --method kto.")
+        raise ConfigError("--method: a round trains with dpo, kto or reward-rl; give one of them.")
+    if args.method == "reward-rl":
+        return _reward_rl_round(args, flags)
     config = next_round_config(args.workspace, args.from_run, args.method, **flags)
     print(f"round: {config.out} from {config.parent or config.base} on {config.data[0]}")
     args.resume = False
@@ -201,6 +208,30 @@ def cmd_round(args) -> int:
     for f in fields(RunConfig):  # cmd_train reads the config from flags
         setattr(args, f.name, getattr(config, f.name))
     return cmd_train(args)
+
+
+def _reward_rl_round(args, flags: dict) -> int:
+    from ftchat.feedback.reward_round import reward_rl_round
+    from ftchat.runs import sigterm_cancels
+
+    reward_config, policy_config = reward_rl_round(args.workspace, args.from_run, args.rl_method, **flags)
+    print(f"round: reward model {reward_config.out} on {reward_config.data[0]}, then {args.rl_method} "
+          f"{policy_config.out} from {policy_config.parent or policy_config.base} on {policy_config.data[0]}")
+    with sigterm_cancels() as cancel:
+        from ftchat.train import run_training
+
+        status = run_training(reward_config, cancel=cancel)
+        if status.get("state") != "done":
+            print(f"{status.get('state')}: {reward_config.out}; the round stops before {args.rl_method}")
+            return 1
+        summary = status["summary"]
+        print(f"reward model: held-out pairwise accuracy {summary.get('eval_accuracy')} "
+              f"on {summary.get('eval_pairs')} pairs")
+        status = run_training(policy_config.validate(), cancel=cancel)
+    summary = status.get("summary") or {}
+    print(f"{status.get('state')}: {policy_config.out} — {summary.get('steps')} steps, reward "
+          f"{summary.get('first_reward')} → {summary.get('final_reward')}")
+    return 0 if status.get("state") == "done" else 1
 
 
 def cmd_reward(args) -> int:

@@ -118,6 +118,7 @@ def test_grpo_with_a_rule_reward_logs_reward_kl_and_length(workspace, tiny_model
     assert (run_dir / "adapter" / "adapter_config.json").exists()
 
 
+@pytest.mark.slow
 def test_rloo_from_a_parent_against_a_reward_model_and_a_rule(workspace, reward_run, tiny_model_dir, tmp_path,
                                                                chats_file):
     rm_dir, _ = reward_run
@@ -180,6 +181,7 @@ def test_uncertainty_order_puts_the_closest_pairs_first(reward_run):
     assert sorted(ordered) == sorted(prompts)
 
 
+@pytest.mark.slow
 def test_judge_from_the_shell_writes_the_judgement(workspace, reward_run, tiny_model_dir, tmp_path, chats_file):
     rm_dir, _ = reward_run
     tuned, _ = train(tmp_path, chats_file, tiny_model_dir, "tuned", adapter="lora", lr=1e-2)
@@ -193,3 +195,41 @@ def test_judge_from_the_shell_writes_the_judgement(workspace, reward_run, tiny_m
     assert len(result["rows"]) == 2 and all(r["reply_a"] is not None for r in result["rows"])
     kept = json.loads((tuned / "judge.json").read_text())
     assert kept[f"base:{tiny_model_dir}"]["win_rate"] == result["win_rate"]
+
+
+def rate(store, run_name, n):
+    """n votes where the person preferred the polite reply of `run_name` over the base's rude one."""
+    for question in QUESTIONS[:n]:
+        store.add_vote([{"role": "user", "content": question}], "base:smollm2-135m", run_name, RUDE, POLITE, "b")
+
+
+def test_a_reward_rl_round_with_too_few_votes_says_how_many_more(tmp_path):
+    from ftchat.feedback import FeedbackStore
+    from ftchat.feedback.reward_round import reward_rl_round
+    from ftchat.feedback.rounds import RoundError
+
+    rate(FeedbackStore.for_workspace(tmp_path), "base:smollm2-135m", 3)
+    with pytest.raises(RoundError, match="need 5 more decisive vote"):
+        reward_rl_round(tmp_path, "base:smollm2-135m")
+
+
+@pytest.mark.slow
+def test_a_reward_rl_round_trains_a_reward_model_then_rloo_from_the_rated_run(tmp_path, tiny_model_dir, chats_file):
+    from ftchat.feedback import FeedbackStore
+
+    workspace = tmp_path / "workspace"
+    parent, _ = train(workspace, chats_file, tiny_model_dir, "zumo-sft", adapter="lora", lr=1e-2)
+    rate(FeedbackStore.for_workspace(workspace), "zumo-sft", 8)
+    run("round", "--from", "zumo-sft", "--method", "reward-rl", "--rl-method", "rloo", "--workspace", str(workspace),
+        "--max-steps", "2", "--batch-size", "2", "--num-generations", "2", "--max-completion-length", "8",
+        "--compare-prompts", "0")
+    rm_dir, rl_dir = workspace / "runs" / "zumo-sft-r1-rloo-rm", workspace / "runs" / "zumo-sft-r1-rloo"
+    assert runs.load_run(rm_dir).state == "done" and runs.load_run(rl_dir).state == "done"
+    assert runs.load_run(rm_dir).config["method"] == "reward"
+    assert runs.load_run(rm_dir).summary["eval_accuracy"] is not None
+    config = runs.load_run(rl_dir).config
+    assert config["method"] == "rloo" and config["parent"] == str(parent) and config["reward"] == [str(rm_dir)]
+    prompts = [json.loads(line) for line in open(config["data"][0])]
+    assert [p["prompt"][-1]["content"] for p in prompts] == QUESTIONS  # the prompts the run was rated on
+    assert runs.lineage(workspace / "runs", rl_dir.name) == [f"base:{tiny_model_dir}", "zumo-sft", rl_dir.name]
+    assert any("reward" in m for m in runs.read_metrics(rl_dir))

@@ -40,6 +40,8 @@ def prepare_run(config: RunConfig, resume: bool = False) -> RunConfig:
         log.warning("%s on a CPU trains lora, not qlora: its no-grad passes repack 4-bit weights and spoil the LoRA "
                     "gradients (see ftchat.methods.Method.qlora_on_cpu).", config.method)
         config.adapter = "lora"
+        if config.precision == "4bit":
+            config.precision = "auto"
     status = runs.read_status(run_dir)
     if status.get("state") == "done" and not resume:
         raise ConfigError(f"out: {run_dir} already holds a finished run; choose another folder.")
