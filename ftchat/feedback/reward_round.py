@@ -56,8 +56,7 @@ def reward_rl_round(workspace: str | Path, run: str, rl_method: str = "grpo", **
     unknown = sorted(set(training_flags) - {f.name for f in dataclasses.fields(RunConfig)})
     if unknown:
         raise ConfigError(f"unknown training flag(s) {', '.join(unknown)}.")
-    training_flags = {k: v for k, v in training_flags.items() if v is not None and k not in ("data", "out", "parent",
-                                                                                              "method", "reward")}
+    training_flags = {k: v for k, v in training_flags.items() if v is not None}
     workspace = Path(workspace)
     runs_root = workspace / "runs"
     if run.startswith(BASE_PREFIX):
