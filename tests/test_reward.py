@@ -66,7 +66,7 @@ def run(*args):
     return done.stdout
 
 
-def test_reward_model_ranks_held_out_pairs_and_reloads_with_peft(reward_run, tiny_model_dir, workspace):
+def test_reward_model_ranks_held_out_pairs_and_reloads_with_peft(reward_run, tiny_model_dir):
     run_dir, summary = reward_run
     assert summary["eval_pairs"] == 2
     assert summary["eval_accuracy"] == 1.0 and summary["eval_margin"] > 0  # the two held-out pairs ranked right
@@ -105,7 +105,7 @@ def test_reward_score_from_the_shell(reward_run, tmp_path):
     assert abs(result["margin"]) < 1e-4  # the two pairs are mirror images
 
 
-def test_grpo_with_a_rule_reward_logs_reward_kl_and_length(workspace, tiny_model_dir, tmp_path):
+def test_grpo_with_a_rule_reward_logs_reward_kl_and_length(tiny_model_dir, tmp_path):
     run_dir, summary = train(tmp_path, prompts_file(tmp_path), tiny_model_dir, "grpo", method="grpo",
                              reward=["rule:short"], num_generations=2, batch_size=2, max_steps=2,
                              max_completion_length=8, lr=1e-2)
@@ -119,8 +119,7 @@ def test_grpo_with_a_rule_reward_logs_reward_kl_and_length(workspace, tiny_model
 
 
 @pytest.mark.slow
-def test_rloo_from_a_parent_against_a_reward_model_and_a_rule(workspace, reward_run, tiny_model_dir, tmp_path,
-                                                               chats_file):
+def test_rloo_from_a_parent_against_a_reward_model_and_a_rule(reward_run, tiny_model_dir, tmp_path, chats_file):
     rm_dir, _ = reward_run
     parent, _ = train(tmp_path, chats_file, tiny_model_dir, "sft", adapter="lora", lr=1e-2)
     run_dir, summary = train(tmp_path, prompts_file(tmp_path), tiny_model_dir, "rloo", method="rloo",
@@ -134,12 +133,11 @@ def test_rloo_from_a_parent_against_a_reward_model_and_a_rule(workspace, reward_
     assert not (adapter / "ref").exists(), "the frozen reference copy is not part of the result"
     from transformers import AutoModelForCausalLM
 
-    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter)
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter)  # plain peft loads it
     parent_weights = load_file(parent / "adapter" / "adapter_model.safetensors")
     weights = load_file(adapter / "adapter_model.safetensors")
     assert weights.keys() == parent_weights.keys()
     assert any(not torch.equal(weights[k], parent_weights[k]) for k in weights), "RLOO moved the parent's adapter"
-    assert tuned is not None
 
 
 def test_rl_config_lists_every_reward_problem(tmp_path, reward_run, chats_file):
@@ -182,7 +180,7 @@ def test_uncertainty_order_puts_the_closest_pairs_first(reward_run):
 
 
 @pytest.mark.slow
-def test_judge_from_the_shell_writes_the_judgement(workspace, reward_run, tiny_model_dir, tmp_path, chats_file):
+def test_judge_from_the_shell_writes_the_judgement(reward_run, tiny_model_dir, tmp_path, chats_file):
     rm_dir, _ = reward_run
     tuned, _ = train(tmp_path, chats_file, tiny_model_dir, "tuned", adapter="lora", lr=1e-2)
     prompt_lines = tmp_path / "prompts.txt"
