@@ -74,6 +74,9 @@ def test_reward_model_ranks_held_out_pairs_and_reloads_with_peft(reward_run, tin
     metrics = runs.read_metrics(run_dir)
     assert any("eval_accuracy" in m for m in metrics) and any("margin" in m for m in metrics)
     assert not (run_dir / "comparison.json").exists(), "a reward model does not chat"
+    from ftchat.chat import ChatEngine
+
+    assert str(run_dir) not in [value for _, value in ChatEngine(runs_root=run_dir.parent).choices()]
 
     adapter = run_dir / "adapter"
     assert any("score" in key for key in load_file(adapter / "adapter_model.safetensors")), "the head is saved"
