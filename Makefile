@@ -27,3 +27,4 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/train_speed.py
 	$(PY) bench/chat_memory.py
+	$(PY) bench/startup.py

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from ftchat.config import ConfigError, add_run_arguments, config_from_args
+from ftchat.config import ConfigError, RunConfig, add_run_arguments, config_from_args
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("files", nargs="+")
     check.add_argument("--json", action="store_true", help="one JSON object per file")
     check.add_argument("--base", default=None, help="tokenizer for token statistics (default: the bundled model)")
-    check.add_argument("--max-tokens", type=int, default=2048, help="rows longer than this are skipped")
+    check.add_argument("--max-tokens", type=int, default=RunConfig().max_length,
+                       help="rows longer than this are skipped (default: training's max_length)")
 
     train = commands.add_parser("train", help="train a run (from a YAML config and/or flags)")
     train.add_argument("config", nargs="?", help="a RunConfig YAML file; flags override its values")

@@ -15,7 +15,8 @@ from conftest import FACT_CHATS, ROOT, write_jsonl
 from ftchat import methods, runs
 from ftchat.config import RunConfig
 from ftchat.feedback import FeedbackStore
-from ftchat.feedback.rounds import RoundError, min_ratings_needed, next_round_config, round_name
+from ftchat.feedback.rounds import (RoundError, lineage_win_rates, min_ratings_needed, next_round_config,
+                                    round_name)
 from ftchat.runs import lineage
 
 
@@ -41,6 +42,20 @@ def test_lineage_follows_parents_from_the_base(tmp_path):
     root.rename(moved)
     assert lineage(moved, "zumo-sft-r2-kto")[-3:] == ["zumo-sft", "zumo-sft-r1-dpo", "zumo-sft-r2-kto"]
     assert second.name not in lineage(moved, "zumo-sft")
+
+
+def test_lineage_shows_each_rounds_win_rate_against_its_parent(tmp_path):
+    root = tmp_path / "runs"
+    fake_run(root, "zumo-sft-r1-dpo", parent=fake_run(root, "zumo-sft"))
+    store = FeedbackStore.for_workspace(tmp_path)
+    votes_for(store, "zumo-sft", 3)  # the base on the left loses all 3
+    for winner in ("a", "b", "tie"):  # the round on the right: a loss, a win, a tie
+        store.add_vote([{"role": "user", "content": "q"}], "zumo-sft", "zumo-sft-r1-dpo", "x", "y", winner)
+    assert lineage_win_rates(store, root, "zumo-sft-r1-dpo") == [
+        {"model": "base:smollm2-135m", "parent": None, "win_rate": None, "votes": 0},
+        {"model": "zumo-sft", "parent": "base:smollm2-135m", "win_rate": 1.0, "votes": 3},
+        {"model": "zumo-sft-r1-dpo", "parent": "zumo-sft", "win_rate": 0.5, "votes": 3},
+    ]
 
 
 def test_round_names_count_rounds(tmp_path):

@@ -216,7 +216,7 @@ def test_ftchat_ratings_export_imports_into_another_workspace(tmp_path):
     assert [{k: r[k] for k in keys} for r in second.ratings()] == [{k: r[k] for k in keys} for r in first.ratings()]
 
 
-def test_model_names_and_weight_hashes(tmp_path, tiny_model_dir):
+def test_model_names_and_weight_hashes(tmp_path):
     run = tmp_path / "runs" / "zumo-sft"
     (run / "adapter").mkdir(parents=True)
     (run / "adapter" / "adapter_model.safetensors").write_bytes(b"fictional weights one")
@@ -227,6 +227,23 @@ def test_model_names_and_weight_hashes(tmp_path, tiny_model_dir):
     os.utime(run / "adapter" / "adapter_model.safetensors", ns=(1, 1))
     (run / "adapter" / "adapter_model.safetensors").write_bytes(b"fictional weights two")
     assert weights_hash(str(run)) != first
-    base = weights_hash(f"base:{tiny_model_dir}")
+    base_dir = tmp_path / "models" / "zumo-base"  # a base model folder as resolve_base accepts it
+    base_dir.mkdir(parents=True)
+    (base_dir / "config.json").write_text("{}")
+    (base_dir / "model.safetensors").write_bytes(b"fictional base weights")
+    base = weights_hash(f"base:{base_dir}")
     assert base is not None and len(base) == 64 and base != first
     assert weights_hash("missing-run", workspace=tmp_path) is None
+
+
+def test_cli_import_reports_each_file(tmp_path):
+    good = write_jsonl(tmp_path / "arena.jsonl", [
+        battle("vicuna-13b", "koala-13b", "model_b", "Name a teal lamp.", "A lamp.", "The Zumo lamp."),
+        {"model_a": "vicuna-13b", "winner": "tie"},
+    ])
+    result = subprocess.run([sys.executable, "-m", "ftchat", "feedback", "import", str(good), "--workspace",
+                             str(tmp_path / "ws")], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "arena.jsonl: 1 rating(s) imported (battle), 1 row(s) skipped" in result.stdout
+    assert "line 2: model_b: missing field 'model_b'" in result.stdout
+    assert [r["winner"] for r in FeedbackStore.for_workspace(tmp_path / "ws").ratings()] == ["b"]

@@ -30,13 +30,16 @@ class RowProblem(ValueError):
 def parse_ratings_file(path, report: ImportReport) -> list[dict]:
     """Column values for each usable row of the file; problems (and a whole-file error) land in the report."""
     name = readers.display_name(str(path))
+    records = []
     try:
-        text = readers.read_text(str(path))
-        records, skipped = readers.jsonl_records(text, name)
+        for item in readers.jsonl_records(str(path), name):  # also a JSON array, as FastChat's clean_battle.json
+            if isinstance(item, tuple):
+                records.append((item[0], item[2]))
+            else:
+                report.problems.append(ImportProblem(item.line, "(line)", item.reason))
     except (DataError, OSError) as exc:
         report.error = str(exc)
         return []
-    report.problems = [ImportProblem(s.line, "(line)", s.reason) for s in skipped]
     if not records:
         report.error = f"{name}: has no ratings."
         return []

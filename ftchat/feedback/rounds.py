@@ -14,7 +14,9 @@ from pathlib import Path
 from ftchat import runs
 from ftchat.config import ConfigError, RunConfig
 from ftchat.feedback.export import SHAPE_OF_KIND, to_dpo, to_kto
+from ftchat.feedback.leaderboard import win_rate
 from ftchat.feedback.store import FeedbackStore
+from ftchat.runs import lineage  # the one place that follows parent links; re-exported for the Feedback tab
 
 METHODS = ("dpo", "kto")
 MIN_DPO_PAIRS = 8  # enough for a held-out pair and a few optimizer steps; below it a round learns noise
@@ -64,6 +66,19 @@ def round_data(store: FeedbackStore, run_name: str, method: str) -> tuple[list[d
     if needed:
         raise RoundError(_need_message(method, run_name, needed, len(data)))
     return data, SHAPE_OF_KIND[method]
+
+
+def lineage_win_rates(store: FeedbackStore, runs_root: str | Path, run: str) -> list[dict]:
+    """The chain base → … → run, each step with its win-rate against its parent from the votes so far:
+    [{"model", "parent", "win_rate" (None before any vote), "votes"}]."""
+    chain = lineage(runs_root, run)
+    votes = store.ratings(kind="vote")
+    steps = []
+    for i, name in enumerate(chain):
+        parent = chain[i - 1] if i else None
+        rate, n = win_rate(votes, name, parent) if parent else (None, 0)
+        steps.append({"model": name, "parent": parent, "win_rate": rate, "votes": n})
+    return steps
 
 
 def round_name(run_name: str, method: str, runs_root: Path) -> str:

@@ -86,8 +86,16 @@ def load_training_data(config: RunConfig, tokenizer):
 
         rows = replay_examples(config.base)
         n = min(len(rows), max(1, round(config.replay * len(dataset))))
-        dataset = concatenate_datasets([dataset, Dataset.from_list(rows[:n])]).shuffle(seed=config.seed)
+        if "tools" in dataset.column_names:  # tool-calling data is stored as JSON (see load_dataset)
+            rows = [dict(row, tools=None) for row in rows]
+        replay = Dataset.from_list(rows[:n], features=dataset.features)
+        dataset = concatenate_datasets([dataset, replay]).shuffle(seed=config.seed)
     return dataset, eval_ds, shape, reports
+
+
+def skipped_rows(reports, limit: int = 50) -> list[dict]:
+    """The rows training left out (too long for max_length, malformed…), as the UI and the run summary show them."""
+    return [{"file": Path(r.file).name, "line": s.line, "reason": s.reason} for r in reports for s in r.skipped][:limit]
 
 
 def _save_result(config: RunConfig, trainer, tokenizer, original_template) -> Path:
@@ -119,6 +127,7 @@ def run_training(config: RunConfig, resume: bool = False, cancel: threading.Even
         tokenizer = models.load_tokenizer(config.base)
         original_template = tokenizer.chat_template
         train_ds, eval_ds, shape, reports = load_training_data(config, tokenizer)
+        runs.write_status(run_dir, "running", skipped_rows=skipped_rows(reports))  # shown while it trains
         model, peft_config = build_model(config)
         method_module = methods.get(config.method).trainer_module()
         trainer = method_module.build_trainer(
@@ -160,6 +169,7 @@ def run_training(config: RunConfig, resume: bool = False, cancel: threading.Even
             "examples": len(train_ds),
             "eval_examples": len(eval_ds) if eval_ds is not None else 0,
             "skipped": sum(len(r.skipped) for r in reports),
+            "skipped_rows": skipped_rows(reports),
             "steps": global_step,
             "first_loss": losses[0] if losses else None,
             "final_loss": losses[-1] if losses else None,
