@@ -103,8 +103,9 @@ def _save_result(config: RunConfig, trainer, tokenizer, original_template) -> Pa
     target = runs.adapter_dir(run_dir) if config.adapter in ("qlora", "lora", "prompt") else runs.model_dir(run_dir)
     trainer.save_model(str(target))
     (target / "training_args.bin").unlink(missing_ok=True)  # a pickle: nothing of ours ever loads it
-    # DPO / KTO / GRPO / RLOO continuing a parent's adapter keep a frozen copy of it, "ref", as the reference; it is the parent's
-    # adapter unchanged (the run folder's `parent` names it), so the result keeps only the adapter that learned.
+    # DPO / KTO / GRPO / RLOO continuing a parent's adapter keep a frozen copy of it, "ref", as the reference; it
+    # is the parent's adapter unchanged (the run folder's `parent` names it), so the result keeps only the one
+    # that learned.
     shutil.rmtree(target / "ref", ignore_errors=True)
     tokenizer.chat_template = original_template  # chat uses the model's own template, not the training one
     tokenizer.save_pretrained(target)
