@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ftchat import models, runs
+from ftchat import methods, models, runs
 
 BASE_PREFIX = "base:"
 MAX_NEW_TOKENS = 4096  # per reply; the Chat tab's slider stops at 1024
@@ -164,7 +164,8 @@ class ChatEngine:
     # -- what can be picked -------------------------------------------------------------------------------------
     def choices(self) -> list[tuple[str, str]]:
         """(label, value) pairs: each base in use, then every finished run (newest first)."""
-        finished = [r for r in runs.list_runs(self.runs_root) if r.state == "done"]
+        finished = [r for r in runs.list_runs(self.runs_root)
+                    if r.state == "done" and r.config.get("method", "sft") in methods.policy_methods()]
         bases = [self.default_base] + [r.config.get("base") for r in finished]
         seen, out = set(), []
         for base in bases:

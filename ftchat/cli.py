@@ -1,4 +1,5 @@
-"""The command line: `python -m ftchat {data check, train, chat, export, serve, runs, feedback, round}`."""
+"""The command line: `python -m ftchat {data check, train, chat, export, serve, runs, feedback, round, reward score,
+judge}`."""
 from __future__ import annotations
 
 import argparse
@@ -88,6 +89,25 @@ def build_parser() -> argparse.ArgumentParser:
     round_.add_argument("--from", dest="from_run", required=True, help="the rated run (its folder name), or base:NAME")
     round_.add_argument("--workspace", default="workspace", help="the app's folder (default: workspace/)")
     add_run_arguments(round_)  # training flags; data, out, parent and method are the round's own
+    for action in round_._actions:
+        if action.dest == "method":  # a round trains dpo, kto, or a reward model and then GRPO / RLOO against it
+            action.choices = ("dpo", "kto", "reward-rl")
+            action.help = "dpo | kto | reward-rl (a reward model from the ratings, then --rl-method against it)"
+    round_.add_argument("--rl-method", choices=("grpo", "rloo"), default="grpo", help="reward-rl: the RL method")
+
+    reward = commands.add_parser("reward", help="reward models").add_subparsers(dest="reward_command", required=True)
+    score = reward.add_parser("score", help="pairwise accuracy of a reward model on preference pairs")
+    score.add_argument("--run", required=True, help="a reward-model run folder (--method reward)")
+    score.add_argument("--data", required=True, nargs="+", help="preference files (prompt / chosen / rejected)")
+    score.add_argument("--json", action="store_true", help='print {"accuracy", "margin", "n"}')
+
+    judge = commands.add_parser("judge", help="estimate the win rate of one model over another with a reward model")
+    judge.add_argument("--run", required=True, help="model A: a run folder or base:NAME")
+    judge.add_argument("--against", required=True, help="model B: a run folder or base:NAME")
+    judge.add_argument("--reward", required=True, help="a reward-model run folder")
+    judge.add_argument("--prompts", required=True, help="a .txt file (one prompt a line) or any training file")
+    judge.add_argument("--max-new-tokens", type=int, default=64)
+    judge.add_argument("--json", action="store_true")
     return parser
 
 
@@ -129,6 +149,12 @@ def cmd_train(args) -> int:
         print(f"done: {config.out} — {summary.get('steps')} steps in {summary.get('runtime_s')} s "
               f"({summary.get('s_per_step')} s/step), loss {summary.get('first_loss')} → {summary.get('final_loss')}, "
               f"eval loss {summary.get('eval_loss')}, peak memory {summary.get('peak_memory_mb')} MB")
+        if summary.get("eval_accuracy") is not None:
+            print(f"reward model: held-out pairwise accuracy {summary['eval_accuracy']:.3f}, "
+                  f"mean margin {summary['eval_margin']:.3f} on {summary.get('eval_pairs')} pairs")
+        if summary.get("first_reward") is not None:
+            print(f"reward: {summary['first_reward']:.3f} (first steps) → {summary['final_reward']:.3f} (last steps), "
+                  f"KL {summary.get('final_kl')}")
     elif state == "cancelled":
         print(f"cancelled: {config.out} (resume with --resume)")
     return 0
@@ -257,7 +283,9 @@ def cmd_round(args) -> int:
     flags = {f.name: getattr(args, f.name) for f in fields(RunConfig)
              if f.name not in ("method", "data_hashes") and getattr(args, f.name, None) is not None}
     if args.method is None:
-        raise ConfigError("--method: a round trains with dpo or kto; give --method dpo or --method kto.")
+        raise ConfigError("--method: a round trains with dpo, kto or reward-rl; give one of them.")
+    if args.method == "reward-rl":
+        return _reward_rl_round(args, flags)
     config = next_round_config(args.workspace, args.from_run, args.method, **flags)
     print(f"round: {config.out} from {config.parent or config.base} on {config.data[0]}")
     args.resume = False
@@ -267,8 +295,68 @@ def cmd_round(args) -> int:
     return cmd_train(args)
 
 
+def _reward_rl_round(args, flags: dict) -> int:
+    from ftchat.feedback.reward_round import reward_rl_round
+    from ftchat.runs import sigterm_cancels
+
+    reward_config, policy_config = reward_rl_round(args.workspace, args.from_run, args.rl_method, **flags)
+    print(f"round: reward model {reward_config.out} on {reward_config.data[0]}, then {args.rl_method} "
+          f"{policy_config.out} from {policy_config.parent or policy_config.base} on {policy_config.data[0]}")
+    with sigterm_cancels() as cancel:
+        from ftchat.train import run_training
+
+        status = run_training(reward_config, cancel=cancel)
+        if status.get("state") != "done":
+            print(f"{status.get('state')}: {reward_config.out}; the round stops before {args.rl_method}")
+            return 1
+        summary = status["summary"]
+        print(f"reward model: held-out pairwise accuracy {summary.get('eval_accuracy')} "
+              f"on {summary.get('eval_pairs')} pairs")
+        status = run_training(policy_config.validate(), cancel=cancel)
+    summary = status.get("summary") or {}
+    print(f"{status.get('state')}: {policy_config.out} — {summary.get('steps')} steps, reward "
+          f"{summary.get('first_reward')} → {summary.get('final_reward')}")
+    return 0 if status.get("state") == "done" else 1
+
+
+def cmd_reward(args) -> int:
+    from ftchat.data import DataError, load_dataset
+    from ftchat.reward_model import RewardModel
+
+    model = RewardModel(args.run)
+    dataset, shape, _ = load_dataset(args.data, tokenizer=model.tokenizer, max_tokens=4096)
+    if shape != "preference":
+        raise DataError(f"{', '.join(args.data)}: {shape} data; reward score needs preference pairs "
+                        "(prompt / chosen / rejected).")
+    metrics = model.score_pairs(list(dataset))
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"accuracy {metrics['accuracy']:.3f} (chosen above rejected), mean margin {metrics['margin']:.3f}, "
+              f"{metrics['n']} pairs")
+    return 0
+
+
+def cmd_judge(args) -> int:
+    from ftchat.chat import GenerationSettings
+    from ftchat.judge import judge_runs, read_prompts, write_judgement
+
+    prompts = read_prompts(args.prompts)
+    result = judge_runs(args.run, args.against, args.reward, prompts,
+                        settings=GenerationSettings(max_new_tokens=args.max_new_tokens))
+    if not args.run.startswith("base:"):
+        write_judgement(args.run, result)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        print(f"{args.run} over {args.against}: judged win rate {result['win_rate']:.2f} "
+              f"(95% interval {result['ci_low']:.2f}-{result['ci_high']:.2f}; {result['wins']} wins, "
+              f"{result['ties']} ties, {result['losses']} losses on {result['n']} prompts)")
+    return 0
+
+
 COMMANDS = {"data": cmd_data_check, "train": cmd_train, "chat": cmd_chat, "export": cmd_export, "serve": cmd_serve,
-            "runs": cmd_runs, "feedback": cmd_feedback, "round": cmd_round}
+            "runs": cmd_runs, "feedback": cmd_feedback, "round": cmd_round, "reward": cmd_reward, "judge": cmd_judge}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,8 +369,10 @@ def main(argv: list[str] | None = None) -> int:
     from ftchat.feedback.export import ExportError as FeedbackExportError
     from ftchat.feedback.rounds import RoundError
     from ftchat.feedback.store import FeedbackError
+    from ftchat.reward_model import RewardModelError
 
-    known = (ConfigError, ModelError, ChatError, ExportError, FeedbackError, FeedbackExportError, RoundError)
+    known = (ConfigError, ModelError, ChatError, ExportError, FeedbackError, FeedbackExportError, RoundError,
+             RewardModelError)
     try:
         from ftchat.data import DataError
 

@@ -79,7 +79,7 @@ class RunConfig:
     data: list[str] = field(default_factory=list)  # training files (any format ftchat.data reads)
     out: str = ""  # the run folder, e.g. runs/my-run
     base: str = "smollm2-135m"  # registry name, local model folder or hub id
-    method: str = "sft"  # a name in ftchat.methods.METHODS: sft | dpo | kto
+    method: str = "sft"  # a name in ftchat.methods.METHODS: sft | dpo | kto | reward | grpo | rloo
     adapter: str = "qlora"  # qlora | lora | full | layers | prompt
     parent: str | None = None  # a finished run to continue from (its adapter is the starting point)
 
@@ -103,7 +103,13 @@ class RunConfig:
     lora_targets: str = "all-linear"  # or a comma list, e.g. q_proj,v_proj
     train_layers: int = 2  # layers: train only the last N transformer blocks
     prompt_tokens: int = 16  # prompt: number of virtual tokens
-    beta: float = 0.1  # dpo / kto strength of the pull towards the reference model
+    beta: float = 0.1  # dpo / kto / grpo / rloo: strength of the pull towards the reference model (KL for grpo/rloo)
+
+    # grpo / rloo: the model answers each prompt num_generations times and the rewards score the answers
+    reward: list[str] = field(default_factory=list)  # reward-model run folders and/or rules (rule:NAME, ftchat.rewards)
+    reward_weights: list[float] = field(default_factory=list)  # one per reward; empty: all 1.0
+    num_generations: int = 4  # answers per prompt; batch_size * grad_accum must be a multiple of it
+    max_completion_length: int = 48  # new tokens per answer (generation dominates a step on a CPU)
 
     eval_split: float | None = None  # fraction held out for eval loss (at least 1 example, 0 disables); None: planned
     eval_steps: int | None = None  # None: planned (about 6 evals a run)
@@ -170,7 +176,37 @@ class RunConfig:
         for path in self.data if isinstance(self.data, list) else []:
             if not Path(path).is_file():
                 problems.append(f"data: {path} does not exist.")
+        method = methods.METHODS.get(self.method)
+        if method is not None and method.shapes == ("prompt_only",):
+            problems += self._rl_problems()
+        elif self.reward:
+            problems.append(f"reward: only grpo and rloo train against a reward, not {self.method}.")
         return [p for p in problems if p]
+
+    def _rl_problems(self) -> list[str]:
+        """Every problem with the reward settings of a grpo / rloo run."""
+        from ftchat import rewards
+
+        problems = []
+        if not self.reward:
+            problems.append(f"reward: {self.method} needs at least one reward: a reward-model run folder "
+                            f"(--method reward) or a rule ({', '.join('rule:' + n for n in rewards.RULES)})")
+        for spec in self.reward:
+            problem = rewards.spec_problem(spec)
+            if problem:
+                problems.append(f"reward: {problem}")
+        if self.reward_weights and len(self.reward_weights) != len(self.reward):
+            problems.append(f"reward_weights: give one weight per reward ({len(self.reward)}), "
+                            f"got {len(self.reward_weights)}")
+        if self.num_generations < 2:
+            problems.append(f"num_generations: must be at least 2 (the answers to a prompt are compared with each "
+                            f"other), got {self.num_generations}")
+        elif (self.batch_size * self.grad_accum) % self.num_generations:
+            problems.append(f"batch_size x grad_accum ({self.batch_size} x {self.grad_accum}) must be a multiple of "
+                            f"num_generations ({self.num_generations}): each step holds whole groups of answers")
+        if self.max_completion_length < 1:
+            problems.append(f"max_completion_length: must be at least 1, got {self.max_completion_length}")
+        return [p + "." for p in problems]
 
     def resolved(self) -> "RunConfig":
         """A copy with data hashes and the learning rate filled in, as written into the run folder."""
@@ -192,8 +228,11 @@ class RunConfig:
         if unknown:
             raise ConfigError(f"{source}: unknown field(s) {', '.join(unknown)}.")
         values = dict(values)
-        if isinstance(values.get("data"), str):
-            values["data"] = [values["data"]]
+        for key in ("data", "reward"):
+            if isinstance(values.get(key), str):
+                values[key] = [values[key]]
+        if isinstance(values.get("reward_weights"), (int, float)):
+            values["reward_weights"] = [values["reward_weights"]]
         return cls(**values)
 
     @classmethod
@@ -225,6 +264,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         default = getattr(defaults, f.name)
         if f.name == "data":
             parser.add_argument(flag, nargs="+", default=None, help="training file(s)")
+        elif f.name == "reward":
+            parser.add_argument(flag, nargs="+", default=None,
+                                help="grpo/rloo: reward-model run folder(s) and/or rule:NAME (several are summed)")
+        elif f.name == "reward_weights":
+            parser.add_argument(flag, nargs="+", type=float, default=None, help="one weight per --reward")
         elif isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         elif f.name == "method":

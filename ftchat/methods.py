@@ -17,18 +17,31 @@ class Method:
     produces: str  # "policy": a chat model (adapter or whole model); "reward": a reward model that scores replies
     module: str  # the module under ftchat.train with build_trainer(config, model, peft_config, tokenizer, ...)
     adapters: tuple[str, ...] = ("qlora", "lora", "full", "layers", "prompt")  # techniques it can train with
+    # False where training runs no-grad passes of the model it trains (generation in GRPO / RLOO, the reward model's
+    # mid-run evaluation): on a CPU such a pass repacks bitsandbytes' 4-bit weights and the LoRA gradients after it
+    # are wrong (measured: the loss of the same weights changes and the LoRA gradient norm falls ~9x). On a CPU these
+    # methods train `lora` (fp32) when `qlora` is asked for; see ftchat.train.prepare_run.
+    qlora_on_cpu: bool = True
 
     def trainer_module(self):
         return importlib.import_module(self.module)
 
 
 _PREFERENCE_ADAPTERS = ("qlora", "lora", "full", "layers")
+_REWARD_ADAPTERS = ("qlora", "lora")  # a plain PEFT adapter plus the score head
+_RL_ADAPTERS = ("qlora", "lora")
 
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method("sft", "SFT (supervised)", ("messages", "prompt_completion", "text"), "policy", "ftchat.train.sft"),
     Method("dpo", "DPO (preference pairs)", ("preference",), "policy", "ftchat.train.dpo", _PREFERENCE_ADAPTERS),
     Method("kto", "KTO (good / bad labels)", ("unpaired_preference",), "policy", "ftchat.train.kto",
            _PREFERENCE_ADAPTERS),
+    Method("reward", "Reward model (preference pairs)", ("preference",), "reward", "ftchat.train.reward",
+           _REWARD_ADAPTERS, qlora_on_cpu=False),
+    Method("grpo", "GRPO (prompts + reward)", ("prompt_only",), "policy", "ftchat.train.grpo", _RL_ADAPTERS,
+           qlora_on_cpu=False),
+    Method("rloo", "RLOO (prompts + reward)", ("prompt_only",), "policy", "ftchat.train.rloo", _RL_ADAPTERS,
+           qlora_on_cpu=False),
 ]}
 
 
@@ -38,6 +51,11 @@ def get(name: str) -> Method:
 
 def names() -> tuple[str, ...]:
     return tuple(METHODS)
+
+
+def policy_methods() -> tuple[str, ...]:
+    """Methods whose runs are chat models (the others, e.g. reward, are scorers and never chat)."""
+    return tuple(m.name for m in METHODS.values() if m.produces == "policy")
 
 
 def methods_for_shapes(shapes) -> list[str]:

@@ -240,18 +240,23 @@ def compute_dtype():
 
 
 PRECISIONS = ("auto", "4bit", "8bit", "bf16", "fp32")
+TASKS = ("causal", "reward")  # a chat model (next-token head) | a reward model (one scalar score head)
 
 
-def load_model(name_or_path: str | os.PathLike | None = None, precision: str = "auto", for_training: bool = False):
-    """Load a causal LM at the given precision, on CUDA when present, else CPU.
+def load_model(name_or_path: str | os.PathLike | None = None, precision: str = "auto", for_training: bool = False,
+               task: str = "causal"):
+    """Load a causal LM (or, with task="reward", the same weights with a fresh one-output score head in place of
+    the next-token head) at the given precision, on CUDA when present, else CPU.
 
     ``auto`` means 4-bit NF4 for training (the QLoRA base) and full precision weights for chat on CPU.
     """
     import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, BitsAndBytesConfig
 
     if precision not in PRECISIONS:
         raise ModelError(f"Unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}.")
+    if task not in TASKS:
+        raise ModelError(f"Unknown task '{task}'; choose one of {', '.join(TASKS)}.")
     path = resolve_base(name_or_path)
     dev = device()
     kwargs = dict(trust_remote_code=False, use_safetensors=True)
@@ -272,8 +277,11 @@ def load_model(name_or_path: str | os.PathLike | None = None, precision: str = "
     else:
         kwargs["dtype"] = torch.float32
     kwargs["device_map"] = device_map()
+    if task == "reward":
+        kwargs["num_labels"] = 1
+    auto_class = AutoModelForSequenceClassification if task == "reward" else AutoModelForCausalLM
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        model = auto_class.from_pretrained(path, **kwargs)
     except OSError as exc:
         raise ModelError(f"Could not load a model from {path}: {exc}") from exc
     return model

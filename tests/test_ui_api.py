@@ -218,7 +218,8 @@ def test_dpo_and_kto_are_offered_only_for_data_of_their_shape(app):
     from ftchat.ui.train_tab import methods_for
 
     assert methods_for({"a": "messages", "b": "text"}) == ["sft"]
-    assert methods_for({"a": "preference"}) == ["dpo"]
+    assert methods_for({"a": "preference"}) == ["dpo", "reward"]  # a reward model learns from pairs too
+    assert methods_for({"a": "prompt_only"}) == ["grpo", "rloo"]
     assert methods_for({"a": "unpaired_preference"}) == ["kto"]
     assert methods_for({"a": "preference", "b": "messages"}) == []
 

@@ -21,7 +21,7 @@ from ftchat.runs import lineage  # the one place that follows parent links; re-e
 METHODS = ("dpo", "kto")
 MIN_DPO_PAIRS = 8  # enough for a held-out pair and a few optimizer steps; below it a round learns noise
 MIN_KTO_ROWS = 8
-ROUND_NAME = re.compile(r"^(?P<stem>.+)-r(?P<n>\d+)-(?:dpo|kto)(?:-\d+)?$")
+ROUND_NAME = re.compile(r"^(?P<stem>.+)-r(?P<n>\d+)-(?:dpo|kto|grpo|rloo)(?:-\d+)?$")  # rloo/grpo: reward_round
 BASE_PREFIX = "base:"
 # What the rated run passes on to the round: the same base, technique and shapes of the weights.
 INHERITED = ("base", "adapter", "precision", "max_length", "lora_r", "lora_alpha", "lora_dropout", "lora_targets",

@@ -37,10 +37,23 @@ def prepare_run(config: RunConfig, resume: bool = False) -> RunConfig:
     """Validate, inherit the parent's base, refuse to overwrite a finished run, write config.yaml and status."""
     from ftchat import preflight
 
+    method = methods.METHODS.get(config.method)
     if config.parent:
         parent = runs.load_run(config.parent)
         if parent.state == "done":
             config.base = parent.config.get("base", config.base)
+            parent_method = parent.config.get("method", "sft")
+            parent_makes = methods.get(parent_method).produces if parent_method in methods.METHODS else "policy"
+            if method is not None and parent_makes != method.produces:
+                raise ConfigError(f"parent: {config.parent} is a {parent_method} run; a {config.method} run "
+                                  f"continues a {method.produces} model (a reward model starts from the base: leave "
+                                  f"parent out).")
+    if method is not None and config.adapter == "qlora" and not method.qlora_on_cpu and models.device() == "cpu":
+        log.warning("%s on a CPU trains lora, not qlora: its no-grad passes repack 4-bit weights and spoil the LoRA "
+                    "gradients (see ftchat.methods.Method.qlora_on_cpu).", config.method)
+        config.adapter = "lora"
+        if config.precision == "4bit":
+            config.precision = "auto"
     preflight.check(config)  # every problem that shows before training, at once (the data: in load_training_data)
     run_dir = Path(config.out)
     status = runs.read_status(run_dir)
@@ -109,8 +122,9 @@ def _save_result(config: RunConfig, trainer, tokenizer, original_template) -> Pa
     if not _is_main_process():
         return target
     (target / "training_args.bin").unlink(missing_ok=True)  # a pickle: nothing of ours ever loads it
-    # DPO / KTO continuing a parent's adapter keep a frozen copy of it, "ref", as the reference; it is the parent's
-    # adapter unchanged (the run folder's `parent` names it), so the result keeps only the adapter that learned.
+    # DPO / KTO / GRPO / RLOO continuing a parent's adapter keep a frozen copy of it, "ref", as the reference; it
+    # is the parent's adapter unchanged (the run folder's `parent` names it), so the result keeps only the one
+    # that learned.
     shutil.rmtree(target / "ref", ignore_errors=True)
     tokenizer.chat_template = original_template  # chat uses the model's own template, not the training one
     tokenizer.save_pretrained(target)
@@ -141,7 +155,8 @@ def run_training(config: RunConfig, resume: bool = False, cancel: threading.Even
                               skipped_rows=skipped_rows(reports))  # shown while it trains
         log.warning("plan: %s", plan.describe())
         model, peft_config = build_model(config)
-        trainer = methods.get(config.method).trainer_module().build_trainer(
+        method_module = methods.get(config.method).trainer_module()
+        trainer = method_module.build_trainer(
             config, model, peft_config, tokenizer, train_ds, eval_ds, callbacks_for(config, callback, eval_ds is not None)
         )
         rank, world = _world()
@@ -164,12 +179,14 @@ def run_training(config: RunConfig, resume: bool = False, cancel: threading.Even
         weights = _save_result(config, trainer, tokenizer, original_template)  # every rank: FSDP/ZeRO-3 gather
         if not _is_main_process():
             return {}
+        # what the method itself measures at the end (e.g. the reward model's held-out accuracy)
+        method_summary = method_module.summarize(trainer, eval_ds) if hasattr(method_module, "summarize") else {}
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the result is saved; checkpoints only served resume
         log_history = trainer.state.log_history
         global_step = trainer.state.global_step
         del trainer, model  # free the training copy before loading the chat copy for the comparison
         gc.collect()
-        if config.compare_prompts > 0:
+        if config.compare_prompts > 0 and methods.get(config.method).produces == "policy":
             from ftchat.compare import write_comparison
 
             _status(run_dir, "running", phase="comparing")
@@ -195,6 +212,7 @@ def run_training(config: RunConfig, resume: bool = False, cancel: threading.Even
             "tokens_per_s": callback.last.get("tokens_per_s"),
             "peak_memory_mb": round(peak_memory_mb(), 1),
             "weights": str(weights),
+            **method_summary,
         }
         if callback.last.get("tokens") and elapsed > 0 and not checkpoint:
             record_speed(config, callback.last["tokens"] / elapsed)

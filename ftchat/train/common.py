@@ -10,7 +10,7 @@ from pathlib import Path
 
 from transformers import EarlyStoppingCallback, TrainerCallback
 
-from ftchat import models, runs
+from ftchat import methods, models, runs
 from ftchat.config import RunConfig
 
 
@@ -42,6 +42,11 @@ def mixed_precision_bf16(config: RunConfig) -> bool:
     return models.device() == "cuda" and models.compute_dtype() == torch.bfloat16 and config.precision != "fp32"
 
 
+def task_for(config: RunConfig) -> str:
+    """models.TASKS: "reward" for a method that produces a reward model, else "causal"."""
+    return "reward" if methods.get(config.method).produces == "reward" else "causal"
+
+
 def peft_config_for(config: RunConfig, base_path: Path):
     """The PEFT config for the technique, or None for full / layer-wise training."""
     from peft import LoraConfig, PromptTuningConfig, PromptTuningInit
@@ -50,12 +55,14 @@ def peft_config_for(config: RunConfig, base_path: Path):
         targets = config.lora_targets
         if targets != "all-linear":
             targets = [t.strip() for t in targets.split(",") if t.strip()]
+        reward = task_for(config) == "reward"
         return LoraConfig(
             r=config.lora_r,
             lora_alpha=config.lora_alpha,
             lora_dropout=config.lora_dropout,
             target_modules=targets,
-            task_type="CAUSAL_LM",
+            task_type="SEQ_CLS" if reward else "CAUSAL_LM",
+            modules_to_save=["score"] if reward else None,  # the fresh score head learns in full and is saved
         )
     if config.adapter == "prompt":
         return PromptTuningConfig(
@@ -89,7 +96,7 @@ def build_model(config: RunConfig):
     base_path = models.resolve_base(config.base)
     parent_weights = models.require_safetensors(runs.weights_dir(config.parent)) if config.parent else None
     start_from = parent_weights if parent_weights and parent_weights.name == "model" else config.base
-    model = models.load_model(start_from, precision=precision_for(config), for_training=True)
+    model = models.load_model(start_from, precision=precision_for(config), for_training=True, task=task_for(config))
     model.config.use_cache = False
     peft_config = peft_config_for(config, base_path)
     if parent_weights is not None and parent_weights.name == "adapter":
@@ -143,6 +150,13 @@ def trainer_arguments(config: RunConfig, has_eval: bool) -> dict:
     return args
 
 
+# The trainer log keys kept in metrics.jsonl ("/" becomes "_"): SFT, DPO / KTO, the reward model (accuracy and
+# margin of chosen over rejected, train and held-out), GRPO / RLOO (mean reward, KL to the reference, answer length).
+LOGGED = ("loss", "eval_loss", "learning_rate", "grad_norm", "mean_token_accuracy", "rewards/accuracies",
+          "rewards/margins", "kl", "accuracy", "margin", "eval_accuracy", "eval_margin", "reward", "reward_std",
+          "completions/mean_length", "entropy")
+
+
 class RunFolderCallback(TrainerCallback):
     """Writes metrics.jsonl and status.json as training goes, and stops cleanly (with a checkpoint) once
     `cancel` is set - by SIGTERM, see runs.sigterm_cancels."""
@@ -176,10 +190,9 @@ class RunFolderCallback(TrainerCallback):
         elapsed = now - self.start
         step = state.global_step
         row = {"step": step, "max_steps": state.max_steps, "epoch": round(state.epoch or 0, 4)}
-        for key in ("loss", "eval_loss", "learning_rate", "grad_norm", "mean_token_accuracy", "rewards/accuracies",
-                    "rewards/margins", "kl"):
-            if key in logs:
-                row[key.replace("/", "_")] = logs[key]
+        for key, value in logs.items():
+            if key in LOGGED or (key.startswith("rewards/") and key.endswith("/mean")):  # a GRPO reward function's
+                row[key.replace("/", "_")] = value
         if "train_loss" in logs:
             row["train_loss"] = logs["train_loss"]
         tokens = logs.get("num_tokens")
