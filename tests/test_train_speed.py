@@ -66,3 +66,17 @@ def test_padding_free_batch_has_the_loss_of_the_padded_batch(sft_trainer):
     for key in ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "seq_idx"):
         leaky.pop(key, None)
     assert abs(loss_of(sft_trainer, leaky) - padded_loss) > 1e-3
+
+
+def test_auto_precision_trains_qlora_in_4bit_only_where_it_pays_on_a_cpu(tiny_model_dir, monkeypatch):
+    from ftchat.train import common
+
+    monkeypatch.setattr(common.models, "device", lambda: "cpu")
+    config = RunConfig(data=["x"], out="x", base=str(tiny_model_dir), adapter="qlora")
+    n = common.parameter_count(tiny_model_dir)
+    assert 1_000_000 < n < 10_000_000  # the tiny fixture: 2 layers of 64 plus a 49152-token embedding
+    assert common.precision_for(config) == "fp32"
+    monkeypatch.setattr(common, "QLORA_MIN_PARAMETERS_ON_CPU", n)
+    assert common.precision_for(config) == "4bit"
+    assert common.precision_for(RunConfig(data=["x"], out="x", base=str(tiny_model_dir), adapter="qlora",
+                                          precision="4bit")) == "4bit"
