@@ -1,8 +1,8 @@
 """Fast chat decoding: one forward per new token on a KV cache, and many LoRA runs served by one base in one batch.
 
-With `generate` (transformers) and peft's per-row adapters, peft walks each adapter's rows in every layer. Here each adapted Linear keeps the LoRA factors of every run
-loaded on the base side by side, so a batch whose rows use different runs (or the bare base) costs two small
-matmuls and a rank mask per layer, whatever the mix. `decode` then reproduces generate's greedy search and
+With `generate` (transformers) and peft's per-row adapters, peft walks each adapter's rows in every layer. Here
+each adapted Linear keeps the LoRA factors of every run loaded on the base side by side, so a batch whose rows
+use different runs (or the bare base) costs two small matmuls and a rank mask per layer, whatever the mix. `decode` then reproduces generate's greedy search and
 repetition penalty exactly (tests/test_chat_speed.py compares the tokens with `generate` on a peft model).
 """
 from __future__ import annotations
