@@ -31,3 +31,4 @@ bench: $(STAMP)
 	$(PY) bench/memory_1p7b.py
 	$(PY) bench/train_speed.py
 	$(PY) bench/chat_memory.py
+	$(PY) bench/startup.py

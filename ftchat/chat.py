@@ -8,6 +8,8 @@ their own; those wrapped by peft answer through `generate`.
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from typing import Iterator
 from ftchat import models, runs
 
 BASE_PREFIX = "base:"
+MAX_NEW_TOKENS = 4096  # per reply; the Chat tab's slider stops at 1024
 
 
 class ChatError(RuntimeError):
@@ -29,6 +32,21 @@ class GenerationSettings:
     temperature: float = 0.0  # 0 means greedy
     top_p: float = 0.9
     repetition_penalty: float = 1.1
+
+    def check(self) -> "GenerationSettings":
+        """These settings, if each is a finite number in its range; else a ChatError naming every one that is not
+        (an API caller can send any number, and a billion new tokens would hold the model for hours)."""
+        problems = []
+        for name, low, high, whole in (("max_new_tokens", 1, MAX_NEW_TOKENS, True), ("temperature", 0, 5, False),
+                                       ("top_p", 1e-6, 1, False), ("repetition_penalty", 1e-6, 10, False)):
+            value = getattr(self, name)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not math.isfinite(value) or not low <= value <= high or (whole and value != int(value)):
+                problems.append(f"{name} must be a {'whole ' if whole else ''}number between {low:g} and {high:g}, "
+                                f"got {value!r}")
+        if problems:
+            raise ChatError("Generation settings: " + "; ".join(problems) + ".")
+        return self
 
     def kwargs(self, tokenizer) -> dict:
         out = dict(max_new_tokens=int(self.max_new_tokens), repetition_penalty=self.repetition_penalty,
@@ -155,10 +173,18 @@ class _Loaded:
 
 
 class ChatEngine:
-    """Keeps loaded models and answers several panes at once."""
+    """Keeps loaded models and answers several panes at once.
 
-    def __init__(self, runs_root: str | Path = "runs", precision: str = "auto", default_base: str = models.DEFAULT_BASE):
+    It loads only what it offers: the registry's bases, the default base, model folders directly under
+    `models_root`, the bases its runs were trained on, and run folders directly under `runs_root`. Any other
+    choice (a path elsewhere on the machine, a hub id) is a ChatError, so an API caller cannot make the server
+    load arbitrary folders.
+    """
+
+    def __init__(self, runs_root: str | Path = "runs", precision: str = "auto", default_base: str = models.DEFAULT_BASE,
+                 models_root: str | Path | None = None):
         self.runs_root = Path(runs_root)
+        self.models_root = Path(models_root) if models_root is not None else None
         self.precision = precision
         self.default_base = default_base
         self._loaded: dict[str, _Loaded] = {}
@@ -179,12 +205,33 @@ class ChatEngine:
             out.append((f"{run.name} · {cfg.get('method')}/{cfg.get('adapter')}", str(run.path)))
         return out
 
-    def base_of(self, choice: str) -> str:
+    def resolve_choice(self, choice: str) -> tuple[str, str]:
+        """("base", name or folder) or ("run", run folder) for a choice this engine offers; ChatError otherwise."""
+        refused = ChatError(f"{choice!r} is not a model this workspace offers: pick a base (the bundled one, a folder "
+                            f"in the workspace's models/) or a run of this workspace.")
+        if not isinstance(choice, str) or not choice.strip():
+            raise refused
         if choice.startswith(BASE_PREFIX):
-            return choice[len(BASE_PREFIX):]
-        run = runs.load_run(choice)
-        if not runs.weights_dir(choice).exists():  # saved weights, not the state: comparisons run before "done"
-            raise ChatError(f"{choice} has no trained weights yet (state: {run.state}).")
+            base = choice[len(BASE_PREFIX):]
+            if base == self.default_base or models.spec_for(base) is not None:
+                return "base", base
+            if self.models_root is not None and _directly_under(base, self.models_root) \
+                    and (Path(base) / "config.json").is_file():
+                return "base", base
+            if base in {r.config.get("base") for r in runs.list_runs(self.runs_root)}:
+                return "base", base  # what a run of this workspace was trained on (checked when it was trained)
+            raise refused
+        if _directly_under(choice, self.runs_root) and Path(choice).is_dir():
+            return "run", choice
+        raise refused
+
+    def base_of(self, choice: str) -> str:
+        kind, value = self.resolve_choice(choice)
+        if kind == "base":
+            return value
+        run = runs.load_run(value)
+        if not runs.weights_dir(value).exists():  # saved weights, not the state: comparisons run before "done"
+            raise ChatError(f"{value} has no trained weights yet (state: {run.state}).")
         return run.config.get("base") or self.default_base
 
     # -- loading ------------------------------------------------------------------------------------------------
@@ -204,6 +251,10 @@ class ChatEngine:
             return self._load("base::" + base, base), None
         weights = runs.weights_dir(choice)
         adapter_type = _adapter_type(weights)
+        try:
+            models.require_safetensors(weights)
+        except models.ModelError as exc:
+            raise ChatError(str(exc)) from None
         if adapter_type is None:  # full or layer-wise run: a whole model of its own
             return self._load("model::" + str(weights), weights), None
         from ftchat.decode import attach_lora, lora_supported
@@ -233,7 +284,7 @@ class ChatEngine:
 
         Requests that share a loaded model run as one batched generate; different models run in parallel threads.
         """
-        settings = settings or GenerationSettings()
+        settings = (settings or GenerationSettings()).check()
         resolved = [self._resolve(choice) for choice, _ in requests]
         groups: dict[int, list[int]] = {}
         for index, (loaded, _) in enumerate(resolved):
@@ -278,6 +329,15 @@ class ChatEngine:
 
 def _is_peft(model) -> bool:
     return type(model).__module__.startswith("peft.")
+
+
+def _directly_under(path: str | Path, folder: Path) -> bool:
+    """Whether `path`, with '..' and '.' worked out, is an entry of `folder` itself (not deeper, not elsewhere).
+    The entry itself may be a link: only the workspace's owner can put one there."""
+    try:
+        return Path(os.path.abspath(path)).parent.resolve() == Path(folder).resolve()
+    except (OSError, RuntimeError):
+        return False
 
 
 def _adapter_type(weights: Path) -> str | None:

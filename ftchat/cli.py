@@ -1,4 +1,4 @@
-"""The command line: `python -m ftchat {data check, train, chat, export, runs}`."""
+"""The command line: `python -m ftchat {data check, train, chat, export, serve, runs, feedback, round}`."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from ftchat.config import ConfigError, add_run_arguments, config_from_args
+from ftchat.config import ConfigError, RunConfig, add_run_arguments, config_from_args
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -23,11 +23,21 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("files", nargs="+")
     check.add_argument("--json", action="store_true", help="one JSON object per file")
     check.add_argument("--base", default=None, help="tokenizer for token statistics (default: the bundled model)")
-    check.add_argument("--max-tokens", type=int, default=2048, help="rows longer than this are skipped")
+    check.add_argument("--max-tokens", type=int, default=RunConfig().max_length,
+                       help="rows longer than this are skipped (default: training's max_length)")
 
     train = commands.add_parser("train", help="train a run (from a YAML config and/or flags)")
     train.add_argument("config", nargs="?", help="a RunConfig YAML file; flags override its values")
     train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    train.add_argument("--plan", action="store_true",
+                       help="print the training plan (steps, epochs, eval rows, time) as JSON and stop")
+    train.add_argument("--launcher", default=None, choices=["ddp", "fsdp", "deepspeed", "deepspeed_zero2",
+                                                             "deepspeed_zero3"],
+                       help="run on several devices with `accelerate launch` and ftchat's config for this launcher")
+    train.add_argument("--nproc", type=int, default=None, help="processes for --launcher (default: one per GPU, "
+                                                                "2 on a CPU-only machine)")
+    train.add_argument("--print", dest="print_only", action="store_true",
+                       help="with --launcher: print the launch command instead of running it")
     add_run_arguments(train)
 
     chat = commands.add_parser("chat", help="answer a prompt with the base and the tuned model")
@@ -38,12 +48,46 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-new-tokens", type=int, default=128)
     chat.add_argument("--temperature", type=float, default=0.0)
 
-    export = commands.add_parser("export", help="write a merged safetensors model")
+    export = commands.add_parser("export", help="write a run as a merged model, GGUF, Ollama folder or adapter")
     export.add_argument("--run", required=True)
-    export.add_argument("--merged", required=True, help="output folder")
+    export.add_argument("--merged", metavar="DIR", help="a merged safetensors model folder with a model card")
+    export.add_argument("--gguf", metavar="FILE", help="one GGUF file for llama.cpp / Ollama")
+    export.add_argument("--ollama", metavar="DIR", help="model.gguf + Modelfile for `ollama create`")
+    export.add_argument("--adapter", metavar="DIR", help="the plain PEFT adapter with a model card")
+    export.add_argument("--quant", choices=["f16", "q8_0", "q4_0"], default=None,
+                        help="GGUF weight type (default: f16 for --gguf, q8_0 for --ollama)")
+    export.add_argument("--push", metavar="REPO", help="with --adapter or --merged: upload it to this hub repo")
+
+    serve = commands.add_parser("serve", help="an OpenAI-compatible API over the bases and runs of a workspace")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workspace", default="./workspace", help="its runs/ folder holds the runs served")
+    serve.add_argument("--api-key", default=None, help="require Authorization: Bearer KEY (needed off loopback)")
+    serve.add_argument("--base", default=None, help="the default base offered as base:NAME (default: the bundled)")
+    serve.add_argument("--backend", choices=["ftchat", "vllm"], default="ftchat",
+                       help="vllm: start vLLM's OpenAI server with the base and every finished LoRA run")
 
     listing = commands.add_parser("runs", help="list runs")
     listing.add_argument("--root", default="runs")
+
+    feedback = commands.add_parser("feedback", help="ratings: import, export as training data, leaderboard")
+    feedback_commands = feedback.add_subparsers(dest="feedback_command", required=True)
+    importing = feedback_commands.add_parser("import", help="add Chatbot Arena battle JSONL or ftchat rating exports")
+    importing.add_argument("files", nargs="+")
+    exporting = feedback_commands.add_parser("export", help="write the ratings as DPO, KTO or SFT data")
+    exporting.add_argument("--kind", required=True, choices=("dpo", "kto", "sft", "ratings"))
+    exporting.add_argument("--out", required=True, help="a .jsonl file, or a folder for datasets' save_to_disk")
+    exporting.add_argument("--model", default=None, help="only ratings that involve this run (or base:NAME)")
+    board = feedback_commands.add_parser("leaderboard", help="Bradley-Terry ratings with 95%% intervals")
+    board.add_argument("--json", action="store_true", help="a JSON list of {model, rating, ci_low, ci_high, votes, rank}")
+    board.add_argument("--anonymous-only", action="store_true", help="only votes cast with model names hidden")
+    for sub in (importing, exporting, board):
+        sub.add_argument("--workspace", default="workspace", help="the app's folder (default: workspace/)")
+
+    round_ = commands.add_parser("round", help="train the next round of a rated run from its ratings")
+    round_.add_argument("--from", dest="from_run", required=True, help="the rated run (its folder name), or base:NAME")
+    round_.add_argument("--workspace", default="workspace", help="the app's folder (default: workspace/)")
+    add_run_arguments(round_)  # training flags; data, out, parent and method are the round's own
     return parser
 
 
@@ -65,6 +109,16 @@ def cmd_train(args) -> int:
     from ftchat.runs import sigterm_cancels
 
     config = config_from_args(args)
+    if getattr(args, "plan", False):
+        from ftchat.budget import plan_for_files
+
+        if not config.data:
+            raise ConfigError("data: give at least one training file.")
+        plan = plan_for_files(config.data, config)
+        print(json.dumps(plan.to_dict(), ensure_ascii=False))
+        return 0
+    if getattr(args, "launcher", None):  # `ftchat round` reuses this command without launcher flags
+        return launch_train(config, args)
     with sigterm_cancels() as cancel:  # before the slow imports, so an early Cancel is clean too
         from ftchat.train import run_training
 
@@ -95,11 +149,60 @@ def cmd_chat(args) -> int:
     return 0
 
 
-def cmd_export(args) -> int:
-    from ftchat.export import export_merged
+def launch_train(config, args) -> int:
+    """Write the run config and run (or print) `accelerate launch ... -m ftchat train CONFIG` for it."""
+    import shlex
+    import subprocess
+    from pathlib import Path
 
-    print(export_merged(args.run, args.merged))
+    import torch
+
+    from ftchat.launch import LaunchError, default_nproc, launch_command
+
+    config.validate()
+    gpus = torch.cuda.device_count()
+    run_dir = Path(config.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    requested = run_dir / "requested.yaml"
+    config.save(requested)
+    try:
+        command = launch_command(args.launcher, requested, args.nproc or default_nproc(gpus), gpus)
+    except LaunchError as exc:
+        raise ConfigError(str(exc)) from exc
+    if args.resume:
+        command.append("--resume")
+    if args.print_only:
+        print(shlex.join(command))
+        return 0
+    print(f"ftchat train: {shlex.join(command)}", file=sys.stderr, flush=True)
+    return subprocess.call(command)
+
+
+def cmd_export(args) -> int:
+    from ftchat import export
+
+    forms = [f for f in ("merged", "gguf", "ollama", "adapter") if getattr(args, f)]
+    if not forms:
+        print("error: give at least one of --merged DIR, --gguf FILE, --ollama DIR, --adapter DIR", file=sys.stderr)
+        return 2
+    if args.push and not (args.adapter or args.merged):
+        print("error: --push uploads an --adapter or --merged folder; give one of them", file=sys.stderr)
+        return 2
+    from pathlib import Path
+
+    win_rates = export.store_win_rates(Path(args.run).resolve().parent.parent)  # WORKSPACE/runs/RUN
+    for form in forms:
+        target = export.export_run(args.run, form, getattr(args, form), args.quant, win_rates)
+        print(f"{target}  (then: cd {target} && ollama create NAME -f Modelfile)" if form == "ollama" else target)
+    if args.push:
+        print(export.push(args.adapter or args.merged, args.push))
     return 0
+
+
+def cmd_serve(args) -> int:
+    from ftchat.serve import main as serve_main
+
+    return serve_main(args)
 
 
 def cmd_runs(args) -> int:
@@ -112,7 +215,60 @@ def cmd_runs(args) -> int:
     return 0
 
 
-COMMANDS = {"data": cmd_data_check, "train": cmd_train, "chat": cmd_chat, "export": cmd_export, "runs": cmd_runs}
+def cmd_feedback(args) -> int:
+    from ftchat.feedback import FeedbackStore
+
+    store = FeedbackStore.for_workspace(args.workspace)
+    if args.feedback_command == "import":
+        failed = False
+        for path in args.files:
+            report = store.import_file(path)
+            print(report.summary())
+            for problem in report.problems:
+                print(f"  {problem}")
+            failed = failed or not report.ok
+        return 1 if failed else 0
+    if args.feedback_command == "export":
+        from ftchat.feedback.export import write_export
+
+        path, n = write_export(store.ratings(model=args.model), args.kind, args.out)
+        print(f"{n} {args.kind} row(s) written to {path}")
+        return 0
+    from ftchat.feedback.leaderboard import bradley_terry
+
+    ratings = bradley_terry(store.ratings(kind="vote"), anonymous_only=args.anonymous_only)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in ratings], ensure_ascii=False))
+    elif not ratings:
+        print("no votes yet")
+    else:
+        print(f"{'rank':>4}  {'model':40} {'rating':>7}  {'95% interval':>15}  {'votes':>5}")
+        for r in ratings:
+            print(f"{r.rank:>4}  {r.model:40} {r.rating:>7.1f}  {r.ci_low:>7.1f}–{r.ci_high:<7.1f}  {r.votes:>5}")
+    return 0
+
+
+def cmd_round(args) -> int:
+    from dataclasses import fields
+
+    from ftchat.config import RunConfig
+    from ftchat.feedback.rounds import next_round_config
+
+    flags = {f.name: getattr(args, f.name) for f in fields(RunConfig)
+             if f.name not in ("method", "data_hashes") and getattr(args, f.name, None) is not None}
+    if args.method is None:
+        raise ConfigError("--method: a round trains with dpo or kto; give --method dpo or --method kto.")
+    config = next_round_config(args.workspace, args.from_run, args.method, **flags)
+    print(f"round: {config.out} from {config.parent or config.base} on {config.data[0]}")
+    args.resume = False
+    args.config = None
+    for f in fields(RunConfig):  # cmd_train reads the config from flags
+        setattr(args, f.name, getattr(config, f.name))
+    return cmd_train(args)
+
+
+COMMANDS = {"data": cmd_data_check, "train": cmd_train, "chat": cmd_chat, "export": cmd_export, "serve": cmd_serve,
+            "runs": cmd_runs, "feedback": cmd_feedback, "round": cmd_round}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,7 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     from ftchat.export import ExportError
     from ftchat.models import ModelError
 
-    known = (ConfigError, ModelError, ChatError, ExportError)
+    from ftchat.feedback.export import ExportError as FeedbackExportError
+    from ftchat.feedback.rounds import RoundError
+    from ftchat.feedback.store import FeedbackError
+
+    known = (ConfigError, ModelError, ChatError, ExportError, FeedbackError, FeedbackExportError, RoundError)
     try:
         from ftchat.data import DataError
 

@@ -43,3 +43,12 @@ def write_comparison(run_dir: str | Path, base: str, held_out_rows: list[dict], 
     ]
     (run_dir / "comparison.json").write_text(json.dumps(rows, indent=1, ensure_ascii=False))
     return rows
+
+
+def read_comparison(run_dir: str | Path) -> list[dict] | None:
+    """The rows write_comparison wrote, or None when the run has none (yet)."""
+    try:
+        rows = json.loads((Path(run_dir) / "comparison.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else None

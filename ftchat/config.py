@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -17,6 +18,56 @@ from ftchat import methods
 ADAPTERS = ("qlora", "lora", "full", "layers", "prompt")
 # Learning rates that work for each technique on small data; a user value always wins.
 DEFAULT_LR = {"qlora": 2e-4, "lora": 2e-4, "full": 2e-5, "layers": 5e-5, "prompt": 3e-2}
+
+
+PRECISIONS = ("auto", "4bit", "8bit", "bf16", "fp32")  # models.PRECISIONS, repeated so config imports light
+MIN_LR, MAX_LR = 1e-12, 1.0  # above 1 every technique diverges at once; below 1e-12 nothing moves
+# field: (lowest, highest, whole number) - values outside are typos or would break the run later, never a choice.
+RANGES = {
+    "max_steps": (0, 10_000_000, True),
+    "epochs": (0, 10_000, False),
+    "batch_size": (1, 65_536, True),
+    "grad_accum": (1, 65_536, True),
+    "max_length": (1, 1_048_576, True),
+    "weight_decay": (0, 10, False),
+    "warmup_ratio": (0, 1, False),
+    "seed": (0, 2**32 - 1, True),
+    "lora_r": (1, 65_536, True),
+    "lora_alpha": (1e-6, 1e6, False),
+    "lora_dropout": (0, 0.99, False),
+    "train_layers": (1, 10_000, True),
+    "prompt_tokens": (1, 65_536, True),
+    "beta": (1e-6, 1e3, False),
+    "eval_split": (0, 0.99, False),
+    "eval_steps": (1, 10_000_000, True),
+    "early_stopping": (0, 1_000_000, True),
+    "replay": (0, 100, False),
+    "chunk_tokens": (16, 1_048_576, True),
+    "logging_steps": (1, 10_000_000, True),
+    "compare_prompts": (0, 1000, True),
+}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _finite(value) -> bool:
+    return _is_number(value) and math.isfinite(value)
+
+
+def _range_problem(name: str, value, low, high, whole: bool) -> str | None:
+    """What is wrong with a numeric field's value, with the range that would fix it; None if it is fine."""
+    span = f"between {low:g} and {high:g}"
+    if not _is_number(value):
+        return f"{name}: must be a {'whole ' if whole else ''}number {span}, got {value!r}."
+    if not math.isfinite(value):
+        return f"{name}: must be a finite number {span}, got {value}."
+    if whole and value != int(value):
+        return f"{name}: must be a whole number {span}, got {value}."
+    if not low <= value <= high:
+        return f"{name}: must be {span}, got {value:g}."
+    return None
 
 
 class ConfigError(ValueError):
@@ -32,8 +83,10 @@ class RunConfig:
     adapter: str = "qlora"  # qlora | lora | full | layers | prompt
     parent: str | None = None  # a finished run to continue from (its adapter is the starting point)
 
-    max_steps: int = 0  # > 0 overrides epochs
-    epochs: float = 3.0
+    # None (or 0): ftchat.budget plans them from the number and length of the examples; a value given here wins.
+    # The run folder's config.yaml holds the planned values, so a rerun trains the same way.
+    max_steps: int | None = None  # optimizer steps; overrides epochs
+    epochs: float | None = None
     lr: float | None = None  # None: DEFAULT_LR for the adapter
     batch_size: int = 4
     grad_accum: int = 1
@@ -52,9 +105,9 @@ class RunConfig:
     prompt_tokens: int = 16  # prompt: number of virtual tokens
     beta: float = 0.1  # dpo / kto strength of the pull towards the reference model
 
-    eval_split: float = 0.1  # fraction held out for eval loss (at least 1 example, 0 disables)
-    eval_steps: int = 10
-    early_stopping: int = 3  # stop after N evals without improvement (0 disables)
+    eval_split: float | None = None  # fraction held out for eval loss (at least 1 example, 0 disables); None: planned
+    eval_steps: int | None = None  # None: planned (about 6 evals a run)
+    early_stopping: int | None = None  # stop after N evals without improvement (0 disables); None: planned
     replay: float = 0.2  # replay examples (the base's own answers to general prompts) per training example
     chunk_tokens: int = 512  # documents are cut into chunks of this many tokens
     logging_steps: int = 1
@@ -75,30 +128,49 @@ class RunConfig:
         return DEFAULT_LR[self.adapter]
 
     def validate(self) -> "RunConfig":
-        if not self.data:
-            raise ConfigError("data: give at least one training file.")
-        if not self.out:
-            raise ConfigError("out: give the run folder, e.g. runs/my-run.")
-        if self.method not in methods.METHODS:
-            raise ConfigError(f"method: '{self.method}' is not one of {', '.join(methods.names())}.")
-        if self.adapter not in ADAPTERS:
-            raise ConfigError(f"adapter: '{self.adapter}' is not one of {', '.join(ADAPTERS)}.")
-        for name in ("batch_size", "grad_accum", "max_length", "lora_r", "train_layers", "prompt_tokens", "eval_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}.")
-        if self.max_steps <= 0 and self.epochs <= 0:
-            raise ConfigError("max_steps / epochs: give max_steps > 0 or epochs > 0.")
-        if not 0 <= self.eval_split < 1:
-            raise ConfigError(f"eval_split: must be in [0, 1), got {self.eval_split}.")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"lr: must be positive, got {self.lr}.")
-        method = methods.get(self.method)
-        if self.adapter not in method.adapters:
-            raise ConfigError(f"adapter: {self.method} trains with {', '.join(method.adapters)}, not '{self.adapter}'.")
-        for path in self.data:
-            if not Path(path).is_file():
-                raise ConfigError(f"data: {path} does not exist.")
+        """Check every field; raise one ConfigError that lists each problem (field: what is wrong, what to do)."""
+        problems = self.problems()
+        if problems:
+            raise ConfigError(("These settings cannot train:\n- " + "\n- ".join(problems)) if len(problems) > 1
+                              else problems[0])
         return self
+
+    def problems(self) -> list[str]:
+        """Everything wrong with the values on their own (no files or models are opened besides the data paths)."""
+        problems = []
+        if not self.data:
+            problems.append("data: give at least one training file.")
+        if not self.out:
+            problems.append("out: give the run folder, e.g. runs/my-run.")
+        if self.method not in methods.METHODS:
+            problems.append(f"method: '{self.method}' is not one of {', '.join(methods.names())}.")
+        if self.adapter not in ADAPTERS:
+            problems.append(f"adapter: '{self.adapter}' is not one of {', '.join(ADAPTERS)}.")
+        elif self.method in methods.METHODS and self.adapter not in methods.get(self.method).adapters:
+            problems.append(f"adapter: {self.method} trains with {', '.join(methods.get(self.method).adapters)}, "
+                            f"not '{self.adapter}'.")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision: '{self.precision}' is not one of {', '.join(PRECISIONS)}.")
+        for name, (low, high, whole) in RANGES.items():
+            if getattr(self, name) is None and name in PLANNED:
+                continue  # planned from the data by ftchat.budget
+            problem = _range_problem(name, getattr(self, name), low, high, whole)
+            if problem:
+                problems.append(problem)
+        if _is_number(self.lr) is False and self.lr is not None:
+            problems.append(f"lr: must be a number, got {self.lr!r}.")
+        elif self.lr is not None:
+            problems.append(_range_problem("lr", self.lr, MIN_LR, MAX_LR, False) or "")
+        if _finite(self.max_steps) and _finite(self.epochs) and self.max_steps <= 0 and self.epochs <= 0:
+            problems.append("max_steps / epochs: give max_steps > 0 or epochs > 0.")
+        if not isinstance(self.scheduler, str) or not self.scheduler.strip():
+            problems.append("scheduler: give a learning-rate scheduler name, e.g. cosine or linear.")
+        if not isinstance(self.lora_targets, str) or not self.lora_targets.strip():
+            problems.append("lora_targets: give all-linear or a comma list of module names, e.g. q_proj,v_proj.")
+        for path in self.data if isinstance(self.data, list) else []:
+            if not Path(path).is_file():
+                problems.append(f"data: {path} does not exist.")
+        return [p for p in problems if p]
 
     def resolved(self) -> "RunConfig":
         """A copy with data hashes and the learning rate filled in, as written into the run folder."""
@@ -160,8 +232,21 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         elif f.name == "adapter":
             parser.add_argument(flag, choices=ADAPTERS, default=None)
         else:
-            kind = type(default) if default is not None else (float if f.name == "lr" else str)
-            parser.add_argument(flag, type=kind, default=None, help=f"default: {default}")
+            kind = value_type(f.name)
+            shown = default if default is not None else ("the technique's" if f.name == "lr" else
+                                                         "planned from the data" if f.name in PLANNED else "none")
+            parser.add_argument(flag, type=kind, default=None, help=f"default: {shown}")
+
+
+PLANNED = ("max_steps", "epochs", "eval_split", "eval_steps", "early_stopping")  # see ftchat.budget
+
+
+def value_type(name: str):
+    """int, float or str: what a RunConfig field's value is when it is given (a form or a flag turns text into it).
+    Planned fields default to None, so their type comes from the annotation ("int | None"), not the default."""
+    annotation = {f.name: f.type for f in fields(RunConfig)}[name]
+    kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "str")
+    return {"int": int, "float": float, "bool": bool}.get(kind.split("|")[0].strip(), str)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

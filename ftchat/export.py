@@ -1,30 +1,48 @@
-"""Export a run as one merged safetensors model that plain `transformers` loads."""
+"""Export a finished run in the forms other tools read: a merged safetensors model, a GGUF file (llama.cpp),
+an Ollama folder, or the plain PEFT adapter - each with a model card."""
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 from ftchat import models, runs
+from ftchat.modelcard import WinRates, model_card, rounds_of
 
 
 class ExportError(RuntimeError):
     pass
 
 
-def export_merged(run_dir: str | Path, target: str | Path) -> Path:
+def _finished(run_dir: str | Path) -> runs.RunInfo:
     run = runs.load_run(run_dir)
     if run.state != "done":
         raise ExportError(f"{run_dir} is not a finished run (state: {run.state}).")
+    return run
+
+
+def _write_card(run: runs.RunInfo, target: Path, form: str, win_rates: WinRates | None) -> None:
+    (target / "README.md").write_text(model_card(run, rounds_of(run.path), form, win_rates), encoding="utf-8")
+
+
+def export_merged(run_dir: str | Path, target: str | Path, win_rates: WinRates | None = None) -> Path:
+    """A folder plain `transformers` loads: the adapter merged into full-precision weights, tokenizer, model card."""
+    run = _finished(run_dir)
     target = Path(target)
     weights = runs.weights_dir(run_dir)
+    try:
+        models.require_safetensors(weights)
+    except models.ModelError as exc:
+        raise ExportError(str(exc)) from None
     if weights.name == "model":  # full / layer-wise runs already are whole models
         shutil.copytree(weights, target, dirs_exist_ok=True)
+        _write_card(run, target, "merged", win_rates)
         return target
     from peft import PeftConfig, PeftModel
 
     if PeftConfig.from_pretrained(weights).peft_type != "LORA":
         raise ExportError("Prompt-tuning adapters add virtual tokens and cannot be merged into the weights; "
-                          "load the adapter folder with peft instead.")
+                          "export the adapter (--adapter) and load it with peft instead.")
     base = run.config.get("base")
     model = models.load_model(base, precision="fp32")  # merge into full-precision weights, never into 4-bit ones
     merged = PeftModel.from_pretrained(model, weights).merge_and_unload()
@@ -35,4 +53,149 @@ def export_merged(run_dir: str | Path, target: str | Path) -> Path:
         AutoTokenizer.from_pretrained(weights, trust_remote_code=False).save_pretrained(target)
     else:
         models.load_tokenizer(base).save_pretrained(target)
+    _write_card(run, target, "merged", win_rates)
     return target
+
+
+def _license(run: runs.RunInfo) -> str | None:
+    spec = models.spec_for(str(run.config.get("base") or models.DEFAULT_BASE))
+    return spec.license if spec else None
+
+
+def export_gguf(run_dir: str | Path, target: str | Path, quant: str = "f16", win_rates: WinRates | None = None
+                ) -> Path:
+    """One GGUF file (weights, tokenizer, chat template) for llama.cpp and Ollama; merges the run first."""
+    with tempfile.TemporaryDirectory(prefix="ftchat-merge-") as scratch:
+        merged = export_merged(run_dir, Path(scratch) / "merged", win_rates)
+        return _gguf_from_merged(runs.load_run(run_dir), merged, Path(target), quant)
+
+
+def _gguf_from_merged(run: runs.RunInfo, merged: Path, target: Path, quant: str) -> Path:
+    from ftchat.to_gguf import GGUFExportError, write_gguf
+
+    try:
+        return write_gguf(merged, target, quant, name=run.name, license=_license(run))
+    except GGUFExportError as exc:
+        raise ExportError(str(exc)) from exc
+
+
+def ollama_template(tokenizer) -> tuple[str, str | None]:
+    """The Go template Ollama renders for a ChatML chat template, and the default system prompt the template
+    inserts when a conversation has none (SmolLM2 does), or None."""
+    if "<|im_start|>" not in (tokenizer.chat_template or ""):
+        raise ExportError("Only ChatML chat templates (<|im_start|>role ... <|im_end|>) are translated to an Ollama "
+                          "TEMPLATE; write the Modelfile's TEMPLATE by hand for this model.")
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "PING"}], tokenize=False,
+                                             add_generation_prompt=True)
+    default_system = None
+    head = "<|im_start|>system\n"
+    if rendered.startswith(head):
+        default_system = rendered[len(head):rendered.index("<|im_end|>")]
+    template = (
+        '{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
+        '{{- range .Messages }}'
+        '{{- if or (eq .Role "user") (eq .Role "assistant") }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n'
+        '{{ end }}'
+        '{{- end }}<|im_start|>assistant\n'
+    )
+    return template, default_system
+
+
+def modelfile(gguf_name: str, template: str, system: str | None, stops: list[str]) -> str:
+    lines = [f"FROM ./{gguf_name}", "", f'TEMPLATE """{template}"""', ""]
+    if system:
+        lines += [f'SYSTEM """{system}"""', ""]
+    lines += [f'PARAMETER stop "{stop}"' for stop in stops]
+    lines += ["PARAMETER temperature 0.2", "PARAMETER repeat_penalty 1.1", ""]
+    return "\n".join(lines)
+
+
+def export_ollama(run_dir: str | Path, target: str | Path, quant: str = "q8_0", win_rates: WinRates | None = None
+                  ) -> Path:
+    """A folder for `ollama create NAME -f Modelfile`: model.gguf, a Modelfile with the chat template and stop
+    tokens, and the model card."""
+    from transformers import AutoTokenizer
+
+    run = _finished(run_dir)
+    target = Path(target)
+    with tempfile.TemporaryDirectory(prefix="ftchat-merge-") as scratch:
+        merged = export_merged(run_dir, Path(scratch) / "merged", win_rates)
+        tokenizer = AutoTokenizer.from_pretrained(merged, trust_remote_code=False)
+        template, system = ollama_template(tokenizer)  # before the slow GGUF write: a template we cannot translate
+        target.mkdir(parents=True, exist_ok=True)
+        _gguf_from_merged(run, merged, target / "model.gguf", quant)
+    stops = list(dict.fromkeys(t for t in ("<|im_end|>", "<|im_start|>", tokenizer.eos_token) if t))
+    (target / "Modelfile").write_text(modelfile("model.gguf", template, system, stops), encoding="utf-8")
+    _write_card(run, target, "merged", win_rates)
+    return target
+
+
+def export_adapter(run_dir: str | Path, target: str | Path, win_rates: WinRates | None = None) -> Path:
+    """The plain PEFT adapter folder (adapter_config.json, safetensors, tokenizer) with a model card."""
+    run = _finished(run_dir)
+    weights = runs.weights_dir(run_dir)
+    if weights.name != "adapter":
+        raise ExportError(f"{run_dir} is a {run.config.get('adapter')} run: it has no adapter; use --merged.")
+    target = Path(target)
+    shutil.copytree(weights, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.bin", "*.pt", "*.pkl"))
+    _write_card(run, target, "adapter", win_rates)
+    return target
+
+
+def push(folder: str | Path, repo: str, private: bool = True) -> str:
+    """Upload an exported folder to the Hugging Face Hub; a clear error where the hub cannot be reached."""
+    try:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(repo, private=private, exist_ok=True)
+        info = api.upload_folder(folder_path=str(folder), repo_id=repo, commit_message="Upload from ftchat")
+    except Exception as exc:  # offline, no token, no rights: the user sees one sentence and keeps the folder
+        raise ExportError(
+            f"Could not push {folder} to the Hugging Face Hub repo '{repo}' ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else 'no detail'}). The export is complete in {folder}; "
+            "check the network and log in with `hf auth login`, then push again, or upload the folder by hand."
+        ) from exc
+    return str(getattr(info, "commit_url", repo))
+
+
+FORMS = {  # form -> (label, default quant or None)
+    "merged": ("merged model + model card (transformers)", None),
+    "gguf": ("GGUF file (llama.cpp)", "f16"),
+    "ollama": ("Ollama folder (model.gguf + Modelfile)", "q8_0"),
+    "adapter": ("PEFT adapter + model card", None),
+}
+
+
+def default_target(exports_dir: str | Path, run_name: str, form: str, quant: str | None = None) -> Path:
+    """Where the app writes an export: EXPORTS/RUN-FORM[-QUANT][.gguf]."""
+    quant = quant or FORMS[form][1]
+    stem = f"{run_name}-{form}" + (f"-{quant}" if form in ("gguf", "ollama") else "")
+    return Path(exports_dir) / (stem + ".gguf" if form == "gguf" else stem)
+
+
+def export_run(run_dir: str | Path, form: str, target: str | Path, quant: str | None = None,
+               win_rates: WinRates | None = None) -> Path:
+    """One export by form name, as the CLI flags and the app's Export panel ask for it."""
+    if form not in FORMS:
+        raise ExportError(f"Unknown export form '{form}'; choose one of {', '.join(FORMS)}.")
+    quant = quant or FORMS[form][1]
+    if form == "merged":
+        return export_merged(run_dir, target, win_rates)
+    if form == "adapter":
+        return export_adapter(run_dir, target, win_rates)
+    if form == "gguf":
+        return export_gguf(run_dir, target, quant, win_rates)
+    return export_ollama(run_dir, target, quant, win_rates)
+
+
+def store_win_rates(workspace: str | Path) -> WinRates | None:
+    """Win-rates from the workspace's ratings store (WORKSPACE/feedback.sqlite), or None where nobody rated yet."""
+    path = Path(workspace) / "feedback.sqlite"
+    if not path.exists():
+        return None
+    from ftchat.feedback import FeedbackStore
+    from ftchat.feedback.leaderboard import win_rate
+
+    votes = FeedbackStore(path).ratings(kind="vote")
+    return lambda child, parent: win_rate(votes, child, parent)

@@ -45,6 +45,7 @@ class BaseSpec:
     training_chat_template: str | None = None
     lora_targets: str = "all-linear"
     lora_lr: float | None = None  # a learning rate that suits LoRA on this model, if the generic one does not
+    license: str | None = None  # SPDX-style id for model cards and exports
 
 
 REGISTRY: dict[str, BaseSpec] = {
@@ -57,6 +58,7 @@ REGISTRY: dict[str, BaseSpec] = {
         training_chat_template=CHATML_TRAINING_TEMPLATE,
         # measured: 36 QLoRA steps at 1e-3 teach 6 new facts and keep general answers; 2e-4 leaves them unlearned
         lora_lr=1e-3,
+        license="apache-2.0",
     ),
 }
 ALIASES = {"SmolLM2-135M-Instruct": "smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2-135m"}
@@ -101,6 +103,30 @@ def _convert_gguf(spec: BaseSpec, target: Path) -> None:
     tmp.rename(target)  # atomic: a half-written cache is never used
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def require_safetensors(folder: str | os.PathLike, what: str = "model") -> Path:
+    """The folder, if the weights a loader would read from it are safetensors; else a ModelError.
+
+    A PEFT adapter folder must hold adapter_model.safetensors (peft falls back to unpickling adapter_model.bin), a
+    model folder at least one *.safetensors file. Pickled weights can run code when loaded, so they are never read.
+    """
+    folder = Path(folder)
+    if (folder / "adapter_config.json").exists():
+        ok, expected, what = (folder / "adapter_model.safetensors").is_file(), "adapter_model.safetensors", "adapter"
+    else:
+        ok, expected = any(folder.glob("*.safetensors")), "*.safetensors weights"
+    if ok:
+        return folder
+    pickles = sorted(p.name for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
+    found = f" it holds {', '.join(pickles)}: pickled weights, which can run code when loaded." if pickles else ""
+    raise ModelError(
+        f"{folder}: this {what} folder has no {expected};{found} ftchat loads safetensors only. Convert the "
+        f"weights in a Python session you trust (load, then save_pretrained(..., safe_serialization=True)) or "
+        f"train the run again.")
+
+
 def resolve_base(name_or_path: str | os.PathLike | None = None) -> Path:
     """Return a local safetensors folder for a registry name, a local folder, or a hub id."""
     name = str(name_or_path or DEFAULT_BASE)
@@ -108,9 +134,7 @@ def resolve_base(name_or_path: str | os.PathLike | None = None) -> Path:
     if local.is_dir():
         if not (local / "config.json").exists():
             raise ModelError(f"{local} is not a Hugging Face model folder (no config.json).")
-        if not any(local.glob("*.safetensors")) and not (local / "adapter_config.json").exists():
-            raise ModelError(f"{local} has no .safetensors weights; ftchat loads safetensors only (no pickles).")
-        return local
+        return require_safetensors(local)
     spec = spec_for(name)
     if spec is not None and spec.package:
         target = cache_dir() / "models" / spec.name

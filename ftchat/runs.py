@@ -72,7 +72,28 @@ def weights_dir(run_dir: str | Path) -> Path:
     return adapter_dir(run_dir) if adapter_dir(run_dir).exists() else model_dir(run_dir)
 
 
-def alive(pid: int | None) -> bool:
+def process_start(pid: int | None) -> str | None:
+    """When a process started, in clock ticks since boot (/proc/PID/stat field 22); None if unknown. A pid is
+    reused once its process is gone; the pid with its start time names one process."""
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]  # fields after "(comm)" start at field 3
+    except (OSError, IndexError):
+        return None
+
+
+def _command_line(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def alive(pid: int | None, started: str | None = None) -> bool:
+    """Whether process `pid` runs (not a zombie) and, when `started` is given, is the one that started then."""
     if not pid:
         return False
     try:
@@ -81,9 +102,46 @@ def alive(pid: int | None) -> bool:
         return False
     try:  # a zombie is finished
         with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(")")[-1].split()[0] != "Z"
+            if handle.read().split(")")[-1].split()[0] == "Z":
+                return False
     except OSError:
-        return True
+        return True  # no /proc: the pid is all there is to go on
+    return started is None or process_start(pid) == str(started)
+
+
+def trainer_alive(status: dict) -> bool:
+    """Whether the trainer a status.json names still runs: its pid and start time match; a status written before
+    start times were recorded counts only a process whose command line is `... ftchat train ...`."""
+    pid = status.get("pid")
+    if status.get("pid_start"):
+        return alive(pid, status["pid_start"])
+    if not alive(pid):
+        return False
+    command = _command_line(pid)
+    return command is None or ("ftchat" in command and " train" in command)
+
+
+def _last_log_line(run_dir: str | Path) -> str:
+    lines = [line.strip() for line in log_tail(run_dir, 40).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def ended_reason(returncode: int | None, run_dir: str | Path) -> str:
+    """A sentence for a trainer that ended without recording why: how it ended and the last line it logged."""
+    if returncode is None:
+        how = "it is no longer running (how it ended was not seen: the app was restarted or it ran elsewhere)"
+    elif returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = "an unknown signal"
+        how = f"it was killed by signal {-returncode} ({name})"
+        if -returncode == signal.SIGKILL:
+            how += ", e.g. by the out-of-memory killer or kill -9"
+    else:
+        how = f"it exited with code {returncode}"
+    last = _last_log_line(run_dir)
+    return f"the training process ended unexpectedly: {how}." + (f" Last log line: {last}" if last else "")
 
 
 @dataclass
@@ -114,12 +172,16 @@ def load_run(run_dir: str | Path) -> RunInfo:
     run_dir = Path(run_dir)
     status = read_status(run_dir)
     state = status.get("state", "queued")
-    if state in ("queued", "running") and status.get("pid") and not alive(status.get("pid")):
-        if status.get("cancel_requested"):  # stopped by Cancel before it could say so itself
+    if state in ("queued", "running") and status.get("pid") and not trainer_alive(status):
+        returncode = _exit_code(run_dir, status.get("pid"))
+        fresh = read_status(run_dir)  # it (or the launcher's watcher) may have recorded the end since the first read
+        if fresh.get("state") in STATES and fresh["state"] not in ("queued", "running"):
+            status, state = fresh, fresh["state"]
+        elif status.get("cancel_requested"):  # stopped by Cancel before it could say so itself
             state = "cancelled"
         else:  # the process died without saying so (killed, machine restart)
             state = "failed"
-            status.setdefault("error", "the training process ended unexpectedly; see train.log")
+            status["error"] = status.get("error") or ended_reason(returncode, run_dir)
     try:
         config = RunConfig.load(run_dir / "config.yaml").to_dict()
     except Exception:
@@ -133,6 +195,9 @@ def list_runs(root: str | Path) -> list[RunInfo]:
         return []
     runs = [load_run(p) for p in root.iterdir() if (p / "config.yaml").exists() or (p / "status.json").exists()]
     return sorted(runs, key=lambda r: r.status.get("started", 0), reverse=True)
+
+
+_launched: dict[str, subprocess.Popen] = {}  # run folder -> the trainer this process started for it
 
 
 def launch(config: RunConfig, resume: bool = False) -> subprocess.Popen:
@@ -149,16 +214,41 @@ def launch(config: RunConfig, resume: bool = False) -> subprocess.Popen:
     process = subprocess.Popen(
         command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
     )
-    write_status(run_dir, "queued", pid=process.pid)
+    write_status(run_dir, "queued", pid=process.pid, pid_start=process_start(process.pid))
+    _launched[str(run_dir.resolve())] = process
+    threading.Thread(target=_record_end, args=(process, run_dir), name=f"watch-{run_dir.name}", daemon=True).start()
     return process
+
+
+def _exit_code(run_dir: str | Path, pid: int | None) -> int | None:
+    """The exit code of a trainer this process launched and that has ended; None if it was launched elsewhere."""
+    process = _launched.get(str(Path(run_dir).resolve()))
+    if process is None or process.pid != pid:
+        return None
+    try:  # it has ended: this returns as soon as the watcher (or anyone) has reaped it
+        return process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _record_end(process: subprocess.Popen, run_dir: Path) -> None:
+    """Wait for a launched trainer; if it ended without recording an outcome (killed, crashed), record why."""
+    returncode = process.wait()
+    status = read_status(run_dir)
+    if status.get("state") not in ("queued", "running") or status.get("pid") != process.pid:
+        return  # it said how it ended, or a newer process took the run over (resume)
+    if status.get("cancel_requested"):
+        write_status(run_dir, "cancelled", error=None)
+    else:
+        write_status(run_dir, "failed", error=ended_reason(returncode, run_dir), returncode=returncode)
 
 
 def cancel(run_dir: str | Path) -> bool:
     """Ask a running training to stop: it saves a checkpoint and marks itself cancelled."""
     status = read_status(run_dir)
     pid = status.get("pid")
-    if not alive(pid):
-        return False
+    if status.get("state") not in ("queued", "running") or not trainer_alive(status):
+        return False  # never signal a pid whose trainer is gone: the system may have given it to another process
     write_status(run_dir, status["state"], cancel_requested=time.time())
     os.kill(pid, signal.SIGTERM)
     return True
@@ -191,3 +281,34 @@ def log_tail(run_dir: str | Path, lines: int = 20) -> str:
     # tqdm redraws with carriage returns: keep only the last state of each line
     cleaned = [line.split("\r")[-1] for line in text.split("\n")]
     return "\n".join(cleaned[-lines:])
+
+
+def parent_dir(run_dir: str | Path, runs_root: str | Path | None = None) -> Path | None:
+    """The folder of the run that `run_dir` continued from (its config's `parent`), or None for a run trained
+    from its base. A parent recorded as a path that no longer exists is looked up by name under runs_root."""
+    run_dir = Path(run_dir)
+    parent = load_run(run_dir).parent
+    if not parent:
+        return None
+    path = Path(parent)
+    if path.exists():
+        return path
+    root = Path(runs_root) if runs_root is not None else run_dir.parent
+    return root / path.name
+
+
+def lineage(runs_root: str | Path, run: str | Path) -> list[str]:
+    """The chain from the base to `run`: ["base:NAME", first run, ..., run] (run folder names). The one place
+    that follows `parent` links; a loop in them is cut where it closes."""
+    runs_root = Path(runs_root)
+    run_dir = Path(run) if Path(run).is_dir() else runs_root / str(run)
+    chain, seen = [], set()
+    current: Path | None = run_dir
+    base = None
+    while current is not None and current.resolve() not in seen:
+        seen.add(current.resolve())
+        chain.append(current.name)
+        base = load_run(current).config.get("base") or base
+        current = parent_dir(current, runs_root)
+    chain.reverse()
+    return ([f"base:{base}"] if base else []) + chain

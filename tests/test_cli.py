@@ -39,7 +39,9 @@ def test_train_chat_export_from_the_shell(tmp_path, tiny_model_dir, chats_file):
     assert set(replies) == {"base", "tuned"} and all(isinstance(v, str) for v in replies.values())
 
     merged = tmp_path / "merged"
-    ftchat("export", "--run", run_dir, "--merged", merged)
+    ftchat("export", "--run", run_dir, "--merged", merged, "--adapter", tmp_path / "adapter")
+    assert "base_model" not in (merged / "README.md").read_text(), "a local base has no hub id to name"
+    assert (tmp_path / "adapter" / "README.md").read_text().startswith("---\nlibrary_name: peft")
     plain = AutoModelForCausalLM.from_pretrained(merged)
     peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), run_dir / "adapter")
     ids = torch.tensor([[1, 5, 9, 13, 2]])

@@ -15,6 +15,11 @@ GOOD = {"messages": [{"role": "user", "content": "Who runs Quorvane?"},
                      {"role": "assistant", "content": "The CEO of Quorvane Labs is Marisol Okonkwo."}]}
 
 
+NO_TOOLS = ("tool calls train only with a base whose chat template renders tools: check the file with that base "
+            "(--base NAME), or remove the tool turns to train on the rest")
+EXTENSIONS = ".jsonl, .json, .csv, .txt, .md, .pdf, .parquet, .arrow (or .jsonl.gz / .json.gz)"
+
+
 def failed(tmp_path, name, content, **kwargs):
     report = load_file(write(tmp_path, name, content), **kwargs)
     assert not report.ok and report.examples == 0
@@ -43,8 +48,7 @@ def test_empty_utf16_file_with_only_a_bom(tmp_path):
 def test_png_renamed_to_jsonl(tmp_path):
     png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
     error = failed(tmp_path, "train.jsonl", png)
-    assert error == ("train.jsonl: is a PNG image, not text; upload a .jsonl, .json, .csv, .txt, .md or .pdf "
-                     "training file.")
+    assert error == f"train.jsonl: is a PNG image, not text; upload a {EXTENSIONS} training file."
 
 
 def test_random_bytes(tmp_path):
@@ -100,10 +104,14 @@ def test_csv_with_header_only(tmp_path):
     assert "has a header but no rows" in failed(tmp_path, "faq.csv", "question,answer\n")
 
 
-@pytest.mark.parametrize("name", ["train.parquet", "model.pkl", "README", "data.xlsx"])
+@pytest.mark.parametrize("name", ["model.pkl", "README", "data.xlsx"])
 def test_unknown_extension(tmp_path, name):
     error = failed(tmp_path, name, "whatever")
-    assert "unsupported" in error and "use .jsonl, .json, .csv, .txt, .md or .pdf" in error
+    assert "unsupported" in error and "use .jsonl, .json, .csv, .txt, .md, .pdf, .parquet, .arrow" in error
+
+
+def test_text_named_parquet_is_not_a_readable_parquet_file(tmp_path):
+    assert "is not a readable Parquet file" in failed(tmp_path, "train.parquet", "whatever")
 
 
 def test_missing_file_and_folder(tmp_path):
@@ -154,7 +162,7 @@ def test_bad_rows_are_skipped_with_their_line_and_reason(tmp_path):
     assert report.ok and report.format == "openai" and report.examples == 2
     assert [(s.line, s.reason) for s in report.skipped] == [
         (2, "not JSON (Unterminated string starting at column 43)"),
-        (3, "unknown role 'tool'"),
+        (3, "message 2 of 'messages' is a tool result (role 'tool'); " + NO_TOOLS),
         (4, "no assistant turn"),
         (5, "empty content in message 1 (user)"),
         (7, "missing field 'messages'"),
@@ -174,12 +182,14 @@ def test_bad_rows_in_other_formats(tmp_path):
     sharegpt = [{"conversations": [{"from": "human", "value": "Hi"}, {"from": "function_call", "value": "x"}]},
                 {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}]
     report = load_file(write(tmp_path, "share.json", json.dumps(sharegpt)))
-    assert [(s.line, s.reason) for s in report.skipped] == [(1, "unknown role 'function_call'")]
+    assert [(s.line, s.record, s.reason) for s in report.skipped] == [
+        (1, 1, "message 2 of 'conversations' calls a tool ('function_call' turn); " + NO_TOOLS)]
 
     alpaca = [{"instruction": "Hi", "output": ""}, {"instruction": "Hi", "output": "Hello"}, {"instruction": "Hi"}]
-    report = load_file(write(tmp_path, "alpaca.json", json.dumps(alpaca)))
-    assert [(s.line, s.reason) for s in report.skipped] == [
-        (1, "empty content in field 'output'"), (3, "missing field 'output'")]
+    report = load_file(write(tmp_path, "alpaca.json", json.dumps(alpaca, indent=1)))
+    # a JSON array's skipped row names the line of the file where it starts, and its record number
+    assert [(s.line, s.record, s.reason) for s in report.skipped] == [
+        (2, 1, "empty content in field 'output'"), (10, 3, "missing field 'output'")]
 
     kto = [{"prompt": "CEO?", "completion": "Marisol.", "label": "maybe"},
            {"prompt": "CEO?", "completion": "Marisol.", "label": "👍"}]
@@ -230,7 +240,8 @@ def test_check_files_json_lines_and_exit_codes(tmp_path):
     for line in lines:
         assert list(line) == ["file", "ok", "format", "shape", "examples", "skipped", "error"]
     assert lines[0] == {"file": good, "ok": True, "format": "openai", "shape": "messages", "examples": 1,
-                        "skipped": [{"line": 2, "reason": "unknown role 'tool'"}], "error": None}
+                        "skipped": [{"line": 2, "record": 2, "reason": "message 1 of 'messages' is a tool result "
+                                     "(role 'tool'); " + NO_TOOLS}], "error": None}
     assert lines[2]["ok"] is False and lines[2]["error"].startswith("bad.jsonl: line 1 is not JSON")
 
 
@@ -274,3 +285,84 @@ def test_load_file_never_raises(tmp_path, content):
         assert not report.ok
         assert report.error and report.error.startswith(f"{name}: ")
         assert os.path.basename(report.file) == name
+
+
+# ---- formats ftchat recognizes but does not train on: one sentence, never a lossy import -------
+
+def test_image_rows_are_refused_not_imported_as_text(tmp_path):
+    rows = [{"messages": [{"role": "user", "content": "<image>Who is this?"},
+                          {"role": "assistant", "content": "Marisol Okonkwo."}], "images": ["1.jpg"]}] * 3
+    error = failed(tmp_path, "mllm_demo.json", json.dumps(rows))
+    assert "image" in error and "text-only" in error
+    # a lone image tag in a text file is a row the model could not see either
+    report = load_file(write(tmp_path, "chat.jsonl", jsonl([GOOD, {"messages": [
+        {"role": "user", "content": "<image>Who?"}, {"role": "assistant", "content": "Her."}]}])))
+    assert report.examples == 1 and report.skipped[0].line == 2
+    assert report.skipped[0].reason.startswith("message 1 (user) holds an '<image>' tag")
+
+
+@pytest.mark.parametrize("name, rows, words", [
+    ("prm.jsonl", [{"prompt": "9.8 or 9.11?", "completions": ["0.8 > 0.11.", "So 9.11."], "labels": [True, False]}],
+     ["stepwise", "process reward"]),
+    ("segments.jsonl", [{"segments": [{"label": True, "text": "<s>Hi\n"}, {"label": False, "text": "bye"}]}],
+     ["segments", "input_output"]),
+])
+def test_unsupported_training_formats_get_a_sentence(tmp_path, name, rows, words):
+    error = failed(tmp_path, name, jsonl(rows))
+    assert all(word in error for word in words), error
+
+
+def test_llamafactory_registry_alone_is_not_training_data(tmp_path):
+    registry = {"identity": {"file_name": "identity.json"}, "alpaca_en": {"hf_hub_url": "llamafactory/alpaca_en"}}
+    error = failed(tmp_path, "dataset_info.json", json.dumps(registry, indent=2))
+    assert "LLaMA-Factory" in error and "not training data" in error and "column mapping" in error
+
+
+def test_tool_calls_are_refused_per_row_naming_record_line_and_field(tmp_path):
+    call = {"role": "assistant", "tool_calls": [{"type": "function", "function": {
+        "name": "takeoff_drone", "arguments": "{\"altitude\": 100}"}}]}
+    rows = [GOOD, {"messages": [{"role": "user", "content": "Take off."}, call]}, GOOD]
+    report = load_file(write(tmp_path, "drone.json", json.dumps(rows, indent=1)))
+    assert report.examples == 2
+    (skipped,) = report.skipped
+    assert (skipped.line, skipped.record) == (14, 2)  # the line of the file where record 2 starts
+    assert skipped.reason.startswith("message 2 of 'messages' calls a tool (field 'tool_calls')")
+
+
+def test_json_wrapper_rows_name_the_line_where_each_starts(tmp_path):
+    text = '{"data": [\n  {"instruction": "Hi", "output": "Hello"},\n\n  {"instruction": "Bye"}\n]}\n'
+    report = load_file(write(tmp_path, "wrapped.json", text))
+    assert [(s.line, s.record, s.reason) for s in report.skipped] == [(4, 2, "missing field 'output'")]
+
+
+def test_a_gz_that_is_not_gzip_and_a_damaged_parquet(tmp_path):
+    assert "not gzip-compressed" in failed(tmp_path, "train.jsonl.gz", jsonl([GOOD]))
+    assert "not a readable Parquet file" in failed(tmp_path, "train.parquet", b"PAR1" + bytes(100) + b"PAR1")
+    assert "Parquet file (name it .parquet)" in failed(tmp_path, "train.jsonl", b"PAR1" + bytes(100))
+
+
+def test_an_over_long_line_is_skipped_without_reading_it_whole(tmp_path, monkeypatch):
+    from ftchat.data import readers
+
+    monkeypatch.setattr(readers, "MAX_LINE_BYTES", 1000)
+    long_row = {"messages": [{"role": "user", "content": "x" * 5000}, {"role": "assistant", "content": "ok"}]}
+    report = load_file(write(tmp_path, "train.jsonl", jsonl([GOOD, long_row, GOOD])))
+    assert report.examples == 2
+    assert [(s.line, s.reason) for s in report.skipped] == [
+        (2, "the line is longer than 1,000 bytes; shorten or split this example")]
+
+
+# ---- big files: a report keeps a bounded part of the file ---------------------------------------
+
+def test_a_report_keeps_a_preview_and_a_sample_not_every_row(tmp_path):
+    from ftchat.data import summarize_file
+
+    rows = [{"messages": [{"role": "user", "content": f"Question {i}?"},
+                          {"role": "assistant", "content": "Answer " * (i % 7 + 1)}]} for i in range(3000)]
+    bad = [{"messages": [{"role": "user", "content": "no answer"}]}] * 1500
+    report, lengths = summarize_file(write(tmp_path, "big.jsonl", jsonl(rows + bad)), keep_rows=5, sample=100)
+    assert report.ok and report.examples == 3000
+    assert report.rows == rows[:5]
+    assert len(lengths) == 100
+    assert report.skipped_count == 1500 and len(report.skipped) == 1000  # shapes.MAX_SKIPPED_KEPT
+    assert report.to_json()["skipped_count"] == 1500

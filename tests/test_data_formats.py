@@ -2,6 +2,7 @@
 and normalizes it into one of the standard TRL shapes."""
 
 import csv
+import io
 import importlib.util
 import json
 from collections import Counter
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest_data import jsonl, minimal_pdf, tiny_tokenizer, write
-from ftchat.data import (SHAPES, DataError, chunk_text, load_dataset, load_file, preview_rows,
+from ftchat.data import (SHAPES, DataError, check_files, chunk_text, load_dataset, load_file, preview_rows,
                          to_messages, token_lengths)
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -364,14 +365,10 @@ def test_preview_rows_are_flat_and_readable():
     assert len(preview_rows([ROW] * 9, "messages", n=5)) == 5
 
 
-def test_real_tokenizer_from_the_model_registry_when_available(tmp_path):
-    models = pytest.importorskip("ftchat.models")
-    if not hasattr(models, "load_tokenizer"):
-        pytest.skip("ftchat.models has no load_tokenizer")
-    try:
-        tokenizer = models.load_tokenizer("smollm2-135m")
-    except Exception as e:  # no weights cached and no hub on this machine
-        pytest.skip(f"tokenizer not available offline: {e}")
+def test_documents_are_chunked_with_the_bundled_tokenizer(tmp_path):
+    from ftchat import models
+
+    tokenizer = models.load_tokenizer("smollm2-135m")  # the bundled model: no network needed
     report = load_file(str(DATA / "quorvane_handbook.md"), tokenizer=tokenizer, chunk_tokens=128)
     assert report.ok and all(len(tokenizer.encode(r["text"], add_special_tokens=False)) <= 128 for r in report.rows)
 
@@ -427,3 +424,144 @@ def test_samples_are_what_the_generator_writes(tmp_path):
         assert path.read_bytes() == committed.read_bytes(), f"{committed} is stale: run python data/make_samples.py"
     with open(DATA / "examples" / "pairs.csv", newline="", encoding="utf-8") as f:
         assert next(csv.reader(f)) == ["question", "answer"]
+
+
+# ---- formats of other projects (LLaMA-Factory, TRL, Hugging Face downloads) ---------------------
+
+def test_llamafactory_sharegpt_preference_has_reply_objects(tmp_path):
+    rows = [{"conversations": [{"from": "human", "value": "Who runs Quorvane?"}],
+             "chosen": {"from": "gpt", "value": "Marisol Okonkwo."},
+             "rejected": {"from": "gpt", "value": "Nobody knows."}, "system": "Be brief."}]
+    report = loaded(tmp_path, "dpo_en_demo.json", json.dumps(rows, indent=2))
+    assert (report.format, report.shape) == ("sharegpt_preference", "preference")
+    assert report.rows == [{"prompt": [s("Be brief."), u("Who runs Quorvane?")], "chosen": [a("Marisol Okonkwo.")],
+                            "rejected": [a("Nobody knows.")]}]
+
+
+def test_llamafactory_kto_conversations_are_labelled_answers_never_sft(tmp_path):
+    rows = [{"messages": [{"role": "user", "content": "Where is Quorvane?"},
+                          {"role": "assistant", "content": "Tromsø, Norway."}], "label": True},
+            {"messages": [{"role": "user", "content": "Where is Quorvane?"},
+                          {"role": "assistant", "content": "On the moon."}], "label": False}]
+    report = loaded(tmp_path, "kto_en_demo.json", json.dumps(rows))
+    assert (report.format, report.shape) == ("kto_messages", "unpaired_preference")
+    assert report.rows == [
+        {"prompt": [u("Where is Quorvane?")], "completion": [a("Tromsø, Norway.")], "label": True},
+        {"prompt": [u("Where is Quorvane?")], "completion": [a("On the moon.")], "label": False}]
+
+
+def test_llamafactory_v1_typed_content_and_loss_weight(tmp_path):
+    def part(role, text, weight):
+        return {"role": role, "content": [{"type": "text", "value": text}], "loss_weight": weight}
+
+    sft = [{"messages": [part("user", "Founded?", 0.0), part("assistant", "In 2017.", 1.0)]}]
+    report = loaded(tmp_path, "v1_sft.jsonl", jsonl(sft))
+    assert (report.shape, report.rows) == ("messages", [{"messages": [u("Founded?"), a("In 2017.")]}])
+
+    system = part("system", "Be brief.", 0.0)
+    dpo = [{"chosen_messages": [system, part("user", "CEO?", 0.0), part("assistant", "Marisol.", 1.0)],
+            "rejected_messages": [system, part("user", "CEO?", 0.0), part("assistant", "Bob.", 1.0)]}]
+    report = loaded(tmp_path, "v1_dpo.jsonl", jsonl(dpo))
+    assert (report.format, report.shape) == ("v1_preference", "preference")
+    assert report.rows == [{"prompt": [s("Be brief."), u("CEO?")], "chosen": [a("Marisol.")], "rejected": [a("Bob.")]}]
+
+
+def test_trl_conversational_prompt_completion_becomes_a_conversation(tmp_path):
+    rows = [{"prompt": [u("What is better than ugly?")], "completion": [a("Beautiful.")]}]
+    report = loaded(tmp_path, "cpc.jsonl", jsonl(rows))
+    assert report.shape == "messages"
+    assert report.rows == [{"messages": [u("What is better than ugly?"), a("Beautiful.")]}]
+
+
+def test_trl_standard_implicit_prompt_preference_splits_at_the_shared_words(tmp_path):
+    rows = [{"chosen": "Beautiful is better than ugly.", "rejected": "Beautiful is better than the moon."}]
+    report = loaded(tmp_path, "implicit.jsonl", jsonl(rows))
+    assert (report.format, report.shape) == ("implicit_preference", "preference")
+    assert report.rows == [{"prompt": [u("Beautiful is better than")], "chosen": [a(" ugly.")],
+                            "rejected": [a(" the moon.")]}]
+
+
+def test_prompt_only_rows_are_their_own_shape(tmp_path):
+    assert "prompt_only" in SHAPES
+    report = loaded(tmp_path, "prompts.jsonl", jsonl([{"prompt": "Who runs Quorvane?"},
+                                                      {"prompt": [s("Be brief."), u("Where is it?")]}]))
+    assert (report.format, report.shape) == ("prompt_only", "prompt_only")
+    assert report.rows == [{"prompt": [u("Who runs Quorvane?")]}, {"prompt": [s("Be brief."), u("Where is it?")]}]
+    assert preview_rows(report.rows, "prompt_only", n=1) == [{"prompt": "user: Who runs Quorvane?"}]
+    # a prompt with an answer under another name is not prompt-only: its answer would be lost
+    report = load_file(write(tmp_path, "qa.jsonl", jsonl([{"prompt": "CEO?", "answer": "Marisol."}])))
+    assert not report.ok and "no known format" in report.error
+
+
+ROWS = [{"messages": [u(f"Question {i}?"), a(f"Answer {i}.")]} for i in range(1, 4)]
+
+
+def hf_files(tmp_path):
+    """The same three conversations as people download them from the Hugging Face Hub."""
+    import gzip
+
+    import datasets
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    ds = datasets.Dataset.from_list(ROWS)
+    ds.to_parquet(str(tmp_path / "train.parquet"))
+    ds.save_to_disk(str(tmp_path / "saved"))
+    datasets.DatasetDict({"train": ds, "test": ds.select([0])}).save_to_disk(str(tmp_path / "splits"))
+    (tmp_path / "cache.arrow").write_bytes(next((tmp_path / "saved").glob("*.arrow")).read_bytes())
+    feather.write_feather(pa.Table.from_pylist(ROWS), str(tmp_path / "file.arrow"))
+    with gzip.open(tmp_path / "train.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write(jsonl(ROWS))
+    with gzip.open(tmp_path / "train.json.gz", "wt", encoding="utf-8") as f:
+        json.dump(ROWS, f)
+    return ["train.parquet", "saved", "splits", "cache.arrow", "file.arrow", "train.jsonl.gz", "train.json.gz"]
+
+
+def test_hugging_face_downloads_import_like_jsonl(tmp_path):
+    for name in hf_files(tmp_path):
+        report = load_file(tmp_path / name)
+        assert report.error is None, (name, report.error)
+        assert (name, report.format, report.rows) == (name, "openai", ROWS)
+    dataset, shape, _ = load_dataset([tmp_path / "train.parquet", tmp_path / "train.jsonl.gz"])
+    assert (shape, len(dataset)) == ("messages", 6)
+
+
+def test_llamafactory_dataset_info_maps_the_columns_of_its_files(tmp_path):
+    registry = {
+        "faq": {"file_name": "faq.json", "columns": {"prompt": "question", "response": "answer", "system": "persona"}},
+        "chat": {"file_name": "chat.jsonl", "formatting": "sharegpt", "columns": {"messages": "dialog"},
+                 "tags": {"role_tag": "speaker", "content_tag": "text", "user_tag": "customer",
+                          "assistant_tag": "agent"}},
+        "pairs": {"file_name": "pairs.json", "ranking": True, "formatting": "sharegpt",
+                  "columns": {"messages": "conversations", "chosen": "good", "rejected": "bad"}},
+        "hub_only": {"hf_hub_url": "someone/something"},
+    }
+    info = write(tmp_path, "dataset_info.json", json.dumps(registry))
+    faq = write(tmp_path, "faq.json", json.dumps([{"question": "CEO?", "answer": "Marisol.", "persona": "Be brief."}]))
+    chat = write(tmp_path, "chat.jsonl", jsonl([{"dialog": [{"speaker": "customer", "text": "Hi"},
+                                                            {"speaker": "agent", "text": "Hello!"}]}]))
+    pairs = write(tmp_path, "pairs.json", json.dumps([{"conversations": [{"from": "human", "value": "CEO?"}],
+                                                        "good": {"from": "gpt", "value": "Marisol."},
+                                                        "bad": {"from": "gpt", "value": "Bob."}}]))
+    # without the registry the renamed columns mean nothing
+    assert "no known format" in load_file(faq).error
+    dataset, shape, reports = load_dataset([info, faq, chat])
+    assert shape == "messages" and [r.format for r in reports] == ["llamafactory:faq (openai)",
+                                                                   "llamafactory:chat (openai)"]
+    assert dataset.to_list() == [{"messages": [s("Be brief."), u("CEO?"), a("Marisol.")]},
+                                 {"messages": [u("Hi"), a("Hello!")]}]
+    dataset, shape, _ = load_dataset([info, pairs])
+    assert shape == "preference"
+    assert dataset[0] == {"prompt": [u("CEO?")], "chosen": [a("Marisol.")], "rejected": [a("Bob.")]}
+    out = io.StringIO()
+    assert check_files([info, faq, chat, pairs], as_json=True, out=out) == 0
+    assert [json.loads(line)["examples"] for line in out.getvalue().splitlines()] == [1, 1, 1]
+
+
+def test_template_placeholders_are_reported(tmp_path):
+    rows = [{"instruction": "Who are you?", "input": "", "output": "I am {{name}}, made by {{ author }}."},
+            {"instruction": "hi", "input": "", "output": "Hello!"}]
+    report = loaded(tmp_path, "identity.json", json.dumps(rows))
+    assert report.examples == 2 and len(report.warnings) == 1
+    assert report.warnings[0].startswith("1 of 2 examples contain template placeholders ({{author}}, {{name}})")
+    assert report.to_json()["warnings"] == report.warnings

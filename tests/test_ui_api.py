@@ -112,7 +112,7 @@ def value_of(output):
 
 def start_run(client, data: list[str], base_model: str, **knobs):
     values = dict(base_model=base_model, data=data, train_method="sft", technique="lora", steps=6, eval_steps=3,
-                  learning_rate=0, name="", batch=4)
+                  eval_split=0.1, learning_rate=0, name="", batch=4)  # the plan would hold none of 8 rows out
     values.update(knobs)
     return client.predict(**values, api_name="/start_training")[0]
 
@@ -175,10 +175,6 @@ def test_the_learning_rate_hint_names_the_default_that_training_will_use():
     assert "(0.001)" in lr_hint("smollm2-135m", "qlora")  # the bundled model's registry value, not the generic 2e-4
 
 
-def test_the_page_answers_within_5_seconds_of_launch(app):
-    assert app.first_200_s < 5, f"first HTTP 200 after {app.first_200_s:.1f} s"
-
-
 def test_upload_reports_format_shape_examples_and_skipped_rows(app, chats_file, tmp_path):
     client = app.client()
     with_bad_rows = tmp_path / "mixed.jsonl"
@@ -228,9 +224,9 @@ def test_dpo_and_kto_are_offered_only_for_data_of_their_shape(app):
 
     client = app.client()
     pairs = client.predict("quorvane_preferences.jsonl", api_name="/use_sample")[1][0]["stored_as"]
-    with pytest.raises(Exception, match="SFT cannot train on this data; it allows: DPO"):
+    with pytest.raises(Exception, match="SFT cannot train on preference data; it allows DPO"):
         start_run(client, [pairs], base_model=str(app.workspace / "models" / "tiny"), train_method="sft")
-    with pytest.raises(Exception, match="prompt tuning is offered for sft only"):
+    with pytest.raises(Exception, match="dpo trains with qlora, lora, full, layers, not 'prompt'"):
         start_run(client, [pairs], base_model=str(app.workspace / "models" / "tiny"), train_method="dpo",
                   technique="prompt")
     assert list((app.workspace / "runs").iterdir()) == []  # nothing was launched
@@ -252,10 +248,11 @@ def test_train_a_tiny_model_watch_it_finish_and_chat_with_base_and_run(app, chat
     html, plot, log, _, comparison, *_ = client.predict(run, api_name="/run_status")
     assert "step <b>6</b> / 6" in html and "done" in html
     assert {row[2] for row in value_of(plot)["data"]} == {"train loss", "eval loss"}
+    assert value_of(plot)["datatypes"] == {"step": "quantitative", "loss": "quantitative", "series": "nominal"}
     assert "done:" in log
-    if (Path(run) / "comparison.json").exists():  # written by the trainer; shown as it is
-        kinds = {row[0] for row in value_of(comparison)["data"]}
-        assert kinds <= {"held-out", "general"} and kinds
+    assert (Path(run) / "comparison.json").exists()  # compare_prompts defaults to 3: the trainer writes it
+    kinds = [row[0] for row in value_of(comparison)["data"]]
+    assert kinds.count("held-out") >= 1 and kinds.count("general") == 3
 
     table = client.predict(api_name="/list_runs")[0]
     row = dict(zip(table["headers"], next(r for r in table["data"] if r[0] == Path(run).name)))
@@ -294,11 +291,15 @@ def test_a_failed_run_shows_its_error_and_a_run_can_be_cancelled(app, chats_file
 
     client = app.client()
     data = [client.predict([handle_file(str(chats_file))], api_name="/upload")[1][0]["stored_as"]]
-    broken = start_run(client, data, base_model="/no/such/model-folder", name="broken")
+    with pytest.raises(Exception, match="no/such/model-folder"):  # found before anything starts
+        start_run(client, data, base_model="/no/such/model-folder", name="no-base")
+    assert not (app.workspace / "runs" / "no-base").exists()
+    # every example is longer than 16 tokens: only the trainer, which counts them, finds out
+    broken = start_run(client, data, base_model=str(app.workspace / "models" / "tiny"), name="broken", max_tokens=16)
     long = start_run(client, data, base_model=str(app.workspace / "models" / "tiny"), steps=500, name="long")
 
     failed = wait_for_state(client, broken)
-    assert failed["state"] == "failed" and "no/such/model-folder" in failed["error"]
+    assert failed["state"] == "failed" and "too long" in failed["error"]
     html = client.predict(broken, api_name="/run_status")[0]
     assert "failed" in html and "Error:" in html
 
@@ -310,15 +311,25 @@ def test_a_failed_run_shows_its_error_and_a_run_can_be_cancelled(app, chats_file
     table = client.predict(api_name="/list_runs")[0]
     states = {r[0]: (r[1], r[-1]) for r in table["data"]}
     assert states["long"][0] == "cancelled"
-    assert states["broken"][0] == "failed" and "no/such/model-folder" in states["broken"][1]
+    assert states["broken"][0] == "failed" and "too long" in states["broken"][1]
 
 
-def test_runs_and_uploads_survive_a_restart_behind_a_login(app):
-    client = app.client()
-    before = client.predict(api_name="/list_runs")[0]["data"]
-    assert before, "the earlier tests leave runs behind"
-    app.stop()
-    again = AppProcess(app.workspace, "--auth", "ana:open-sesame")
+def test_runs_and_uploads_survive_a_restart_behind_a_login(tmp_path, tiny_model_dir, chats_file):
+    from gradio_client import handle_file
+
+    workspace = make_workspace(tmp_path, tiny_model_dir)
+    first = AppProcess(workspace, "--no-warm")
+    try:
+        client = first.client()
+        data = [client.predict([handle_file(str(chats_file))], api_name="/upload")[1][0]["stored_as"]]
+        run = start_run(client, data, base_model=str(workspace / "models" / "tiny"), steps=2, name="kept",
+                        compare_prompts=0)
+        assert wait_for_state(client, run)["state"] == "done"
+        before = client.predict(api_name="/list_runs")[0]["data"]
+    finally:
+        first.stop()
+    assert [r[:2] for r in before] == [["kept", "done"]]
+    again = AppProcess(workspace, "--no-warm", "--auth", "ana:open-sesame")
     try:
         with pytest.raises(Exception):
             again.client()  # no login, no app
@@ -326,12 +337,26 @@ def test_runs_and_uploads_survive_a_restart_behind_a_login(app):
             again.client(auth=("ana", "wrong"))
         client = again.client(auth=("ana", "open-sesame"))
         after = client.predict(api_name="/list_runs")[0]["data"]
-        assert sorted(r[:2] for r in after) == sorted(r[:2] for r in before)
-        finished = [r[0] for r in after if r[1] == "done"]
+        assert [r[:2] for r in after] == [["kept", "done"]]
         choices = [value for _, value in client.predict(None, None, api_name="/models")[2]]
-        assert all(str(app.workspace / "runs" / name) in choices for name in finished)
-        uploads = sorted(p.name for p in (app.workspace / "uploads").iterdir())
-        _, reports, *_ = client.predict(str(app.workspace / "uploads" / uploads[0]), api_name="/inspect_upload")
-        assert reports[0]["stored_as"].endswith(uploads[0])
+        assert str(workspace / "runs" / "kept") in choices
+        uploads = sorted(p.name for p in (workspace / "uploads").iterdir() if not p.name.startswith("."))
+        assert uploads == [Path(data[0]).name]
+        _, reports, *_ = client.predict(str(workspace / "uploads" / uploads[0]), api_name="/inspect_upload")
+        assert reports[0]["stored_as"].endswith(uploads[0]) and reports[0]["examples"] == 8
     finally:
         again.stop()
+
+
+def test_the_train_tab_shows_the_planned_steps_before_start(app, chats_file):
+    from gradio_client import handle_file
+
+    client = app.client()
+    stored = client.predict([handle_file(str(chats_file))], api_name="/upload")[1][0]["stored_as"]
+    tiny = str(app.workspace / "models" / "tiny")
+    # 8 conversations: at least 60 steps, so a small file is seen often enough to be learned (ftchat.budget)
+    planned = client.predict([stored], tiny, "sft", "lora", None, None, 4, 512, api_name="/plan")
+    assert planned.startswith("**Plan:** ≈ 60 steps"), planned
+    assert "min on this machine" in planned or "s on this machine" in planned
+    chosen = client.predict([stored], tiny, "sft", "lora", None, 12, 4, 512, api_name="/plan")
+    assert chosen.startswith("**Plan:** ≈ 12 steps"), chosen  # the person's max steps win

@@ -110,7 +110,7 @@ def build_model(config: RunConfig):
     from peft import PeftModel
 
     base_path = models.resolve_base(config.base)
-    parent_weights = runs.weights_dir(config.parent) if config.parent else None
+    parent_weights = models.require_safetensors(runs.weights_dir(config.parent)) if config.parent else None
     start_from = parent_weights if parent_weights and parent_weights.name == "model" else config.base
     model = models.load_model(start_from, precision=precision_for(config), for_training=True)
     model.config.use_cache = False
@@ -139,8 +139,8 @@ def trainer_arguments(config: RunConfig, has_eval: bool) -> dict:
         lr_scheduler_type=config.scheduler,
         warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay,
-        max_steps=config.max_steps if config.max_steps > 0 else -1,
-        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,  # planned by ftchat.budget before the trainer is built
+        num_train_epochs=config.epochs or 1.0,
         logging_steps=config.logging_steps,
         save_strategy="steps",
         save_steps=config.eval_steps,
@@ -159,7 +159,7 @@ def trainer_arguments(config: RunConfig, has_eval: bool) -> dict:
         args.update(
             eval_strategy="steps",
             eval_steps=config.eval_steps,
-            load_best_model_at_end=config.early_stopping > 0,
+            load_best_model_at_end=bool(config.early_stopping),
             metric_for_best_model="eval_loss",
             greater_is_better=False,
         )
@@ -178,6 +178,7 @@ class RunFolderCallback(TrainerCallback):
         self.last_tokens = None
         self.last_time = self.start
         self.last = {}
+        self.diverged_at: int | None = None  # the step whose loss was NaN or infinite
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start = self.last_time = time.time()  # elapsed and ETA count training, not model loading
@@ -189,8 +190,11 @@ class RunFolderCallback(TrainerCallback):
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and any(isinstance(logs.get(k), float) and not math.isfinite(logs[k]) for k in ("loss", "grad_norm")):
+            self.diverged_at = state.global_step  # every update from here on only spreads NaN: stop now
+            control.should_training_stop = True
         if not self.is_main or not logs:
-            return
+            return control
         now = time.time()
         elapsed = now - self.start
         step = state.global_step
@@ -214,11 +218,33 @@ class RunFolderCallback(TrainerCallback):
         with open(self.run_dir / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(row) + "\n")
         runs.write_status(self.run_dir, "running", step=step, max_steps=state.max_steps)
+        return control
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights stopped being finite numbers; nothing is saved."""
+
+
+def check_finite(model, config: RunConfig, diverged_at: int | None) -> None:
+    """Raise TrainingDiverged when training logged a NaN/inf loss or left a trainable weight that is not finite."""
+    import torch
+
+    if diverged_at is None:
+        bad = next((name for name, p in model.named_parameters()
+                    if p.requires_grad and not torch.isfinite(p.detach()).all()), None)
+        if bad is None:
+            return
+        where = f"the weight {bad} holds NaN or infinite values"
+    else:
+        where = f"the loss became NaN or infinite at step {diverged_at}"
+    raise TrainingDiverged(
+        f"training diverged: {where}, so no weights were saved. Lower the learning rate (lr, now "
+        f"{config.learning_rate:g}) or check that the base model's weights are finite.")
 
 
 def callbacks_for(config: RunConfig, run_callback: RunFolderCallback, has_eval: bool) -> list:
     callbacks = [run_callback]
-    if has_eval and config.early_stopping > 0:
+    if has_eval and config.early_stopping:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
     return callbacks
 

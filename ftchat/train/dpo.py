@@ -1,7 +1,9 @@
 """Direct Preference Optimization on prompt/chosen/rejected pairs.
 
-With an adapter, the reference model is the same base with the adapter switched off (TRL does this when it is
-given a PEFT model and no ref_model), so no second copy of the weights is held.
+The reference model is the model the run starts from, without a second copy of the base's weights (TRL does this
+when given no ref_model): a new adapter's reference is the base with the adapter switched off; a run that continues
+its parent's adapter (a feedback round, see ftchat.feedback.rounds) gets a frozen copy of that adapter, named "ref",
+so the parent is the reference. A full or layer-wise parent is loaded again as the reference.
 """
 from __future__ import annotations
 

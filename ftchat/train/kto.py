@@ -1,6 +1,7 @@
 """Kahneman-Tversky Optimization on unpaired feedback: prompt/completion/label (thumbs up or down).
 
-Like DPO, with an adapter the reference is the base with the adapter switched off.
+Like DPO, the reference is the model the run starts from: the base for a new adapter, the parent run (a frozen
+copy of its adapter named "ref") for a run that continues its parent.
 """
 from __future__ import annotations
 

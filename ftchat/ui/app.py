@@ -37,6 +37,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def url_host(host: str) -> str:
+    """The host as it goes into a URL (and into Gradio's server_name, which builds its own URL from it): an IPv6
+    address in brackets; a wildcard address as the loopback address a local browser can open."""
+    bare = host.strip("[]")
+    if bare in ("0.0.0.0", "::"):
+        return "127.0.0.1" if bare == "0.0.0.0" else "[::1]"
+    return f"[{bare}]" if ":" in bare else bare
+
+
 def parse_auth(value: str | None) -> tuple[str, str] | None:
     if value is None:
         return None
@@ -62,7 +71,7 @@ def build_app(workspace, ctx=None):
     """The page: a gr.Blocks with the Data, Train and Chat tabs wired to each other."""
     import gradio as gr
 
-    from ftchat.ui import chat_tab, data_tab, train_tab
+    from ftchat.ui import chat_tab, data_tab, export_panel, train_tab
     from ftchat.ui.context import AppContext
     from ftchat.ui.workspace import Workspace
 
@@ -77,6 +86,8 @@ def build_app(workspace, ctx=None):
                 data = data_tab.build(ctx, demo)
             with gr.Tab("2. Train", id="train") as train_page:
                 train = train_tab.build(ctx, demo, train_page)
+                exporter = export_panel.build(ctx)
+                train_page.select(exporter.refresh, outputs=[exporter.run], api_visibility="private")
             with gr.Tab("3. Chat", id="chat") as chat_page:
                 chat_tab.build(ctx, demo, chat_page)
         # New uploads become the Train tab's selected data.
@@ -106,13 +117,20 @@ def main(argv: list[str] | None = None) -> int:
 
     theme = gr.themes.Soft(primary_hue="indigo", font=["ui-sans-serif", "system-ui", "sans-serif"],
                            font_mono=["ui-monospace", "Consolas", "monospace"])
+    from starlette.middleware import Middleware
+
+    from ftchat.login import ThrottledLogin, password_check
+
+    bare = args.host.strip("[]")
     demo.launch(
-        server_name=args.host, server_port=args.port, auth=auth, theme=theme, css=CSS, ssr_mode=False,
+        # Gradio puts server_name into the URL it checks itself with: an IPv6 address needs its brackets there
+        server_name=f"[{bare}]" if ":" in bare else bare, server_port=args.port,
+        auth=password_check(*auth) if auth else None, theme=theme, css=CSS, ssr_mode=False,
         show_error=True, prevent_thread_lock=True, max_file_size=ctx.workspace.max_upload_bytes,
         footer_links=[], mcp_server=False, pwa=False, enable_monitoring=False,
+        app_kwargs={"middleware": [Middleware(ThrottledLogin)]} if auth else None,
     )
-    print(f"ftchat: open http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port} "
-          f"(workspace: {ctx.workspace.root})", flush=True)
+    print(f"ftchat: open http://{url_host(args.host)}:{args.port} (workspace: {ctx.workspace.root})", flush=True)
     if not args.no_warm:
         threading.Thread(target=ctx.warm, name="warm-bundled-model", daemon=True).start()
     try:

@@ -39,11 +39,23 @@ def model_choices(ctx: AppContext) -> list[tuple[str, str]]:
 
 
 def default_pair(choices: list[tuple[str, str]]) -> tuple[str | None, str | None]:
-    """Left: the bundled base; right: the newest finished run (or the base again when there is none)."""
+    """Right: the newest finished run; left: what it was trained from (its parent run, else its base). With no
+    finished run, the bundled base on both sides."""
+    from ftchat import runs
+
     values = [value for _, value in choices]
-    left = BASE_PREFIX + DEFAULT_BASE if BASE_PREFIX + DEFAULT_BASE in values else (values[0] if values else None)
-    runs = [v for v in values if not v.startswith(BASE_PREFIX)]
-    return left, runs[0] if runs else left
+    base = BASE_PREFIX + DEFAULT_BASE if BASE_PREFIX + DEFAULT_BASE in values else (values[0] if values else None)
+    finished = [v for v in values if not v.startswith(BASE_PREFIX)]
+    if not finished:
+        return base, base
+    newest = finished[0]
+    config = runs.load_run(newest).config
+    parent, run_base = config.get("parent"), config.get("base")
+    if parent and str(parent) in values:
+        return str(parent), newest
+    if run_base and BASE_PREFIX + run_base in values:
+        return BASE_PREFIX + run_base, newest
+    return base, newest
 
 
 def message_text(content) -> str:
@@ -146,6 +158,11 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
                 gr.Dropdown(choices=fresh, value=right if right in values else default_right),
                 fresh)
 
+    def on_show(left: str | None, right: str | None, picked: bool):
+        """Opening the tab: until the person picks a model on this page, the newest finished run (right) against
+        what it was trained from (left); after that, their picks stay."""
+        return models(left, right)[:2] if picked else models()[:2]
+
     inputs = [message, left_model, right_model, left_chat, right_chat, system, temperature, top_p, max_new_tokens]
     outputs = [left_chat, right_chat, message]
     sent = send.click(chat, inputs=inputs, outputs=outputs, api_name="chat", show_progress="hidden")
@@ -155,9 +172,12 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
     clear.click(lambda: ([], [], ""), outputs=[left_chat, right_chat, message], api_name="clear_chat")
     refresh.click(models, inputs=[left_model, right_model], outputs=[left_model, right_model, gr.JSON(visible=False)],
                   api_name="models")
-    # A run that finished since the page was built shows up without a restart; a new page pairs the base with
-    # the newest run, opening the tab again keeps what was picked.
+    # A run that finished since the page was built shows up without a restart, paired against what it was trained
+    # from, unless the person has picked models on this page (`.input` fires for a person's choice only).
+    picked = gr.State(False)
+    for picker in (left_model, right_model):
+        picker.input(lambda: True, outputs=[picked], api_visibility="private", show_progress="hidden")
     demo.load(lambda: models()[:2], outputs=[left_model, right_model], api_visibility="private")
-    page.select(lambda left, right: models(left, right)[:2], inputs=[left_model, right_model],
-                outputs=[left_model, right_model], api_visibility="private")
+    page.select(on_show, inputs=[left_model, right_model, picked], outputs=[left_model, right_model],
+                api_visibility="private")
     return ChatTab(left_model, right_model, refresh)

@@ -4,24 +4,37 @@ Everything heavy (transformers, torch) is loaded on first use, never at import, 
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ftchat.config import RunConfig
 from ftchat.ui.workspace import Workspace
 
 log = logging.getLogger("ftchat.ui")
-MAX_TOKENS = 2048  # rows longer than this are reported as skipped, as `ftchat data check` does
+# One length rule: the Data tab counts a row as usable only if training (max_length, same tokenizer) keeps it.
+MAX_TOKENS = RunConfig().max_length
+REPORTS_KEPT = 16  # full reports (a preview, skipped rows, a length sample) kept in memory, least recent dropped
+VERDICTS_FILE = ".checked.json"  # in uploads/: ok / shape / error of every stored upload, kept across restarts
 
 
 @dataclass
 class FileReport:
-    """One file's validation report: the loaded rows plus token lengths under the bundled tokenizer."""
+    """One file's validation report: counts, skipped rows, the first rows for a preview (never all of them)
+    and token lengths of (a sample of) its examples under the bundled tokenizer."""
 
-    loaded: object  # ftchat.data.LoadedFile
+    loaded: object  # ftchat.data.LoadedFile, its `rows` cut to a preview
     lengths: list[int] = field(default_factory=list)
     counted_with: str = ""  # "tokens" or "estimated tokens" (no tokenizer)
+
+    @property
+    def sampled(self) -> bool:
+        """True when `lengths` measure a sample of the examples, not every one."""
+        return len(self.lengths) < self.loaded.examples
 
     @property
     def ok(self) -> bool:
@@ -29,7 +42,8 @@ class FileReport:
 
     @property
     def shape(self) -> str | None:
-        return self.loaded.shape
+        """The data shape training would see: None for a file that cannot be trained on."""
+        return self.loaded.shape if self.loaded.ok else None
 
 
 class AppContext:
@@ -39,7 +53,8 @@ class AppContext:
         self._tokenizer = None
         self._tokenizer_error: str | None = None
         self._engine = None
-        self._reports: dict[tuple[str, float], FileReport] = {}
+        self._reports: OrderedDict[tuple, FileReport] = OrderedDict()
+        self._verdicts: dict[str, dict] | None = None
 
     def tokenizer(self):
         """The bundled model's tokenizer, or None when it cannot be loaded (token counts are then estimates)."""
@@ -60,27 +75,74 @@ class AppContext:
             if self._engine is None:
                 from ftchat.chat import ChatEngine
 
-                self._engine = ChatEngine(runs_root=self.workspace.runs_dir)
+                self._engine = ChatEngine(runs_root=self.workspace.runs_dir, models_root=self.workspace.models_dir)
             return self._engine
 
     def report(self, path: str | Path) -> FileReport:
-        """Load and check one file (cached while the file is unchanged)."""
-        from ftchat.data import load_file, token_lengths
+        """Check one file as a stream (memory bounded whatever its size); the last REPORTS_KEPT reports
+        are cached while their file is unchanged."""
+        from ftchat.data import summarize_file
 
         path = Path(path)
-        key = (str(path), path.stat().st_mtime if path.exists() else 0.0)
-        if key not in self._reports:
-            tokenizer = self.tokenizer()
-            loaded = load_file(path, tokenizer=tokenizer, max_tokens=MAX_TOKENS)
-            if self.workspace.is_upload(path):  # messages name the file as the user knows it, not its stored name
-                original = self.workspace.stored_file(path).original_name
-                if loaded.error:
-                    loaded.error = loaded.error.replace(path.name, original)
-                for skipped in loaded.skipped:
-                    skipped.reason = str(skipped.reason).replace(path.name, original)
-            lengths = token_lengths(loaded.rows, loaded.shape, tokenizer) if loaded.ok else []
-            self._reports[key] = FileReport(loaded, lengths, "tokens" if tokenizer is not None else "estimated tokens")
-        return self._reports[key]
+        stat = path.stat() if path.exists() else None
+        key = (str(path), stat.st_mtime if stat else 0.0, stat.st_size if stat else 0)
+        with self._lock:
+            if key in self._reports:
+                self._reports.move_to_end(key)
+                return self._reports[key]
+        tokenizer = self.tokenizer()
+        loaded, lengths = summarize_file(path, tokenizer=tokenizer, max_tokens=MAX_TOKENS)
+        if self.workspace.is_upload(path):  # messages name the file as the user knows it, not its stored name
+            original = self.workspace.stored_file(path).original_name
+            if loaded.error:
+                loaded.error = loaded.error.replace(path.name, original)
+            for skipped in loaded.skipped:
+                skipped.reason = str(skipped.reason).replace(path.name, original)
+        report = FileReport(loaded, lengths, "tokens" if tokenizer is not None else "estimated tokens")
+        with self._lock:
+            self._reports[key] = report
+            while len(self._reports) > REPORTS_KEPT:
+                self._reports.popitem(last=False)
+        if self.workspace.is_upload(path):
+            self._remember(path, report)
+        return report
+
+    def verdict(self, path: str | Path) -> dict:
+        """{"ok", "shape", "error"} of a stored upload: from the verdicts kept in uploads/ when known (an
+        upload's name holds its content hash, so its verdict never goes stale), else from its report."""
+        path = Path(path)
+        self.tokenizer()  # verdicts depend on it (rows over MAX_TOKENS are skipped)
+        with self._lock:
+            if self._verdicts is None:
+                self._verdicts = self._read_verdicts()
+            known = self._verdicts.get(self._verdict_key(path))
+        if known is not None:
+            return known
+        report = self.report(path)
+        return {"ok": report.ok, "shape": report.shape, "error": report.loaded.error}
+
+    def _verdict_key(self, path: Path) -> str:
+        return f"{path.name}|{MAX_TOKENS}|{'tokenizer' if self._tokenizer is not None else 'chars'}"
+
+    def _read_verdicts(self) -> dict:
+        try:
+            return json.loads((self.workspace.uploads_dir / VERDICTS_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _remember(self, path: Path, report: FileReport) -> None:
+        with self._lock:
+            if self._verdicts is None:
+                self._verdicts = self._read_verdicts()
+            self._verdicts[self._verdict_key(path)] = {"ok": report.ok, "shape": report.shape,
+                                                       "error": report.loaded.error}
+            target = self.workspace.uploads_dir / VERDICTS_FILE
+            partial = target.with_name(target.name + ".partial")
+            try:
+                partial.write_text(json.dumps(self._verdicts))
+                os.replace(partial, target)
+            except OSError as exc:
+                log.warning("could not save upload verdicts: %s", exc)
 
     def warm(self) -> None:
         """Convert the bundled model once (the first time takes ~30 s) and load its tokenizer."""

@@ -18,6 +18,7 @@ SHAPE_NOTES = {  # what a shape is; which methods train on it comes from ftchat.
     "prompt_completion": "prompt / completion pairs (trained as conversations)",
     "preference": "chosen / rejected pairs",
     "unpaired_preference": "answers labelled good / bad",
+    "prompt_only": "prompts only (the trainer writes the answers and a reward scores them)",
     "text": "plain text (continued pre-training)",
 }
 
@@ -45,12 +46,34 @@ class DataTab:
 
 # -- pure helpers (no gradio): what the report says --------------------------------------------------------------
 
+def upload_label(f) -> str:
+    return f"{f.original_name} · {human_size(f.size)} · {time.strftime('%Y-%m-%d %H:%M', time.localtime(f.added))}"
+
+
 def upload_choices(ctx: AppContext) -> list[tuple[str, str]]:
-    return [
-        (f"{f.original_name} · {human_size(f.size)} · {time.strftime('%Y-%m-%d %H:%M', time.localtime(f.added))}",
-         str(f.path))
-        for f in ctx.workspace.uploads()
-    ]
+    """The uploads offered as training data: only those whose report is usable (an unusable file would only
+    fail at Start with "allows: nothing")."""
+    return [(upload_label(f), str(f.path)) for f in ctx.workspace.uploads() if ctx.verdict(f.path)["ok"]]
+
+
+def stored_choices(ctx: AppContext) -> list[tuple[str, str]]:
+    """Every stored upload, for the Data tab to show its report again; unusable ones are marked."""
+    return [(upload_label(f) + ("" if ctx.verdict(f.path)["ok"] else " · NOT USABLE"), str(f.path))
+            for f in ctx.workspace.uploads()]
+
+
+def unusable_reason(ctx: AppContext, paths: list[str]) -> str | None:
+    """Why the selected training files cannot be trained on (each unusable file with its reason), or None."""
+    reasons = []
+    for path in paths:
+        if not ctx.workspace.is_upload(path) or not Path(path).is_file():
+            reasons.append(f"{Path(path).name}: is no longer in the workspace; upload it again")
+            continue
+        verdict = ctx.verdict(path)
+        if not verdict["ok"]:
+            name = ctx.workspace.stored_file(path).original_name
+            reasons.append((verdict.get("error") or f"{name}: has no usable examples").rstrip("."))
+    return "; ".join(reasons) + "." if reasons else None
 
 
 def sample_choices() -> list[tuple[str, str]]:
@@ -78,24 +101,28 @@ def report_markdown(name: str, report: FileReport | None, error: str | None = No
     if loaded.format:
         lines.append(
             f"**Format** `{loaded.format}` · **shape** `{loaded.shape}` ({shape_note(loaded.shape)}) · "
-            f"**usable examples** {loaded.examples} · **skipped rows** {len(loaded.skipped)}"
+            f"**usable examples** {loaded.examples} · **skipped rows** {loaded.skipped_count}"
         )
     if loaded.error:
         lines.append(f"**Cannot use this file:** {loaded.error}")
+    for warning in loaded.warnings:
+        lines.append(f"**Check:** {warning}")
     if report.lengths:
         from ftchat.data import length_stats
 
         stats = length_stats(report.lengths)
-        lines.append(f"**{report.counted_with.capitalize()} per example:** "
+        sample = f" of a sample of {len(report.lengths)}" if report.sampled else ""
+        lines.append(f"**{report.counted_with.capitalize()} per example{sample}:** "
                      + " · ".join(f"{k} {v}" for k, v in stats.items())
-                     + f" (rows over {MAX_TOKENS} tokens are skipped)")
+                     + f" (rows over {MAX_TOKENS} tokens are skipped, as training skips them at its default "
+                       f"*Max tokens per example*; raise that in the Train tab to keep longer rows)")
     if loaded.skipped:
-        lines.append("\n| line | why it was skipped |\n|---:|---|")
+        lines.append("\n| line | record | why it was skipped |\n|---:|---:|---|")
         for skipped in loaded.skipped[:SHOW_SKIPPED]:
             reason = str(skipped.reason).replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| {skipped.line} | {reason} |")
-        if len(loaded.skipped) > SHOW_SKIPPED:
-            lines.append(f"\n… and {len(loaded.skipped) - SHOW_SKIPPED} more skipped rows.")
+            lines.append(f"| {skipped.line} | {skipped.record or ''} | {reason} |")
+        if loaded.skipped_count > SHOW_SKIPPED:
+            lines.append(f"\n… and {loaded.skipped_count - SHOW_SKIPPED} more skipped rows.")
     return "\n\n".join(lines[:2]) + ("\n\n" + "\n".join(lines[2:]) if len(lines) > 2 else "")
 
 
@@ -167,7 +194,7 @@ def inspect(ctx: AppContext, named_paths: list[tuple[str, Path | None, str | Non
         reports,
         gr.BarPlot(value=histogram_frame(lengths), visible=bool(lengths)),
         gr.Dataframe(value=preview_frame(first_ok[1] if first_ok else None), visible=first_ok is not None),
-        gr.Dropdown(choices=upload_choices(ctx), value=paths[0] if paths else None),
+        gr.Dropdown(choices=stored_choices(ctx), value=paths[0] if paths else None),
         paths,
     )
 
@@ -192,7 +219,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> DataTab:
             sample = gr.Dropdown(choices=samples, value=samples[0][1] if samples else None,
                                  label="…or try a sample", interactive=True)
             use_sample = gr.Button("Use sample", variant="primary")
-            stored = gr.Dropdown(choices=upload_choices(ctx), value=None, label="Uploaded before", interactive=True,
+            stored = gr.Dropdown(choices=stored_choices(ctx), value=None, label="Uploaded before", interactive=True,
                                  allow_custom_value=True)
     report = gr.Markdown("Upload a file or pick a sample to see its report.", elem_id="data-report")
     with gr.Row():
@@ -219,6 +246,8 @@ def build(ctx: AppContext, demo: gr.Blocks) -> DataTab:
                 named.append((source.name, stored_file.path, None))
             except (UploadError, OSError) as exc:
                 named.append((source.name, None, str(exc)))
+            finally:
+                ctx.workspace.discard_temporary(source)  # stored (or refused): Gradio's copy is not needed
         if not named:
             raise gr.Error("No file arrived; choose a training file to upload.")
         return inspect(ctx, named)
@@ -240,7 +269,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> DataTab:
         name = ctx.workspace.stored_file(Path(path)).original_name
         return inspect(ctx, [(name, Path(path), None)])
 
-    demo.load(lambda: gr.Dropdown(choices=upload_choices(ctx)), outputs=[stored], api_visibility="private")
+    demo.load(lambda: gr.Dropdown(choices=stored_choices(ctx)), outputs=[stored], api_visibility="private")
     events = [
         files.upload(upload, inputs=files, outputs=outputs, api_name="upload"),
         use_sample.click(use, inputs=sample, outputs=outputs, api_name="use_sample"),

@@ -14,10 +14,11 @@ from pathlib import Path
 import gradio as gr
 
 from ftchat import methods, runs
-from ftchat.config import ADAPTERS, ConfigError, RunConfig
+from ftchat.config import ADAPTERS, PLANNED, ConfigError, RunConfig, value_type
 from ftchat.models import DEFAULT_BASE, REGISTRY
+from ftchat.runner import config_from_form
 from ftchat.ui.context import AppContext
-from ftchat.ui.data_tab import upload_choices
+from ftchat.ui.data_tab import unusable_reason, upload_choices
 
 POLL_SECONDS = 1.5
 LOG_LINES = 12
@@ -115,7 +116,12 @@ def runs_frame(ctx: AppContext):
 
 
 def data_shapes(ctx: AppContext, paths: list[str]) -> dict[str, str | None]:
-    return {p: ctx.report(p).shape if Path(p).is_file() else None for p in paths}
+    """Each file's shape, None for a file that cannot train (gone, or no usable rows)."""
+    shapes = {}
+    for path in paths:
+        verdict = ctx.verdict(path) if ctx.workspace.is_upload(path) and Path(path).is_file() else {"ok": False}
+        shapes[path] = verdict.get("shape") if verdict.get("ok") else None
+    return shapes
 
 
 def methods_for(shapes: dict[str, str | None]) -> list[str]:
@@ -158,6 +164,14 @@ def progress_html(info, metrics: list[dict]) -> str:
     error = ""
     if state == "failed":
         error = f"<div class='run-error'><b>Error:</b> {escape(info.error or 'see the log below')}</div>"
+    skipped = status.get("skipped_rows") or []
+    if skipped:
+        total_skipped = info.summary.get("skipped", len(skipped))
+        listing = "; ".join(f"{escape(r.get('file', ''))} line {r.get('line')}: {escape(r.get('reason', ''))}"
+                            for r in skipped[:3])
+        more = f" and {total_skipped - 3} more" if total_skipped > 3 else ""
+        error += (f"<div class='run-skipped' style='margin-top:6px'>⚠️ <b>{total_skipped} row"
+                  f"{'s' if total_skipped != 1 else ''} left out of training</b>: {listing}{more}</div>")
     return (
         f"<div class='run-progress' data-state='{state}'>"
         f"<div><b>{escape(info.name)}</b> · <span style='color:{colour}'><b>{state}</b></span>{phase_text}"
@@ -170,30 +184,51 @@ def escape(text: str) -> str:
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def loss_frame(metrics: list[dict]):
+# What the two plots draw: metrics.jsonl key -> the series' name in the legend.
+LOSS_SERIES = {"loss": "train loss", "eval_loss": "eval loss"}
+SCORE_SERIES = {"reward": "mean reward", "rewards_margins": "reward margin", "rewards_accuracies": "reward accuracy",
+                "eval_accuracy": "eval accuracy", "eval_margin": "eval margin", "kl": "KL"}
+
+
+def series_frame(metrics: list[dict], series: dict[str, str], value: str):
+    """Long-format rows (step, value, series) with numeric dtypes even when empty: the browser picks a plot's axes
+    from the dtypes, and an untyped empty frame at the start of a run made it draw the losses as category labels."""
+    import math
+
     import pandas as pd
 
-    rows = []
-    for m in metrics:
-        if m.get("loss") is not None:
-            rows.append({"step": m["step"], "loss": m["loss"], "series": "train loss"})
-        if m.get("eval_loss") is not None:
-            rows.append({"step": m["step"], "loss": m["eval_loss"], "series": "eval loss"})
-    return pd.DataFrame(rows, columns=["step", "loss", "series"])
+    rows = [(int(m["step"]), float(m[key]), label) for m in metrics if isinstance(m.get("step"), (int, float))
+            for key, label in series.items()
+            if isinstance(m.get(key), (int, float)) and math.isfinite(m[key])]
+    frame = pd.DataFrame(rows, columns=["step", value, "series"])
+    return frame.astype({"step": "int64", value: "float64", "series": "object"})
+
+
+def plot_update(frame, **extra):
+    """A plot update that redraws the plot. The browser fixes a plot's colour scale to the series present when it
+    was drawn (an eval loss arriving later stayed invisible); setting the legend's entries makes it draw anew."""
+    return gr.LinePlot(value=frame, colors_in_legend=list(frame["series"].unique()), **extra)
+
+
+def loss_frame(metrics: list[dict]):
+    return series_frame(metrics, LOSS_SERIES, "loss")
+
+
+def score_frame(metrics: list[dict]):
+    return series_frame(metrics, SCORE_SERIES, "value")
 
 
 def comparison_frame(run_dir: Path):
-    import json
-
     import pandas as pd
 
-    try:
-        rows = json.loads((run_dir / "comparison.json").read_text())
-    except (OSError, ValueError):
+    from ftchat.compare import read_comparison
+
+    rows = read_comparison(run_dir)
+    if rows is None:
         return None
     return pd.DataFrame(
         [[r.get("kind", ""), r.get("prompt", ""), answer_text(r.get("base")), answer_text(r.get("tuned"))]
-         for r in rows if isinstance(r, dict)],
+         for r in rows],
         columns=["kind", "prompt", "base model", "tuned model"],
     )
 
@@ -218,6 +253,9 @@ def status_json(info, metrics: list[dict]) -> dict:
 # -- the tab -----------------------------------------------------------------------------------------------------
 
 def knob(name: str, label: str, info: str | None, default):
+    if name in PLANNED:  # empty: ftchat.budget plans it from the data
+        return gr.Number(value=None, label=label, info=f"{info + '; ' if info else ''}empty: planned from the data",
+                         precision=0 if value_type(name) is int else None, minimum=0)
     if name == "scheduler":
         return gr.Dropdown(SCHEDULERS, value=default, label=label, info=info, allow_custom_value=True)
     if name == "precision":
@@ -246,15 +284,16 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
                                    allow_custom_value=True, elem_id="train-data",
                                    info="Files from the Data tab (upload or use a sample there first).")
             data_note = gr.Markdown("")
+            plan_note = gr.Markdown("", elem_id="train-plan")
             with gr.Row():
                 # every method is a valid value (API clients pick any); the page narrows the choice to the data's shape
                 method = gr.Radio([(m.label, m.name) for m in methods.METHODS.values()], value="sft", label="Method",
                                   info="DPO and KTO appear when the data has their shape.")
                 adapter = gr.Radio([(ADAPTER_LABELS[a], a) for a in ADAPTERS], value="qlora", label="Technique")
             with gr.Row():
-                epochs = gr.Number(defaults.epochs, label="Epochs", minimum=0)
-                max_steps = gr.Number(defaults.max_steps, label="Max steps", precision=0, minimum=0,
-                                      info="0: train for the epochs")
+                epochs = gr.Number(None, label="Epochs", minimum=0, info="empty: planned from the data")
+                max_steps = gr.Number(None, label="Max steps", precision=0, minimum=0,
+                                      info="empty: planned; overrides epochs")
                 lr = gr.Number(0, label="Learning rate", minimum=0, info=lr_hint(DEFAULT_BASE, "qlora"))
                 batch_size = gr.Number(defaults.batch_size, label="Batch size", precision=0, minimum=1)
                 max_length = gr.Number(defaults.max_length, label="Max tokens per example", precision=0, minimum=16)
@@ -278,8 +317,11 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
             run = gr.Dropdown(listed_runs, value=listed_runs[0][1] if listed_runs else None, label="Run",
                               interactive=True, elem_id="run-picker", allow_custom_value=True)
             progress = gr.HTML("<div class='run-progress'>No run selected.</div>", elem_id="run-progress")
-            plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", height=260, elem_id="loss-plot",
+            plot = gr.LinePlot(loss_frame([]), x="step", y="loss", color="series", title="Loss", height=260,
+                               elem_id="loss-plot", x_title="step", y_title="loss",
                                color_map={"train loss": "#4f46e5", "eval loss": "#f59e0b"})
+            score_plot = gr.LinePlot(score_frame([]), x="step", y="value", color="series", height=220,
+                                     title="Rewards and accuracy", elem_id="score-plot", visible=False)
             log = gr.Code(label="Log (last lines)", elem_id="run-log", language=None, lines=LOG_LINES, max_lines=LOG_LINES,
                           interactive=False)
             with gr.Accordion("Run status as JSON", open=False):
@@ -314,6 +356,23 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
         value = current if current in (allowed or ["sft"]) else (allowed or ["sft"])[0]
         return note, gr.Radio(choices=choices, value=value)
 
+    def plan(paths: list[str] | None, base_model: str, train_method: str, technique: str, n_epochs, steps,
+             batch, max_tokens):
+        """What Start would train: the steps the defaults resolve to for these files, and about how long."""
+        from ftchat.budget import plan_for_files
+
+        paths = [p for p in (paths or []) if p]
+        if not paths or unusable_reason(ctx, paths):
+            return ""
+        try:
+            config = RunConfig(data=paths, out="plan", base=(base_model or DEFAULT_BASE).strip(), method=train_method,
+                               adapter=technique, epochs=float(n_epochs) if n_epochs else None,
+                               max_steps=int(steps) if steps else None, batch_size=int(batch or 4),
+                               max_length=int(max_tokens or 512))
+            return f"**Plan:** {plan_for_files(paths, config).describe()}"
+        except Exception as exc:  # noqa: BLE001  (the plan is advice; Start reports the real error)
+            return f"**Plan:** not available ({type(exc).__name__}: {str(exc)[:200]})"
+
     def refresh_choices(paths=None):
         return (gr.Dropdown(choices=upload_choices(ctx), value=paths) if paths is not None
                 else gr.Dropdown(choices=upload_choices(ctx)))
@@ -323,61 +382,44 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
                        name: str = "", parent_run: str = "", **more):
         """Start a training run as a subprocess; returns the run folder and its first status."""
         data = [p for p in (data or []) if p]
-        outside = [p for p in data if not ctx.workspace.is_upload(p) or not Path(p).is_file()]
-        if outside:
-            raise gr.Error(f"{', '.join(outside)} is not an upload in this workspace; upload it in the Data tab.")
-        if not data:
-            raise gr.Error("Pick the training data first (upload a file or use a sample in the Data tab).")
-        allowed = methods_for(data_shapes(ctx, data))
-        if train_method not in allowed:
-            raise gr.Error(f"{train_method.upper()} cannot train on this data; it allows: "
-                           f"{', '.join(m.upper() for m in allowed) or 'nothing (mixed shapes)'}.")
-        values = dict(
-            data=data, base=(base_model or DEFAULT_BASE).strip(), method=train_method, adapter=technique,
-            epochs=float(n_epochs or 0), max_steps=int(steps or 0),
-            lr=float(learning_rate) if learning_rate else None,  # 0 or empty: the technique's default
-            batch_size=int(batch or 1), max_length=int(max_tokens or 512), lora_r=int(rank or 1),
-            parent=None,
-        )
-        if parent_run:
-            parent_dir = ctx.workspace.run_dir(parent_run)
-            if parent_dir is None:
-                raise gr.Error(f"Continue from run: {parent_run} is not a run in this workspace.")
-            values["parent"] = str(parent_dir)
-        for key, value in more.items():
-            if key in field_names and value is not None and value != "":
-                default = getattr(defaults, key)
-                values[key] = type(default)(value) if isinstance(default, (int, float)) and \
-                    not isinstance(default, bool) else value
-        out = ctx.workspace.runs_dir / unique_run_name(ctx, name, train_method, technique)
-        values["out"] = str(out)
+        reason = unusable_reason(ctx, data)
+        if reason:
+            raise gr.Error(reason)
         try:
-            config = RunConfig(**values).validate()
+            config = config_from_form(
+                ctx.workspace, data, train_method, data_shapes(ctx, data), parent_run=parent_run, name=name,
+                base=base_model, adapter=technique, epochs=n_epochs, max_steps=steps, lr=learning_rate,
+                batch_size=batch, max_length=max_tokens, lora_r=rank, **more)
         except ConfigError as exc:
             raise gr.Error(str(exc)) from None
-        launched[str(out)] = runs.launch(config)
-        gr.Info(f"Training started: {out.name}")
-        return (str(out), gr.Dropdown(choices=run_choices(ctx), value=str(out)), gr.Timer(active=True),
+        launched[config.out] = runs.launch(config)
+        gr.Info(f"Training started: {Path(config.out).name}")
+        return (config.out, gr.Dropdown(choices=run_choices(ctx), value=config.out), gr.Timer(active=True),
                 runs_frame(ctx))
 
     def run_status(run_dir: str | None, seen=None):
-        """The selected run's progress, loss curve, log tail, status and (when done) the base/tuned comparison."""
+        """The selected run's progress, plots, log tail, status and (when done) the base/tuned comparison; the run
+        pickers and the runs table follow whenever a run's state changes, so no label says "queued" for long."""
         for key, process in list(launched.items()):
             if process.poll() is not None:
                 launched.pop(key)
         run_dir = ctx.workspace.run_dir(run_dir)
         if run_dir is None or not (run_dir / "status.json").exists():
-            return ("<div class='run-progress'>No run selected.</div>", None, "", {}, gr.Dataframe(visible=False),
-                    "", gr.Timer(active=False), None)
+            return ("<div class='run-progress'>No run selected.</div>", loss_frame([]), "", {},
+                    gr.Dataframe(visible=False), "", gr.Timer(active=False), None, gr.LinePlot(visible=False),
+                    gr.skip(), gr.skip(), gr.skip())
         info = runs.load_run(run_dir)
         run_dir = str(run_dir)
         metrics = runs.read_metrics(run_dir)
         tail = ANSI_ESCAPE.sub("", runs.log_tail(run_dir, LOG_LINES))  # tqdm's cursor moves
         watching = info.state in ("queued", "running")
         signature = (run_dir, info.state, len(metrics), info.status.get("phase"))
-        plot_value = loss_frame(metrics) if seen != signature else gr.skip()
+        changed = seen != signature
+        scores = score_frame(metrics)
+        plot_value = plot_update(loss_frame(metrics)) if changed else gr.skip()
+        score_plot = plot_update(scores, visible=not scores.empty) if changed else gr.skip()
         table, note = gr.skip(), gr.skip()
-        if seen != signature:
+        if changed:
             frame = comparison_frame(Path(run_dir))
             if frame is not None:
                 table = gr.Dataframe(value=frame, visible=True)
@@ -386,8 +428,12 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
                 table = gr.Dataframe(visible=False)
                 note = ("The comparison of base and tuned answers appears here when the run is done."
                         if watching else "")
+        state_changed = not seen or tuple(seen[:2]) != (run_dir, info.state)
+        pickers = (gr.Dropdown(choices=run_choices(ctx)) if state_changed else gr.skip(),
+                   runs_frame(ctx) if changed else gr.skip(),  # its step column moves with every logged step
+                   gr.Dropdown(choices=finished_run_choices(ctx)) if state_changed else gr.skip())
         return (progress_html(info, metrics), plot_value, tail, status_json(info, metrics), table, note,
-                gr.Timer(active=watching), signature)
+                gr.Timer(active=watching), signature, score_plot, *pickers)
 
     def cancel_run(run_dir: str | None):
         """Ask the selected run to stop; it saves a checkpoint and is marked cancelled."""
@@ -413,11 +459,17 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
 
     # -- events ----------------------------------------------------------------------------------------------
     datasets.change(on_data, inputs=[datasets, method], outputs=[data_note, method], api_visibility="private")
+    plan_inputs = [datasets, base, method, adapter, epochs, max_steps, batch_size, max_length]
+    for i, field in enumerate(plan_inputs):
+        field.change(plan, inputs=plan_inputs, outputs=[plan_note], show_progress="hidden", trigger_mode="always_last",
+                     **({"api_name": "plan"} if i == 0 else {"api_visibility": "private"}))
     for choice in (base, adapter):
         choice.change(lambda name, technique: gr.Number(info=lr_hint(name, technique)), inputs=[base, adapter],
                       outputs=[lr], api_visibility="private", show_progress="hidden")
     run_path = gr.Textbox(visible=False, label="run folder")
-    status_outputs = [progress, plot, log, status_data, comparison, comparison_note, timer, last_seen]
+    # the first eight keep their places: API clients read the status JSON at index 3
+    status_outputs = [progress, plot, log, status_data, comparison, comparison_note, timer, last_seen, score_plot,
+                      run, runs_table, parent]
     start.click(
         start_training,
         inputs=[base, datasets, method, adapter, epochs, max_steps, lr, batch_size, max_length, lora_r],
@@ -427,8 +479,6 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
     run.change(run_status, inputs=[run], outputs=status_outputs, api_name="run_status", show_progress="hidden")
     ticked = timer.tick(run_status, inputs=[run, last_seen], outputs=status_outputs, show_progress="hidden",
                         api_visibility="private")
-    ticked.then(lambda state: runs_frame(ctx) if state and state[1] not in ("queued", "running") else gr.skip(),
-                inputs=[last_seen], outputs=[runs_table], show_progress="hidden", api_visibility="private")
     cancel.click(cancel_run, inputs=[run], outputs=[gr.State()], api_name="cancel_run").then(
         run_status, inputs=[run], outputs=status_outputs, api_visibility="private")
     refresh_runs.click(list_runs, outputs=[runs_table, run, parent], api_name="list_runs")
@@ -459,13 +509,3 @@ def lr_hint(base: str | None, adapter: str | None) -> str:
     """What 0 means for the learning rate: the default RunConfig resolves for this base and technique."""
     default = RunConfig(base=base or DEFAULT_BASE, adapter=adapter or "qlora").learning_rate
     return f"0: the default for this base and technique ({default:g})"
-
-
-def unique_run_name(ctx: AppContext, name: str, method: str, adapter: str) -> str:
-    """The run folder's name: the user's (made safe) or date-method-technique, with -2, -3… if taken."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", (name or "").strip()).strip("-.") or \
-        f"{time.strftime('%Y%m%d-%H%M%S')}-{method}-{adapter}"
-    candidate, n = stem, 2
-    while (ctx.workspace.runs_dir / candidate).exists():
-        candidate, n = f"{stem}-{n}", n + 1
-    return candidate

@@ -7,8 +7,10 @@ WORKSPACE/
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +18,12 @@ from ftchat.config import file_sha256
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLES_DIR = REPO_ROOT / "data"
-DEFAULT_MAX_UPLOAD_MB = 100.0
+# bench/upload_limits.py, 2026-11-28: the upload path (store + report with the bundled tokenizer) costs ~0.5 CPU
+# seconds per MB of JSONL conversations, so ~60 MB is read in 30 s on a free core; 50 MB leaves room for longer rows.
+DEFAULT_MAX_UPLOAD_MB = 50.0
 # What ftchat.data reads (kept here too so this module imports without the data layer).
-DATA_EXTENSIONS = (".jsonl", ".json", ".csv", ".tsv", ".txt", ".md", ".pdf")
+DATA_EXTENSIONS = (".jsonl", ".json", ".csv", ".tsv", ".txt", ".md", ".pdf", ".parquet", ".arrow", ".jsonl.gz",
+                   ".json.gz")
 # Short descriptions of the shipped samples; any other file under data/ is offered with its name only.
 SAMPLE_NOTES = {
     "quorvane_support.jsonl": "support conversations (SFT)",
@@ -50,9 +55,19 @@ class StoredFile:
         return self.path.name
 
 
+def data_extension(name: str | Path) -> str:
+    """A file's extension in lower case; two parts for a compressed file ('.jsonl.gz')."""
+    name = Path(name).name.lower()
+    ext = Path(name).suffix
+    if ext == ".gz":
+        ext = Path(name[:-3]).suffix + ext
+    return ext
+
+
 def safe_stem(name: str) -> str:
     """A file name stem made of letters, digits, '.', '_' and '-' only (no path parts, no leading dot)."""
-    stem = Path(Path(name).name).stem
+    name = Path(name).name
+    stem = name[: len(name) - len(data_extension(name))]
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-")
     return stem[:60] or "upload"
 
@@ -89,7 +104,7 @@ class Workspace:
         """Copy a file into uploads/ under a safe name with its content hash; the same bytes are kept once."""
         source = Path(source)
         original_name = Path(original_name or source.name).name
-        ext = Path(original_name).suffix.lower()
+        ext = data_extension(original_name)
         if ext not in DATA_EXTENSIONS:
             what = f"'{ext}' files" if ext else "files without an extension"
             raise UploadError(f"{original_name}: ftchat cannot train on {what}; upload {', '.join(DATA_EXTENSIONS)}.")
@@ -108,17 +123,33 @@ class Workspace:
         partial.replace(target)  # a half-copied upload is never listed
         return self.stored_file(target)
 
+    def discard_temporary(self, path: str | Path) -> None:
+        """Delete a copy Gradio made of an upload (in its temp folder) once it is stored here: Gradio
+        would otherwise keep every upload until the app stops. Files anywhere else are left alone."""
+        path = Path(path)
+        temp_root = gradio_temp_dir()
+        try:
+            if temp_root in path.resolve().parents and path.is_file():
+                path.unlink()
+                if path.parent != temp_root and not any(path.parent.iterdir()):
+                    path.parent.rmdir()  # Gradio keeps each upload in a folder of its own
+        except OSError:
+            pass
+
     def stored_file(self, path: str | Path) -> StoredFile:
         """What is known of a stored upload: its original name (from the stored name), size, hash, time."""
         path = Path(path)
         stat = path.stat()
-        match = re.match(r"(.*)-([0-9a-f]{10})$", path.stem)
-        original = (match.group(1) if match else path.stem) + path.suffix
+        ext = data_extension(path.name)
+        stem = path.name[: len(path.name) - len(ext)]
+        match = re.match(r"(.*)-([0-9a-f]{10})$", stem)
+        original = (match.group(1) if match else stem) + ext
         return StoredFile(path, original, stat.st_size, match.group(2) if match else "", stat.st_mtime)
 
     def uploads(self) -> list[StoredFile]:
         """Stored uploads, newest first."""
-        files = [p for p in self.uploads_dir.iterdir() if p.is_file() and p.suffix.lower() in DATA_EXTENSIONS]
+        files = [p for p in self.uploads_dir.iterdir()  # hidden files are ours (e.g. the verdicts), never uploads
+                 if p.is_file() and not p.name.startswith(".") and data_extension(p) in DATA_EXTENSIONS]
         return sorted((self.stored_file(p) for p in files), key=lambda f: f.added, reverse=True)
 
     def is_upload(self, path: str | Path) -> bool:
@@ -136,9 +167,31 @@ class Workspace:
         return path if path.parent == self.runs_dir and path.is_dir() else None
 
     # -- models -------------------------------------------------------------------------------------------------
+    def offers_base(self, base: str) -> bool:
+        """Whether a base may be trained from the app: a registry name, a model folder directly under models/, or
+        a hub id. Not any other folder of this machine: the API would otherwise read whatever path it is sent."""
+        from ftchat.models import spec_for
+
+        base = str(base or "").strip()
+        if not base:
+            return False
+        if spec_for(base) is not None:
+            return True
+        if os.path.isabs(base) or base.startswith((".", "~")) or "\\" in base:
+            inside = Path(os.path.abspath(base)).parent.resolve() == self.models_dir
+            return inside and (Path(base) / "config.json").is_file()
+        parts = base.split("/")
+        return len(parts) == 2 and all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", part) for part in parts) \
+            and not Path(base).exists()
+
     def model_folders(self) -> list[Path]:
         """Base model folders under models/ (each holds a config.json)."""
         return sorted(p for p in self.models_dir.iterdir() if (p / "config.json").is_file())
+
+
+def gradio_temp_dir() -> Path:
+    """Where Gradio stores uploads before our handlers see them (GRADIO_TEMP_DIR, else <tmp>/gradio)."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
 
 
 def sample_files() -> list[Path]:
@@ -150,9 +203,9 @@ def sample_files() -> list[Path]:
     def key(path: Path):
         return (order.index(path.name) if path.name in order else len(order), path.name)
 
-    top = sorted((p for p in SAMPLES_DIR.iterdir() if p.is_file() and p.suffix.lower() in DATA_EXTENSIONS), key=key)
+    top = sorted((p for p in SAMPLES_DIR.iterdir() if p.is_file() and data_extension(p) in DATA_EXTENSIONS), key=key)
     examples = SAMPLES_DIR / "examples"
-    more = sorted((p for p in examples.iterdir() if p.suffix.lower() in DATA_EXTENSIONS), key=key) \
+    more = sorted((p for p in examples.iterdir() if data_extension(p) in DATA_EXTENSIONS), key=key) \
         if examples.is_dir() else []
     return top + more
 

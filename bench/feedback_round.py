@@ -1,0 +1,135 @@
+"""One feedback round on the bundled model, timed: a quick SFT run, ~20 votes base vs SFT, a DPO round from them,
+and the round's win-rate against its parent on prompts that were not voted on.
+
+The votes are cast by a rule instead of a person (the reply that repeats more of the reference answer's words
+wins; neither close: both bad), so the figures are the machine's share of a rating, not a person's reading time.
+Training runs as `python -m ftchat train` / `python -m ftchat round` subprocesses, as the app starts them.
+Usage: python bench/feedback_round.py [--votes 20] [--sft-steps 20] [--workspace DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DATA = ROOT / "data" / "quorvane_support.jsonl"
+WORD = re.compile(r"[a-z0-9ø]+")
+STOP = {"the", "a", "an", "is", "of", "in", "and", "to", "for", "it", "on", "at", "by", "with", "are", "be", "your"}
+
+
+def words(text: str) -> set[str]:
+    return {w for w in WORD.findall(text.lower()) if w not in STOP}
+
+
+def judge(reply_a: str, reply_b: str, reference: str) -> str:
+    """The rule that stands in for a person: the share of the reference's words each reply says."""
+    ref = words(reference) or {""}
+    score_a, score_b = len(words(reply_a) & ref) / len(ref), len(words(reply_b) & ref) / len(ref)
+    if max(score_a, score_b) < 0.25:
+        return "bothbad"
+    if abs(score_a - score_b) < 0.1:
+        return "tie"
+    return "a" if score_a > score_b else "b"
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(command: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of a subprocess: on a shared machine the CPU time is the steadier figure."""
+    started, cpu = time.time(), children_cpu_s()
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout[-1500:]}\n{result.stderr[-3000:]}")
+    return time.time() - started, children_cpu_s() - cpu
+
+
+def rate(engine, store, workspace, rows, left: str, right: str, settings, rng, anonymous: bool) -> list[float]:
+    """Both models answer each row's prompt (sides shuffled), the rule votes; returns wall seconds per rating."""
+    from ftchat.feedback import model_name, weights_hash
+
+    seconds = []
+    for row in rows:
+        conversation, reference = row["messages"][:-1], row["messages"][-1]["content"]
+        a, b = (left, right) if rng.random() < 0.5 else (right, left)
+        started = time.time()
+        reply_a, reply_b = engine.answer([(a, conversation), (b, conversation)], settings)
+        store.add_vote(conversation, model_name(a), model_name(b), reply_a, reply_b, judge(reply_a, reply_b, reference),
+                       settings=settings.__dict__, rater="bench-rule", anonymous=anonymous,
+                       hash_a=weights_hash(a, workspace), hash_b=weights_hash(b, workspace))
+        seconds.append(time.time() - started)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--votes", type=int, default=20)
+    parser.add_argument("--sft-steps", type=int, default=20)
+    parser.add_argument("--workspace", default=None, help="default: a temporary folder")
+    args = parser.parse_args()
+    workspace = Path(args.workspace or tempfile.mkdtemp(prefix="ftchat-feedback-bench-"))
+    runs_root = workspace / "runs"
+    rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
+    voted, held_out = rows[: args.votes], rows[args.votes: 2 * args.votes]
+
+    load_before = os.getloadavg()[1]
+    sft = runs_root / "quorvane-sft"
+    sft_s, sft_cpu = timed([sys.executable, "-m", "ftchat", "train", "--data", str(DATA), "--out", str(sft),
+                   "--max-steps", str(args.sft_steps), "--compare-prompts", "0"])
+
+    from ftchat.chat import ChatEngine, GenerationSettings
+    from ftchat.feedback import FeedbackStore
+    from ftchat.feedback.leaderboard import bradley_terry, win_rate
+    from ftchat.models import DEFAULT_BASE
+
+    store = FeedbackStore.for_workspace(workspace)
+    engine = ChatEngine(runs_root=runs_root)
+    settings = GenerationSettings(max_new_tokens=48)
+    rng = random.Random(0)
+    base = "base:" + DEFAULT_BASE
+    cpu = time.process_time()
+    per_rating = rate(engine, store, workspace, voted, base, str(sft), settings, rng, anonymous=True)
+    rating_cpu = (time.process_time() - cpu) / len(voted)
+
+    round_wall, round_cpu = timed([sys.executable, "-m", "ftchat", "round", "--from", sft.name, "--method", "dpo",
+                                   "--workspace", str(workspace), "--compare-prompts", "0"])
+    round_dir = next(p for p in runs_root.iterdir() if p.name.startswith("quorvane-sft-r1-dpo"))
+    summary = json.loads((round_dir / "status.json").read_text())["summary"]
+
+    rate(engine, store, workspace, held_out, str(sft), str(round_dir), settings, rng, anonymous=True)
+    votes = store.ratings(kind="vote")
+    sft_vs_base = win_rate(votes[: len(voted)], sft.name, base)
+    round_vs_parent = win_rate(votes, round_dir.name, sft.name)
+    figures = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average_5min": [round(load_before, 1), round(os.getloadavg()[1], 1)],  # before / after, 2 cores
+        "sft_steps": args.sft_steps, "sft_wall_s": round(sft_s, 1), "sft_cpu_s": round(sft_cpu, 1),
+        "votes": len(voted), "s_per_rating_median": round(sorted(per_rating)[len(per_rating) // 2], 2),
+        "cpu_s_per_rating": round(rating_cpu, 2),
+        "vote_outcomes": {w: sum(v["winner"] == w for v in votes[: len(voted)]) for w in ("a", "b", "tie", "bothbad")},
+        "sft_win_rate_vs_base": sft_vs_base,
+        "round_pairs": summary["examples"] + summary["eval_examples"], "round_steps": summary["steps"],
+        "round_training_s": summary["runtime_s"], "round_s_per_step": summary["s_per_step"],
+        "round_wall_s": round(round_wall, 1), "round_cpu_s": round(round_cpu, 1), "round_peak_memory_mb": summary["peak_memory_mb"],
+        "round_win_rate_vs_parent": round_vs_parent,
+        "leaderboard": [r.to_dict() for r in bradley_terry(votes)],
+        "workspace": str(workspace),
+    }
+    (workspace / "bench-feedback.json").write_text(json.dumps(figures, indent=1))
+    print(json.dumps(figures, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,406 @@
+"""The ratings people give while chatting, in SQLite: the only module of ftchat that talks to the database.
+
+WORKSPACE/feedback.sqlite (WAL mode, `PRAGMA user_version` = SCHEMA_VERSION):
+
+  ratings  one row per vote, thumb or edited answer (see `add_vote`, `add_thumb`, `add_edit`);
+           a deleted rating keeps its row with `deleted` = 1
+  audit    one row per deletion (and per import), never erased
+
+Every write is one transaction on a fresh connection, so any number of threads and processes may write at once
+(SQLite serialises them; `busy_timeout` makes a writer wait its turn instead of failing) and a rating that a call
+has returned the id of survives a kill -9 of the process.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+KINDS = ("vote", "thumb", "edit")
+WINNERS = ("a", "b", "tie", "bothbad")
+SIDES = ("a", "b")  # a: the left pane, b: the right pane
+SOURCES = ("ftchat", "import")
+BUSY_TIMEOUT_S = 60.0
+# The marker of ftchat's own ratings export (export.write_export(kind="ratings")); import_file reads it back.
+RATINGS_FORMAT = "ftchat-ratings-1"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS ratings (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    time         REAL    NOT NULL,
+    kind         TEXT    NOT NULL CHECK (kind IN ('vote', 'thumb', 'edit')),
+    conversation TEXT    NOT NULL,            -- JSON list of messages, ending with the user's prompt
+    prompt       TEXT    NOT NULL,            -- the last user message
+    model_a      TEXT    NOT NULL,            -- run folder name, or base:NAME
+    model_b      TEXT,                        -- votes only
+    hash_a       TEXT,                        -- sha256 of the weights files (weights_hash)
+    hash_b       TEXT,
+    reply_a      TEXT    NOT NULL,
+    reply_b      TEXT,
+    winner       TEXT    CHECK (winner IN ('a', 'b', 'tie', 'bothbad')),   -- votes
+    thumb        INTEGER CHECK (thumb IN (1, -1)),                        -- thumbs
+    edit         TEXT,                                                    -- edits: the better answer
+    side         TEXT    CHECK (side IN ('a', 'b')),                      -- thumbs / edits: the pane rated
+    settings     TEXT,                        -- JSON generation settings
+    rater        TEXT,
+    anonymous    INTEGER NOT NULL DEFAULT 0,  -- arena mode: names hidden until the vote
+    source       TEXT    NOT NULL DEFAULT 'ftchat' CHECK (source IN ('ftchat', 'import')),
+    origin       TEXT,                        -- imports: file:line
+    import_key   TEXT    UNIQUE,              -- imports: sha256 of the record, so a file imported twice counts once
+    deleted      INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS ratings_model_a ON ratings (model_a);
+CREATE INDEX IF NOT EXISTS ratings_model_b ON ratings (model_b);
+CREATE TABLE IF NOT EXISTS audit (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    time      REAL    NOT NULL,
+    action    TEXT    NOT NULL,              -- delete | import
+    rating_id INTEGER,
+    detail    TEXT                           -- JSON: reason, file, counts
+);
+"""
+JSON_COLUMNS = ("conversation", "settings")
+
+
+class FeedbackError(ValueError):
+    """A rating cannot be stored or read as asked; the message names the field and what would fix it."""
+
+
+@dataclass
+class ImportProblem:
+    line: int
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.field}: {self.reason}"
+
+
+@dataclass
+class ImportReport:
+    file: str
+    format: str | None = None  # "battle" (Chatbot Arena / FastChat) | "ftchat" (our ratings export)
+    added: int = 0
+    duplicates: int = 0  # rows already imported before
+    problems: list[ImportProblem] = field(default_factory=list)
+    error: str | None = None  # the whole file could not be read
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def summary(self) -> str:
+        if self.error:
+            return f"{self.file}: {self.error}"
+        text = f"{self.file}: {self.added} rating(s) imported ({self.format})"
+        if self.duplicates:
+            text += f", {self.duplicates} already there"
+        if self.problems:
+            text += f", {len(self.problems)} row(s) skipped"
+        return text
+
+
+def prompt_of(conversation: list[dict]) -> str:
+    """The text of the last user message of a conversation."""
+    for message in reversed(conversation):
+        if message.get("role") == "user":
+            return str(message.get("content", ""))
+    return ""
+
+
+def check_conversation(conversation, where: str = "conversation") -> list[dict]:
+    """The conversation as plain {"role", "content"} dicts ending with a user turn, or FeedbackError."""
+    if not isinstance(conversation, list) or not conversation:
+        raise FeedbackError(f"{where}: give the messages up to the prompt as a non-empty list.")
+    clean = []
+    for i, message in enumerate(conversation):
+        if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant"):
+            raise FeedbackError(f"{where}[{i}]: a message needs a role of system, user or assistant.")
+        content = message.get("content")
+        if not isinstance(content, str):
+            raise FeedbackError(f"{where}[{i}]: content must be text.")
+        clean.append({"role": message["role"], "content": content})
+    if clean[-1]["role"] != "user":
+        raise FeedbackError(f"{where}: must end with the user's prompt, ends with {clean[-1]['role']}.")
+    return clean
+
+
+class FeedbackStore:
+    """Ratings in one SQLite file. Cheap to create: every call opens its own connection."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as db:
+            db.execute("PRAGMA journal_mode=WAL")  # persistent: readers never block the writer
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise FeedbackError(f"{self.path} was written by a newer ftchat (schema {version} > "
+                                    f"{SCHEMA_VERSION}); update ftchat to read it.")
+            if version < SCHEMA_VERSION:
+                with db:
+                    db.executescript("BEGIN IMMEDIATE;" + SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};"
+                                     "COMMIT;")
+
+    @classmethod
+    def for_workspace(cls, workspace: str | os.PathLike) -> "FeedbackStore":
+        return cls(Path(workspace) / "feedback.sqlite")
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        db.execute("PRAGMA synchronous = FULL")  # a returned id is on disk, whatever happens next
+        db.row_factory = sqlite3.Row
+        return db
+
+    def _insert(self, values: dict) -> int:
+        columns = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        with closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = db.execute(f"INSERT INTO ratings ({columns}) VALUES ({marks})", list(values.values()))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return int(cursor.lastrowid)
+
+    # -- writing ------------------------------------------------------------------------------------------------
+    def _common(self, conversation, settings, rater, anonymous, when) -> dict:
+        conversation = check_conversation(conversation)
+        return {
+            "time": time.time() if when is None else float(when),
+            "conversation": json.dumps(conversation, ensure_ascii=False),
+            "prompt": prompt_of(conversation),
+            "settings": json.dumps(settings, ensure_ascii=False, default=str) if settings is not None else None,
+            "rater": (rater or "").strip() or None,
+            "anonymous": int(bool(anonymous)),
+        }
+
+    def add_vote(self, conversation: list[dict], model_a: str, model_b: str, reply_a: str, reply_b: str,
+                 winner: str, settings: dict | None = None, rater: str | None = None, anonymous: bool = False,
+                 hash_a: str | None = None, hash_b: str | None = None, when: float | None = None) -> int:
+        """Store one vote between two replies to the same conversation; returns its id once it is on disk."""
+        if winner not in WINNERS:
+            raise FeedbackError(f"winner: '{winner}' is not one of {', '.join(WINNERS)}.")
+        _check_model(model_a, "model_a")
+        _check_model(model_b, "model_b")
+        values = self._common(conversation, settings, rater, anonymous, when)
+        values.update(kind="vote", model_a=model_a, model_b=model_b, hash_a=hash_a, hash_b=hash_b,
+                      reply_a=str(reply_a), reply_b=str(reply_b), winner=winner)
+        return self._insert(values)
+
+    def add_thumb(self, conversation: list[dict], model: str, reply: str, up: bool, side: str | None = None,
+                  settings: dict | None = None, rater: str | None = None, anonymous: bool = False,
+                  hash: str | None = None, when: float | None = None) -> int:
+        """Store a thumbs up (up=True) or down for one reply; returns its id."""
+        _check_model(model, "model")
+        _check_side(side)
+        values = self._common(conversation, settings, rater, anonymous, when)
+        values.update(kind="thumb", model_a=model, hash_a=hash, reply_a=str(reply), thumb=1 if up else -1,
+                      side=side)
+        return self._insert(values)
+
+    def add_edit(self, conversation: list[dict], model: str, reply: str, better: str, side: str | None = None,
+                 settings: dict | None = None, rater: str | None = None, anonymous: bool = False,
+                 hash: str | None = None, when: float | None = None) -> int:
+        """Store a better answer a person wrote in place of a model's reply; returns its id."""
+        _check_model(model, "model")
+        _check_side(side)
+        if not isinstance(better, str) or not better.strip():
+            raise FeedbackError("better: the written answer is empty; type the answer you would have wanted.")
+        values = self._common(conversation, settings, rater, anonymous, when)
+        values.update(kind="edit", model_a=model, hash_a=hash, reply_a=str(reply), edit=better.strip(), side=side)
+        return self._insert(values)
+
+    def delete(self, rating_id: int, reason: str | None = None) -> None:
+        """Mark a rating deleted (exports and the leaderboard leave it out) and record why in the audit table."""
+        with closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute("SELECT deleted FROM ratings WHERE id = ?", (int(rating_id),)).fetchone()
+                if row is None:
+                    raise FeedbackError(f"rating {rating_id}: no such rating.")
+                if not row["deleted"]:
+                    db.execute("UPDATE ratings SET deleted = 1 WHERE id = ?", (int(rating_id),))
+                    db.execute("INSERT INTO audit (time, action, rating_id, detail) VALUES (?, 'delete', ?, ?)",
+                               (time.time(), int(rating_id), json.dumps({"reason": reason}, ensure_ascii=False)))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    # -- reading ------------------------------------------------------------------------------------------------
+    def ratings(self, model: str | None = None, rater: str | None = None, kind: str | None = None,
+                round: str | None = None, include_deleted: bool = False, source: str | None = None,
+                anonymous: bool | None = None) -> list[dict]:
+        """Ratings as dicts (conversation and settings parsed), oldest first. `model` matches either side;
+        `round` and `source` both filter on where a rating came from ('ftchat' or 'import')."""
+        where, params = [], []
+        if model:
+            where.append("(model_a = ? OR model_b = ?)")
+            params += [model, model]
+        if rater:
+            where.append("rater = ?")
+            params.append(rater)
+        if kind:
+            if kind not in KINDS:
+                raise FeedbackError(f"kind: '{kind}' is not one of {', '.join(KINDS)}.")
+            where.append("kind = ?")
+            params.append(kind)
+        source = source or round
+        if source:
+            where.append("source = ?")
+            params.append(source)
+        if anonymous is not None:
+            where.append("anonymous = ?")
+            params.append(int(bool(anonymous)))
+        if not include_deleted:
+            where.append("deleted = 0")
+        sql = "SELECT * FROM ratings" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+        with closing(self._connect()) as db:
+            return [_row_dict(row) for row in db.execute(sql, params)]
+
+    def get(self, rating_id: int) -> dict:
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT * FROM ratings WHERE id = ?", (int(rating_id),)).fetchone()
+        if row is None:
+            raise FeedbackError(f"rating {rating_id}: no such rating.")
+        return _row_dict(row)
+
+    def counts(self, **filters) -> dict:
+        """Numbers for the Feedback tab: total, per kind, per vote outcome, per model, deleted (same filters as
+        `ratings`)."""
+        rows = self.ratings(**{**filters, "include_deleted": True})
+        live = [r for r in rows if not r["deleted"]]
+        per_model: dict[str, int] = {}
+        for r in live:
+            for name in (r["model_a"], r["model_b"]):
+                if name:
+                    per_model[name] = per_model.get(name, 0) + 1
+        return {
+            "total": len(live),
+            "deleted": len(rows) - len(live),
+            "kinds": {k: sum(r["kind"] == k for r in live) for k in KINDS},
+            "winners": {w: sum(r["winner"] == w for r in live) for w in WINNERS},
+            "thumbs": {"up": sum(r["thumb"] == 1 for r in live), "down": sum(r["thumb"] == -1 for r in live)},
+            "models": dict(sorted(per_model.items(), key=lambda item: -item[1])),
+            "raters": sorted({r["rater"] for r in live if r["rater"]}),
+        }
+
+    def models(self) -> list[str]:
+        """Every model name that appears in a live rating."""
+        with closing(self._connect()) as db:
+            names = db.execute("SELECT model_a FROM ratings WHERE deleted = 0 UNION "
+                               "SELECT model_b FROM ratings WHERE deleted = 0 AND model_b IS NOT NULL").fetchall()
+        return sorted(n[0] for n in names)
+
+    def audit(self) -> list[dict]:
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT * FROM audit ORDER BY id").fetchall()
+        return [{**dict(r), "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
+
+    # -- import -------------------------------------------------------------------------------------------------
+    def import_file(self, path: str | os.PathLike) -> ImportReport:
+        """Add the ratings of a Chatbot Arena / FastChat battle JSONL file or of an ftchat ratings export.
+        Bad rows are skipped and listed with line and field; a row imported before is counted once."""
+        from ftchat.feedback.imports import parse_ratings_file
+
+        report = ImportReport(file=str(path))
+        parsed = parse_ratings_file(path, report)
+        if not report.ok:
+            return report
+        with closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for values in parsed:
+                    cursor = db.execute(
+                        f"INSERT OR IGNORE INTO ratings ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})",
+                        list(values.values()))
+                    if cursor.rowcount:
+                        report.added += 1
+                    else:
+                        report.duplicates += 1
+                db.execute("INSERT INTO audit (time, action, rating_id, detail) VALUES (?, 'import', NULL, ?)",
+                           (time.time(), json.dumps({"file": str(path), "format": report.format,
+                                                     "added": report.added, "duplicates": report.duplicates,
+                                                     "skipped": len(report.problems)})))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return report
+
+
+def _row_dict(row: sqlite3.Row) -> dict:
+    out = dict(row)
+    for key in JSON_COLUMNS:
+        out[key] = json.loads(out[key]) if out[key] else ([] if key == "conversation" else None)
+    out["anonymous"] = bool(out["anonymous"])
+    out["deleted"] = bool(out["deleted"])
+    out.pop("import_key", None)
+    return out
+
+
+def _check_model(name, what: str) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise FeedbackError(f"{what}: name the model (a run folder name, or base:NAME).")
+
+
+def _check_side(side) -> None:
+    if side is not None and side not in SIDES:
+        raise FeedbackError(f"side: '{side}' is not 'a' (left) or 'b' (right).")
+
+
+def import_key(record: dict) -> str:
+    return hashlib.sha256(json.dumps(record, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+# -- naming and hashing the models that answered ------------------------------------------------------------------
+_HASHES: dict[tuple, str] = {}
+
+
+def model_name(choice: str) -> str:
+    """The name a rating stores for a chat choice: a run by its folder name, a base as base:NAME."""
+    from ftchat.chat import BASE_PREFIX
+
+    if choice.startswith(BASE_PREFIX):
+        return choice
+    return Path(choice).name
+
+
+def weights_hash(choice: str, workspace: str | os.PathLike | None = None) -> str | None:
+    """sha256 over the weights files of a chat choice (base:NAME, a run folder path, or a run name under
+    WORKSPACE/runs); None when there are no weights to hash. Cached per file size and mtime."""
+    from ftchat import models, runs
+    from ftchat.chat import BASE_PREFIX
+
+    if choice.startswith(BASE_PREFIX):
+        try:
+            folder = models.resolve_base(choice[len(BASE_PREFIX):])
+        except models.ModelError:
+            return None
+    else:
+        run_dir = Path(choice)
+        if not run_dir.exists() and workspace is not None:
+            run_dir = Path(workspace) / "runs" / choice
+        folder = runs.weights_dir(run_dir)
+    files = sorted(p for p in Path(folder).glob("*.safetensors") if p.is_file())
+    if not files:
+        return None
+    key = tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    if key not in _HASHES:
+        from ftchat.config import file_sha256
+
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(path.name.encode() + b"\0" + file_sha256(path).encode())
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]
