@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ftchat import models
+from ftchat.budget import apply_plan
 from ftchat.config import RunConfig
 from ftchat.train import load_training_data
 from ftchat.train.common import RunFolderCallback, build_model
@@ -30,7 +31,8 @@ def sft_trainer(tmp_path, tiny_model_dir):
     config = RunConfig(data=[str(data)], out=str(tmp_path / "run"), base=str(tiny_model_dir), adapter="lora",
                        lora_dropout=0.0, eval_split=0, replay=0, batch_size=len(CHATS)).resolved()
     tokenizer = models.load_tokenizer(config.base)
-    train_ds, _, _, _ = load_training_data(config, tokenizer)
+    train_ds, _, _, _, plan = load_training_data(config, tokenizer)
+    config = apply_plan(plan, config)  # as run_training does: the step budget fills eval/logging steps
     model, peft_config = build_model(config)
     torch.manual_seed(0)
     trainer = build_trainer(config, model, peft_config, tokenizer, train_ds, None,
