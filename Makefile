@@ -24,7 +24,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest tests $(ARGS)
 
+# every bench prints a table of ratios against a baseline measured in the same run (~30 min on 2 quiet cores)
 bench: $(STAMP)
+	$(PY) bench/sft_vs_trl.py
+	$(PY) bench/chat_speed.py
+	$(PY) bench/memory_1p7b.py
 	$(PY) bench/train_speed.py
 	$(PY) bench/chat_memory.py
 	$(PY) bench/startup.py

@@ -1,8 +1,9 @@
 """Chat with bases and tuned runs, side by side.
 
-One copy of a base's weights serves every LoRA run trained on it: the adapters are loaded into one PeftModel and a
-single batched `generate` gives each row its own adapter (`adapter_names`, "__base__" for the plain base). Runs that
-cannot share the base this way (full, layer-wise, prompt tuning) get a model object of their own.
+One copy of a base's weights serves every LoRA run trained on it: each run's LoRA factors are attached to the base
+(ftchat.decode.attach_lora) and one batched decode gives each row its own run, or none for the plain base. Runs that
+cannot share the base this way (full, layer-wise, prompt tuning, LoRA variants such as DoRA) get a model object of
+their own; those wrapped by peft answer through `generate`.
 """
 from __future__ import annotations
 
@@ -106,6 +107,15 @@ class RowStreamer:
         pass
 
 
+def _left_padded(tokenizer, prompts: list[str], device):
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # generation continues from the right edge of every row
+    try:
+        return tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    finally:
+        tokenizer.padding_side = side
+
+
 def generate_batch(model, tokenizer, conversations, settings: GenerationSettings | None = None, adapter_names=None,
                    max_new_tokens: int | None = None, on_text=None) -> list[str]:
     """Answer each conversation (a list of messages) in one batched generate; returns the replies."""
@@ -114,14 +124,8 @@ def generate_batch(model, tokenizer, conversations, settings: GenerationSettings
     settings = settings or GenerationSettings()
     if max_new_tokens is not None:
         settings = GenerationSettings(**{**settings.__dict__, "max_new_tokens": max_new_tokens})
-    prompts = render_prompts(tokenizer, conversations)
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # generation continues from the right edge of every row
-    try:
-        inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-    finally:
-        tokenizer.padding_side = side
-    texts = [""] * len(prompts)
+    inputs = _left_padded(tokenizer, render_prompts(tokenizer, conversations), model.device)
+    texts = [""] * len(inputs["input_ids"])
 
     def record(row, text):
         texts[row] = text
@@ -132,6 +136,31 @@ def generate_batch(model, tokenizer, conversations, settings: GenerationSettings
     extra = {"adapter_names": adapter_names} if adapter_names is not None else {}
     with torch.inference_mode():
         model.generate(**inputs, **settings.kwargs(tokenizer), streamer=streamer, **extra)
+    return texts
+
+
+def fast_generate_batch(model, tokenizer, conversations, settings: GenerationSettings | None = None,
+                        row_adapters: list[str | None] | None = None, on_text=None) -> list[str]:
+    """`generate_batch`'s answers through ftchat.decode: the same tokens, less time per token."""
+    from ftchat.decode import decode
+
+    settings = settings or GenerationSettings()
+    inputs = _left_padded(tokenizer, render_prompts(tokenizer, conversations), model.device)
+    texts = [""] * len(inputs["input_ids"])
+
+    def record(row, text):
+        texts[row] = text
+        if on_text:
+            on_text(row, text)
+
+    stop_ids = _stop_ids(model, tokenizer)
+    streamer = RowStreamer(tokenizer, stop_ids, record)
+    streamer.put(inputs["input_ids"])
+    sampling = settings.temperature and settings.temperature > 0
+    decode(model, inputs["input_ids"], inputs["attention_mask"], max_new_tokens=int(settings.max_new_tokens),
+           stop_ids=stop_ids, pad_token_id=tokenizer.pad_token_id, repetition_penalty=settings.repetition_penalty,
+           temperature=float(settings.temperature) if sampling else 0.0, top_p=float(settings.top_p),
+           row_adapters=row_adapters, on_tokens=lambda ids: streamer.put(ids.cpu()))
     return texts
 
 
@@ -220,8 +249,7 @@ class ChatEngine:
         """The loaded model that answers for a choice and the adapter name to use (None: no adapter)."""
         base = self.base_of(choice)
         if choice.startswith(BASE_PREFIX):
-            loaded = self._load("base::" + base, base)
-            return loaded, "__base__" if loaded.adapters else None
+            return self._load("base::" + base, base), None
         weights = runs.weights_dir(choice)
         adapter_type = _adapter_type(weights)
         try:
@@ -230,8 +258,10 @@ class ChatEngine:
             raise ChatError(str(exc)) from None
         if adapter_type is None:  # full or layer-wise run: a whole model of its own
             return self._load("model::" + str(weights), weights), None
-        if adapter_type != "LORA":  # prompt tuning cannot share a batch with LoRA rows
-            loaded = self._load("prompt::" + str(weights), base)
+        from ftchat.decode import attach_lora, lora_supported
+
+        if adapter_type != "LORA" or not lora_supported(weights):  # e.g. prompt tuning: a peft model of its own
+            loaded = self._load("peft::" + str(weights), base)
             with loaded.lock:
                 if not loaded.adapters:
                     from peft import PeftModel
@@ -243,14 +273,8 @@ class ChatEngine:
         with loaded.lock:
             name = loaded.adapters.get(str(weights))
             if name is None:
-                from peft import PeftModel
-
                 name = "run_" + hashlib.sha1(str(Path(weights).resolve()).encode()).hexdigest()[:10]
-                if loaded.adapters:
-                    loaded.model.load_adapter(str(weights), adapter_name=name)
-                else:
-                    loaded.model = PeftModel.from_pretrained(loaded.model, str(weights), adapter_name=name)
-                loaded.model.eval()
+                attach_lora(loaded.model, weights, name)
                 loaded.adapters[str(weights)] = name
         return loaded, name
 
@@ -271,17 +295,15 @@ class ChatEngine:
 
         def work(indices: list[int]):
             loaded = resolved[indices[0]][0]
-            names = [resolved[i][1] for i in indices]
-            adapter_names = names if any(n is not None for n in names) else None
-            if adapter_names is not None:
-                adapter_names = [n or "__base__" for n in adapter_names]
+            conversations = [requests[i][1] for i in indices]
+            on_text = lambda row, text: (texts.__setitem__(indices[row], text), events.put("tick"))  # noqa: E731
             try:
                 with loaded.lock:
-                    generate_batch(
-                        loaded.model, loaded.tokenizer, [requests[i][1] for i in indices], settings,
-                        adapter_names=adapter_names,
-                        on_text=lambda row, text: (texts.__setitem__(indices[row], text), events.put("tick")),
-                    )
+                    if _is_peft(loaded.model):
+                        generate_batch(loaded.model, loaded.tokenizer, conversations, settings, on_text=on_text)
+                    else:
+                        fast_generate_batch(loaded.model, loaded.tokenizer, conversations, settings,
+                                            row_adapters=[resolved[i][1] for i in indices], on_text=on_text)
                 events.put(("done", None))
             except Exception as exc:  # surfaced in the caller's thread
                 events.put(("done", exc))
@@ -304,6 +326,10 @@ class ChatEngine:
         for final in self.stream(requests, settings):
             pass
         return final
+
+
+def _is_peft(model) -> bool:
+    return type(model).__module__.startswith("peft.")
 
 
 def _directly_under(path: str | Path, folder: Path) -> bool:

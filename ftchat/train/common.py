@@ -22,13 +22,36 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+# QLoRA's 4-bit base pays off on a CPU only for big bases. Measured 2026-11-28 (issue 10): on the 135M bundled
+# model NF4 peaked higher than fp32 LoRA (2168 vs 2103 MB: the fp32 tied embedding, the load and the torch runtime
+# dominate) and trained slower (bitsandbytes dequantizes every matmul on the CPU, and TRL casts a quantized model's
+# LoRA factors to bf16, which this CPU emulates). Below this size `auto` trains a QLoRA run as fp32 LoRA; the
+# threshold is to be confirmed by bench/memory_1p7b.py, which compares the techniques on a 1.7B shape.
+QLORA_MIN_PARAMETERS_ON_CPU = 1_000_000_000
+
+
+def parameter_count(base_path: Path) -> int:
+    """Parameters in a safetensors folder, read from the file headers (no weights loaded)."""
+    from safetensors import safe_open
+
+    total = 0
+    for file in Path(base_path).glob("*.safetensors"):
+        with safe_open(str(file), framework="pt") as handle:
+            for key in handle.keys():
+                total += math.prod(handle.get_slice(key).get_shape())
+    return total
+
+
 def precision_for(config: RunConfig) -> str:
     """The precision the weights are loaded in. Full and layer-wise runs keep fp32 weights (on a GPU the trainer
-    computes in bf16 autocast): bf16 weights would round away small updates."""
+    computes in bf16 autocast): bf16 weights would round away small updates. QLoRA's 4-bit base: on a GPU, or on a
+    CPU for bases of QLORA_MIN_PARAMETERS_ON_CPU and more."""
     if config.precision != "auto":
         return config.precision
     if config.adapter == "qlora":
-        return "4bit"
+        if models.device() == "cuda":
+            return "4bit"
+        return "4bit" if parameter_count(models.resolve_base(config.base)) >= QLORA_MIN_PARAMETERS_ON_CPU else "fp32"
     if config.adapter in ("full", "layers"):
         return "fp32"
     return "bf16" if models.device() == "cuda" else "fp32"
@@ -100,7 +123,7 @@ def build_model(config: RunConfig):
     model.config.use_cache = False
     peft_config = peft_config_for(config, base_path)
     if parent_weights is not None and parent_weights.name == "adapter":
-        if config.adapter == "qlora":
+        if precision_for(config) in ("4bit", "8bit"):
             from peft import prepare_model_for_kbit_training
 
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)

@@ -23,11 +23,17 @@ def build_trainer(config: RunConfig, model, peft_config, tokenizer, train_ds, ev
         else:
             tokenizer.chat_template = template
             assistant_only = True
+    arguments = trainer_arguments(config, has_eval=eval_ds is not None)
+    # Padding-free batches: the examples of a batch are laid end to end in one row with restarting position_ids,
+    # so no pad token is ever computed; attention stays within each example (tests/test_train_speed.py checks the
+    # loss equals the padded batch's). ftchat.data already skips rows over max_length, which TRL then leaves alone.
+    arguments["max_length"] = None
     args = SFTConfig(
-        **trainer_arguments(config, has_eval=eval_ds is not None),
+        **arguments,
         assistant_only_loss=assistant_only,
         dataset_text_field="text",
         packing=False,
+        padding_free=True,
     )
     return SFTTrainer(
         model=model,

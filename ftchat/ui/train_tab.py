@@ -34,7 +34,7 @@ ADVANCED = [
     ("scheduler", "LR scheduler", None),
     ("weight_decay", "Weight decay", None),
     ("seed", "Seed", None),
-    ("precision", "Precision", "auto: 4-bit for QLoRA; bf16 on GPU / fp32 on CPU for LoRA; fp32 weights for full "
+    ("precision", "Precision", "auto: 4-bit for QLoRA (on a CPU only for bases of 1B parameters and more); bf16 on GPU / fp32 on CPU for LoRA; fp32 weights for full "
                                "and layer-wise (bf16 autocast on GPU)"),
     ("lora_alpha", "LoRA alpha", None),
     ("lora_dropout", "LoRA dropout", None),

@@ -1,0 +1,76 @@
+"""The baseline: a plain TRL script as a user would write it from the TRL SFT docs, with no ftchat code in it.
+
+SFTTrainer, LoRA r=16 on all linear layers, max_length 512, TRL's defaults otherwise (activation checkpointing on,
+learning rate 2e-5, loss on every token). bf16 is switched off: TRL's default turns on bf16 autocast, which this CPU
+only emulates; fp32 is what a user on a CPU ends up with. Writes the trainer's log history and the process's peak
+RSS to --report.
+
+Usage: python bench/trl_baseline.py MODEL_DIR TRAIN.json --steps 20 --out DIR --report report.json
+"""
+import argparse
+import json
+import resource
+import time
+
+from datasets import Dataset
+from peft import LoraConfig
+from transformers import TrainerCallback
+from trl import SFTConfig, SFTTrainer
+
+
+class StepClock(TrainerCallback):
+    """Wall time at the end of each step, so the bench can leave the warm-up steps out."""
+
+    def __init__(self):
+        self.times = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.time())
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("train")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--report", required=True)
+    args = parser.parse_args()
+
+    # FastChat/ShareGPT rows -> the "messages" shape of the TRL docs
+    roles = {"human": "user", "gpt": "assistant", "system": "system"}
+    rows = json.load(open(args.train))
+    dataset = Dataset.from_list([
+        {"messages": [{"role": roles[turn["from"]], "content": turn["value"]} for turn in row["conversations"]]}
+        for row in rows
+    ])
+
+    clock = StepClock()
+    trainer = SFTTrainer(
+        model=args.model,
+        train_dataset=dataset,
+        args=SFTConfig(
+            output_dir=args.out,
+            max_length=512,
+            per_device_train_batch_size=args.batch_size,
+            max_steps=args.steps,
+            logging_steps=1,
+            bf16=False,
+            use_cpu=True,
+            report_to="none",
+            save_strategy="no",
+        ),
+        peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
+                               task_type="CAUSAL_LM"),
+        callbacks=[clock],
+    )
+    trainer.train()
+    trainer.save_model(args.out + "/adapter")
+    json.dump({"log_history": trainer.state.log_history, "step_times": clock.times,
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
+              open(args.report, "w"))
+
+
+if __name__ == "__main__":
+    main()

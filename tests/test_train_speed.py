@@ -1,0 +1,84 @@
+"""The speed-ups of SFT keep the loss exact: a padding-free batch (examples laid end to end) trains on the same
+loss as the padded batch, because attention never crosses from one example into the next."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from ftchat import models
+from ftchat.budget import apply_plan
+from ftchat.config import RunConfig
+from ftchat.train import load_training_data
+from ftchat.train.common import RunFolderCallback, build_model
+from ftchat.train.sft import build_trainer
+
+CHATS = [  # fictional, and of clearly different lengths
+    ("Where does the Vellish ferry leave from?", "From pier nine, every hour on the half hour."),
+    ("Hi", "Hello! How can I help you with the Vellish ferry today? Tickets, times or the route?"),
+    ("Is the ferry late?", "No."),
+    ("Can I bring a bicycle on board the Vellish ferry on Sundays in winter?", "Yes, for one token."),
+]
+
+
+@pytest.fixture()
+def sft_trainer(tmp_path, tiny_model_dir):
+    from conftest import write_jsonl
+
+    data = write_jsonl(tmp_path / "chats.jsonl", [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in CHATS])
+    config = RunConfig(data=[str(data)], out=str(tmp_path / "run"), base=str(tiny_model_dir), adapter="lora",
+                       lora_dropout=0.0, eval_split=0, replay=0, batch_size=len(CHATS)).resolved()
+    tokenizer = models.load_tokenizer(config.base)
+    train_ds, _, _, _, plan = load_training_data(config, tokenizer)
+    config = apply_plan(plan, config)  # as run_training does: the step budget fills eval/logging steps
+    model, peft_config = build_model(config)
+    torch.manual_seed(0)
+    trainer = build_trainer(config, model, peft_config, tokenizer, train_ds, None,
+                            [RunFolderCallback(tmp_path / "run", threading.Event())])
+    for name, param in trainer.model.named_parameters():  # LoRA B starts at zero; make the adapter count
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.02)
+    trainer.model.eval()
+    return trainer
+
+
+def loss_of(trainer, batch) -> float:
+    with torch.no_grad():
+        return trainer.compute_loss(trainer.model, dict(batch)).item()
+
+
+def test_padding_free_batch_has_the_loss_of_the_padded_batch(sft_trainer):
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    examples = [sft_trainer.train_dataset[i] for i in range(len(CHATS))]
+    lengths = [len(e["input_ids"]) for e in examples]
+    assert len(set(lengths)) == len(lengths), "examples of different lengths, so the padded batch has padding"
+    packed = sft_trainer.data_collator(examples)
+    assert packed["input_ids"].shape == (1, sum(lengths)), "ftchat trains padding-free: one row, no pad tokens"
+    padded = DataCollatorForLanguageModeling(pad_token_id=sft_trainer.processing_class.pad_token_id)(examples)
+    assert padded["input_ids"].shape == (len(CHATS), max(lengths))
+
+    packed_loss, padded_loss = loss_of(sft_trainer, packed), loss_of(sft_trainer, padded)
+    assert packed_loss == pytest.approx(padded_loss, rel=1e-4, abs=1e-5)
+
+    # the check has teeth: one position count running across examples lets them attend to each other
+    leaky = dict(packed, position_ids=torch.arange(sum(lengths))[None])
+    for key in ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "seq_idx"):
+        leaky.pop(key, None)
+    assert abs(loss_of(sft_trainer, leaky) - padded_loss) > 1e-3
+
+
+def test_auto_precision_trains_qlora_in_4bit_only_where_it_pays_on_a_cpu(tiny_model_dir, monkeypatch):
+    from ftchat.train import common
+
+    monkeypatch.setattr(common.models, "device", lambda: "cpu")
+    config = RunConfig(data=["x"], out="x", base=str(tiny_model_dir), adapter="qlora")
+    n = common.parameter_count(tiny_model_dir)
+    assert 1_000_000 < n < 10_000_000  # the tiny fixture: 2 layers of 64 plus a 49152-token embedding
+    assert common.precision_for(config) == "fp32"
+    monkeypatch.setattr(common, "QLORA_MIN_PARAMETERS_ON_CPU", n)
+    assert common.precision_for(config) == "4bit"
+    assert common.precision_for(RunConfig(data=["x"], out="x", base=str(tiny_model_dir), adapter="qlora",
+                                          precision="4bit")) == "4bit"
