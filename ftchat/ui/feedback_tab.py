@@ -89,7 +89,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
             round_method = gr.Radio([("DPO (pairs from votes and written answers)", "dpo"),
                                      ("KTO (thumbs and votes)", "kto")], value="dpo", label="Method",
                                     elem_id="round-method", scale=2)
-            round_steps = gr.Number(0, precision=0, minimum=0, label="Max steps (0: 3 epochs)", elem_id="round-steps",
+            round_steps = gr.Number(0, precision=0, minimum=0, label="Max steps (0: planned from the data)", elem_id="round-steps",
                                     scale=1)
             start_round = gr.Button("Start next round", variant="primary", elem_id="start-round", scale=1)
         round_status = gr.Markdown("", elem_id="round-status")

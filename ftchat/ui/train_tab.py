@@ -291,9 +291,9 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
                                   info="DPO and KTO appear when the data has their shape.")
                 adapter = gr.Radio([(ADAPTER_LABELS[a], a) for a in ADAPTERS], value="qlora", label="Technique")
             with gr.Row():
-                epochs = gr.Number(None, label="Epochs", minimum=0, info="empty: planned from the data")
+                epochs = gr.Number(None, label="Epochs", minimum=0, info="0 or empty: planned from the data")
                 max_steps = gr.Number(None, label="Max steps", precision=0, minimum=0,
-                                      info="empty: planned; overrides epochs")
+                                      info="0 or empty: planned; overrides epochs")
                 lr = gr.Number(0, label="Learning rate", minimum=0, info=lr_hint(DEFAULT_BASE, "qlora"))
                 batch_size = gr.Number(defaults.batch_size, label="Batch size", precision=0, minimum=1)
                 max_length = gr.Number(defaults.max_length, label="Max tokens per example", precision=0, minimum=16)
