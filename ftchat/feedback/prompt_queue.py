@@ -73,7 +73,7 @@ def held_out_prompts(run_dir: str | Path) -> list[list[dict]]:
     weights = runs.weights_dir(run_dir)
     tokenizer = load_tokenizer(weights if (weights / "tokenizer_config.json").is_file() else config.base)
     # replay off: the split comes before replay rows are added, so it is the run's own held-out part
-    train_ds, eval_ds, _, _ = load_training_data(dataclasses.replace(config, replay=0), tokenizer)
+    train_ds, eval_ds, *_ = load_training_data(dataclasses.replace(config, replay=0), tokenizer)
     prompts = prompts_from_rows(list(eval_ds) if eval_ds is not None else [])
     if not prompts:
         prompts = prompts_from_rows(list(train_ds))
