@@ -84,8 +84,11 @@ def _given(value) -> bool:
     return value is not None and value > 0
 
 
-def eval_rows(n_examples: int, eval_split: float | None) -> int:
-    """Rows held out for the eval loss: the user's fraction (at least 1, none below 4 rows), or the plan's."""
+def eval_rows(n_examples: int, eval_split: float | None, method: str = "sft") -> int:
+    """Rows held out for the eval loss: the user's fraction (at least 1, none below 4 rows), or the plan's.
+    A reward model always keeps some pairs back (from 4 rows on): its held-out accuracy is the result it reports."""
+    if eval_split is None and method == "reward":
+        eval_split = EVAL_FRACTION
     if eval_split is not None:
         return max(1, round(n_examples * eval_split)) if eval_split > 0 and n_examples >= 4 else 0
     if n_examples < EVAL_MIN_ROWS:
@@ -104,7 +107,7 @@ def plan_training(n_examples: int, mean_tokens: float, config: RunConfig, shape:
                   tokens_per_s: float | None = None) -> TrainingPlan:
     """The plan for `n_examples` usable rows of `mean_tokens` tokens each; values set in `config` win."""
     chosen = []
-    n_eval = eval_rows(n_examples, config.eval_split)
+    n_eval = eval_rows(n_examples, config.eval_split, config.method)
     if config.eval_split is None:
         chosen.append("eval_split")
     n_user = n_examples - n_eval
