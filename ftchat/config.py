@@ -90,7 +90,7 @@ class RunConfig:
     lr: float | None = None  # None: DEFAULT_LR for the adapter
     batch_size: int = 4
     grad_accum: int = 1
-    max_length: int = 512  # tokens per example; longer rows are skipped, not truncated
+    max_length: int = 2048  # tokens per example; longer rows are skipped (and listed), never truncated
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     scheduler: str = "cosine"

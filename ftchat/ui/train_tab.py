@@ -368,7 +368,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
             config = RunConfig(data=paths, out="plan", base=(base_model or DEFAULT_BASE).strip(), method=train_method,
                                adapter=technique, epochs=float(n_epochs) if n_epochs else None,
                                max_steps=int(steps) if steps else None, batch_size=int(batch or 4),
-                               max_length=int(max_tokens or 512))
+                               max_length=int(max_tokens or RunConfig().max_length))
             return f"**Plan:** {plan_for_files(paths, config).describe()}"
         except Exception as exc:  # noqa: BLE001  (the plan is advice; Start reports the real error)
             return f"**Plan:** not available ({type(exc).__name__}: {str(exc)[:200]})"
@@ -379,7 +379,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
 
     def start_training(base_model: str, data: list[str], train_method: str, technique: str,
                        n_epochs: float | None = None, steps: float | None = None, learning_rate: float | None = None,
-                       batch: float = 4, max_tokens: float = 512, rank: float = 16, name: str = "",
+                       batch: float = 4, max_tokens: float = 2048, rank: float = 16, name: str = "",
                        parent_run: str = "", eval_split: float | None = None, eval_steps: float | None = None,
                        early_stopping: float | None = None, **more):
         """Start a training run as a subprocess; returns the run folder and its first status."""
