@@ -274,8 +274,11 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
                 *buttons(None), "")
 
     def set_arena(on: bool):
-        """Arena mode on or off: a fresh chat either way, so no earlier reply gives the names away."""
-        return (bool(on), *clear_chat())
+        """Arena mode on or off: a fresh chat either way, so no earlier reply gives the names away. The message box
+        is left alone: a person may already be typing the next question (clearing it lost what they typed)."""
+        fresh = list(clear_chat())
+        fresh[2] = gr.skip()
+        return (bool(on), *fresh)
 
     # -- rating ---------------------------------------------------------------------------------------------------
     def vote_for(vote: str):
