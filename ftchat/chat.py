@@ -116,14 +116,8 @@ def _left_padded(tokenizer, prompts: list[str], device):
         tokenizer.padding_side = side
 
 
-def generate_batch(model, tokenizer, conversations, settings: GenerationSettings | None = None, adapter_names=None,
-                   max_new_tokens: int | None = None, on_text=None) -> list[str]:
-    """Answer each conversation (a list of messages) in one batched generate; returns the replies."""
-    import torch
-
-    settings = settings or GenerationSettings()
-    if max_new_tokens is not None:
-        settings = GenerationSettings(**{**settings.__dict__, "max_new_tokens": max_new_tokens})
+def _prepare(model, tokenizer, conversations, on_text):
+    """Left-padded inputs, the growing replies, and a streamer that records each row's text (and calls on_text)."""
     inputs = _left_padded(tokenizer, render_prompts(tokenizer, conversations), model.device)
     texts = [""] * len(inputs["input_ids"])
 
@@ -132,7 +126,18 @@ def generate_batch(model, tokenizer, conversations, settings: GenerationSettings
         if on_text:
             on_text(row, text)
 
-    streamer = RowStreamer(tokenizer, _stop_ids(model, tokenizer), record)
+    return inputs, texts, RowStreamer(tokenizer, _stop_ids(model, tokenizer), record)
+
+
+def generate_batch(model, tokenizer, conversations, settings: GenerationSettings | None = None, adapter_names=None,
+                   max_new_tokens: int | None = None, on_text=None) -> list[str]:
+    """Answer each conversation (a list of messages) in one batched generate; returns the replies."""
+    import torch
+
+    settings = settings or GenerationSettings()
+    if max_new_tokens is not None:
+        settings = GenerationSettings(**{**settings.__dict__, "max_new_tokens": max_new_tokens})
+    inputs, texts, streamer = _prepare(model, tokenizer, conversations, on_text)
     extra = {"adapter_names": adapter_names} if adapter_names is not None else {}
     with torch.inference_mode():
         model.generate(**inputs, **settings.kwargs(tokenizer), streamer=streamer, **extra)
@@ -145,16 +150,8 @@ def fast_generate_batch(model, tokenizer, conversations, settings: GenerationSet
     from ftchat.decode import decode
 
     settings = settings or GenerationSettings()
-    inputs = _left_padded(tokenizer, render_prompts(tokenizer, conversations), model.device)
-    texts = [""] * len(inputs["input_ids"])
-
-    def record(row, text):
-        texts[row] = text
-        if on_text:
-            on_text(row, text)
-
-    stop_ids = _stop_ids(model, tokenizer)
-    streamer = RowStreamer(tokenizer, stop_ids, record)
+    inputs, texts, streamer = _prepare(model, tokenizer, conversations, on_text)
+    stop_ids = streamer.stop_ids
     streamer.put(inputs["input_ids"])
     sampling = settings.temperature and settings.temperature > 0
     decode(model, inputs["input_ids"], inputs["attention_mask"], max_new_tokens=int(settings.max_new_tokens),
