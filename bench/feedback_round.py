@@ -73,11 +73,24 @@ def rate(engine, store, workspace, rows, left: str, right: str, settings, rng, a
     return seconds
 
 
+def _outcomes(votes, run: str) -> dict[str, int]:
+    """won / lost / tie / both bad, from `run`'s side."""
+    counts = {"won": 0, "lost": 0, "tie": 0, "bothbad": 0}
+    for v in votes:
+        side = "a" if v["model_a"] == run else "b"
+        counts["tie" if v["winner"] == "tie" else "bothbad" if v["winner"] == "bothbad"
+               else "won" if v["winner"] == side else "lost"] += 1
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--votes", type=int, default=20)
     parser.add_argument("--sft-steps", type=int, default=20)
     parser.add_argument("--workspace", default=None, help="default: a temporary folder")
+    parser.add_argument("--round-lrs", default="default",
+                        help="comma-separated learning rates for the DPO round, one round each ('default': the method's)")
+    parser.add_argument("--round-beta", type=float, default=None, help="DPO beta (default: the method's)")
     args = parser.parse_args()
     workspace = Path(args.workspace or tempfile.mkdtemp(prefix="ftchat-feedback-bench-"))
     runs_root = workspace / "runs"
@@ -103,30 +116,44 @@ def main() -> None:
     per_rating = rate(engine, store, workspace, voted, base, str(sft), settings, rng, anonymous=True)
     rating_cpu = (time.process_time() - cpu) / len(voted)
 
-    round_wall, round_cpu = timed([sys.executable, "-m", "ftchat", "round", "--from", sft.name, "--method", "dpo",
-                                   "--workspace", str(workspace), "--compare-prompts", "0"])
-    round_dir = next(p for p in runs_root.iterdir() if p.name.startswith("quorvane-sft-r1-dpo"))
-    summary = json.loads((round_dir / "status.json").read_text())["summary"]
-
-    rate(engine, store, workspace, held_out, str(sft), str(round_dir), settings, rng, anonymous=True)
     votes = store.ratings(kind="vote")
-    sft_vs_base = win_rate(votes[: len(voted)], sft.name, base)
-    round_vs_parent = win_rate(votes, round_dir.name, sft.name)
+    sft_vs_base = win_rate(votes, sft.name, base)
     figures = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "load_average_5min": [round(load_before, 1), round(os.getloadavg()[1], 1)],  # before / after, 2 cores
         "sft_steps": args.sft_steps, "sft_wall_s": round(sft_s, 1), "sft_cpu_s": round(sft_cpu, 1),
         "votes": len(voted), "s_per_rating_median": round(sorted(per_rating)[len(per_rating) // 2], 2),
         "cpu_s_per_rating": round(rating_cpu, 2),
-        "vote_outcomes": {w: sum(v["winner"] == w for v in votes[: len(voted)]) for w in ("a", "b", "tie", "bothbad")},
-        "sft_win_rate_vs_base": sft_vs_base,
-        "round_pairs": summary["examples"] + summary["eval_examples"], "round_steps": summary["steps"],
-        "round_training_s": summary["runtime_s"], "round_s_per_step": summary["s_per_step"],
-        "round_wall_s": round(round_wall, 1), "round_cpu_s": round(round_cpu, 1), "round_peak_memory_mb": summary["peak_memory_mb"],
-        "round_win_rate_vs_parent": round_vs_parent,
-        "leaderboard": [r.to_dict() for r in bradley_terry(votes)],
-        "workspace": str(workspace),
+        "vote_outcomes": {w: sum(v["winner"] == w for v in votes) for w in ("a", "b", "tie", "bothbad")},
+        "sft_win_rate_vs_base": sft_vs_base, "rounds": [],
     }
+    for lr in args.round_lrs.split(","):
+        flags = [] if lr == "default" else ["--lr", lr]
+        if args.round_beta is not None:
+            flags += ["--beta", str(args.round_beta)]
+        before = {p.name for p in runs_root.iterdir()}
+        round_wall, round_cpu = timed([sys.executable, "-m", "ftchat", "round", "--from", sft.name, "--method", "dpo",
+                                       "--workspace", str(workspace), "--compare-prompts", "0", *flags])
+        round_dir = next(p for p in runs_root.iterdir() if p.name not in before)
+        status = json.loads((round_dir / "status.json").read_text())
+        summary = status["summary"]
+        already = {v["id"] for v in store.ratings(kind="vote")}
+        rate(engine, store, workspace, held_out, str(sft), str(round_dir), settings, rng, anonymous=True)
+        new_votes = [v for v in store.ratings(kind="vote") if v["id"] not in already]
+        figures["rounds"].append({
+            "run": round_dir.name, "lr": summary.get("lr", lr), "beta": args.round_beta,
+            "round_pairs": summary["examples"] + summary["eval_examples"], "round_steps": summary["steps"],
+            "round_training_s": summary["runtime_s"], "round_s_per_step": summary["s_per_step"],
+            "round_wall_s": round(round_wall, 1), "round_cpu_s": round(round_cpu, 1),
+            "round_peak_memory_mb": summary["peak_memory_mb"],
+            "final_loss": summary.get("final_loss"),
+            "round_win_rate_vs_parent": win_rate(new_votes, round_dir.name, sft.name),
+            "outcomes_vs_parent": _outcomes(new_votes, round_dir.name),
+        })
+        print(json.dumps(figures["rounds"][-1]), flush=True)
+    votes = store.ratings(kind="vote")
+    figures["leaderboard"] = [r.to_dict() for r in bradley_terry(votes)]
+    figures["load_average_5min"] = [round(load_before, 1), round(os.getloadavg()[1], 1)]
+    figures["workspace"] = str(workspace)
     (workspace / "bench-feedback.json").write_text(json.dumps(figures, indent=1))
     print(json.dumps(figures, indent=1))
 
