@@ -13,8 +13,9 @@ import yaml
 
 from conftest import FACT_CHATS, ROOT, write_jsonl
 from ftchat import methods, runs
-from ftchat.config import RunConfig
+from ftchat.config import ConfigError, RunConfig
 from ftchat.feedback import FeedbackStore
+from ftchat.feedback.store import UNUSED
 from ftchat.feedback.rounds import (RoundError, lineage_win_rates, min_ratings_needed, next_round_config,
                                     round_name)
 from ftchat.runs import lineage
@@ -109,6 +110,25 @@ def test_round_config_continues_the_rated_run(tmp_path):
     fake_run(tmp_path / "runs", "busy", state="running")
     with pytest.raises(RoundError, match="not a finished run"):
         next_round_config(tmp_path, "busy", "kto")
+
+
+def test_a_round_remembers_the_ratings_it_was_built_from(tmp_path):
+    fake_run(tmp_path / "runs", "zumo-sft")
+    store = FeedbackStore.for_workspace(tmp_path)
+    votes_for(store, "zumo-sft", 8)
+    tie = store.add_vote([{"role": "user", "content": "Hi"}], "base:smollm2-135m", "zumo-sft", "Hi", "Hello", "tie")
+    other = store.add_vote([{"role": "user", "content": "Yo"}], "base:smollm2-135m", "another-run", "a", "b", "a")
+    with pytest.raises(ConfigError):  # a round that cannot start marks nothing
+        next_round_config(tmp_path, "zumo-sft", "dpo", lr="fast")
+    assert store.rounds_used() == []
+    next_round_config(tmp_path, "zumo-sft", "dpo")
+    # the 8 decisive votes made pairs; the tie gave none, and the other run's vote is not about zumo-sft
+    assert [r["id"] for r in store.ratings(round="zumo-sft-r1-dpo")] == list(range(1, 9))
+    assert [r["id"] for r in store.ratings(round=UNUSED)] == [tie, other]
+    later = store.add_vote([{"role": "user", "content": "Again?"}], "zumo-sft", "zumo-sft-r1-dpo", "x", "y", "b")
+    assert [r["id"] for r in store.ratings(round=UNUSED)] == [tie, other, later]
+    store.delete(3)
+    assert store.rounds_used() == [("zumo-sft-r1-dpo", 7)]
 
 
 def tuned_parent(run_dir, base_dir):

@@ -247,3 +247,29 @@ def test_cli_import_reports_each_file(tmp_path):
     assert "arena.jsonl: 1 rating(s) imported (battle), 1 row(s) skipped" in result.stdout
     assert "line 2: model_b: missing field 'model_b'" in result.stdout
     assert [r["winner"] for r in FeedbackStore.for_workspace(tmp_path / "ws").ratings()] == ["b"]
+
+
+def test_a_schema_1_file_opens_with_every_rating_kept(tmp_path):
+    """A feedback.sqlite written before rounds were recorded (schema 1, made here with that version's SQL) gains the
+    round table when opened; its ratings stay, and none counts as used by a round."""
+    path = tmp_path / "feedback.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE ratings (id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, kind TEXT NOT NULL,
+            conversation TEXT NOT NULL, prompt TEXT NOT NULL, model_a TEXT NOT NULL, model_b TEXT, hash_a TEXT,
+            hash_b TEXT, reply_a TEXT NOT NULL, reply_b TEXT, winner TEXT, thumb INTEGER, edit TEXT, side TEXT,
+            settings TEXT, rater TEXT, anonymous INTEGER NOT NULL DEFAULT 0, source TEXT NOT NULL DEFAULT 'ftchat',
+            origin TEXT, import_key TEXT UNIQUE, deleted INTEGER NOT NULL DEFAULT 0);
+        CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, action TEXT NOT NULL,
+            rating_id INTEGER, detail TEXT);
+        INSERT INTO ratings (time, kind, conversation, prompt, model_a, model_b, reply_a, reply_b, winner)
+            VALUES (1.5, 'vote', '[{"role": "user", "content": "Hi"}]', 'Hi', 'base:x', 'run-1', 'a', 'b', 'b');
+        PRAGMA user_version = 1;""")
+    db.close()
+    store = FeedbackStore(path)
+    [vote] = store.ratings()
+    assert (vote["prompt"], vote["model_b"], vote["winner"]) == ("Hi", "run-1", "b")
+    assert [r["id"] for r in store.ratings(round="-")] == [vote["id"]]
+    store.mark_used("run-1-r1-dpo", [vote["id"]])
+    assert store.ratings(round="-") == [] and store.rounds_used() == [("run-1-r1-dpo", 1)]
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2

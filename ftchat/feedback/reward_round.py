@@ -72,12 +72,14 @@ def reward_rl_round(workspace: str | Path, run: str, rl_method: str = "grpo", **
                              "a LoRA or QLoRA run.")
         inherited = {k: info.config[k] for k in INHERITED if k in info.config}
     store = FeedbackStore.for_workspace(workspace)
-    pairs = to_dpo(store.ratings())
+    rated = store.ratings()
+    pairs = to_dpo(rated)
     if len(pairs) < MIN_DPO_PAIRS:
         raise RoundError(f"need {MIN_DPO_PAIRS - len(pairs)} more decisive vote(s) (left or right is better) or "
                          f"written better answers: a reward model needs {MIN_DPO_PAIRS} pairs and the ratings give "
                          f"{len(pairs)}.")
-    prompts = rated_prompts(store.ratings(model=run_name))
+    own = store.ratings(model=run_name)
+    prompts = rated_prompts(own)
     if len(prompts) < MIN_PROMPTS:
         raise RoundError(f"need {MIN_PROMPTS - len(prompts)} more rated prompt(s) for {run_name}: the policy "
                          f"practises on the prompts it was rated on.")
@@ -93,4 +95,6 @@ def reward_rl_round(workspace: str | Path, run: str, rl_method: str = "grpo", **
         "data": [str(_write_jsonl(data_dir / f"{name}.jsonl", [{"prompt": p} for p in prompts]))],
         "out": str(runs_root / name), "method": rl_method, "parent": parent, "reward": [rm.out],
     })
-    return rm.validate(), policy
+    rm.validate()
+    store.mark_used(name, sorted({r["id"] for r in rated if to_dpo([r])} | {r["id"] for r in own}))
+    return rm, policy

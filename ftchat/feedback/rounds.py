@@ -58,14 +58,20 @@ def _need_message(method: str, run_name: str, needed: int, have: int) -> str:
             f"good and bad ones, and the ratings give {have}.")
 
 
-def round_data(store: FeedbackStore, run_name: str, method: str) -> tuple[list[dict], str]:
-    """(training rows, their shape) from the live ratings that involve `run_name`; RoundError when too few."""
+def round_data(store: FeedbackStore, run_name: str, method: str) -> tuple[list[dict], str, list[int]]:
+    """(training rows, their shape, the ids of the ratings they come from) from the live ratings that involve
+    `run_name`; RoundError when too few."""
     rows = store.ratings(model=run_name)
     data = training_rows(method, rows)
     needed = min_ratings_needed(method, rows)
     if needed:
         raise RoundError(_need_message(method, run_name, needed, len(data)))
-    return data, SHAPE_OF_KIND[method]
+    return data, SHAPE_OF_KIND[method], used_ids(method, rows)
+
+
+def used_ids(method: str, rows: list[dict]) -> list[int]:
+    """The ids of the ratings among `rows` that give at least one training row of `method`."""
+    return [r["id"] for r in rows if training_rows(method, [r])]
 
 
 def lineage_win_rates(store: FeedbackStore, runs_root: str | Path, run: str) -> list[dict]:
@@ -118,11 +124,12 @@ def next_round_config(workspace: str | Path, run: str, method: str, **training_f
         parent = str(run_dir)
     if method not in METHODS:
         raise RoundError(f"method: a round trains with {' or '.join(METHODS)}, not '{method}'.")
-    data, _ = round_data(store, run_name, method)
+    data, _, ids = round_data(store, run_name, method)
     name = round_name(run_name, method, runs_root)
     data_file = workspace / "feedback-data" / f"{name}.jsonl"
     data_file.parent.mkdir(parents=True, exist_ok=True)
     data_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in data), encoding="utf-8")
+
     values = {**inherited, "data": [str(data_file)], "out": str(runs_root / name), "method": method, "parent": parent}
     if inherited.get("adapter") is None and parent is None:
         values["adapter"] = "lora"  # a round from a base starts a fresh adapter
@@ -133,4 +140,6 @@ def next_round_config(workspace: str | Path, run: str, method: str, **training_f
     if unknown:
         raise ConfigError(f"unknown training flag(s) {', '.join(unknown)}.")
     values.update({k: v for k, v in training_flags.items() if v is not None})
-    return RunConfig(**values).validate()
+    config = RunConfig(**values).validate()
+    store.mark_used(name, ids)
+    return config

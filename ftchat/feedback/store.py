@@ -5,6 +5,8 @@ WORKSPACE/feedback.sqlite (WAL mode, `PRAGMA user_version` = SCHEMA_VERSION):
   ratings  one row per vote, thumb or edited answer (see `add_vote`, `add_thumb`, `add_edit`);
            a deleted rating keeps its row with `deleted` = 1
   audit    one row per deletion (and per import), never erased
+  round_ratings  which ratings each training round was built from (schema 2), so the ratings a round has not
+           used yet can be told apart from those it trained on
 
 Every write is one transaction on a fresh connection, so any number of threads and processes may write at once
 (SQLite serialises them; `busy_timeout` makes a writer wait its turn instead of failing) and a rating that a call
@@ -21,7 +23,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: round_ratings (version 1 files gain the table when opened)
 KINDS = ("vote", "thumb", "edit")
 WINNERS = ("a", "b", "tie", "bothbad")
 SIDES = ("a", "b")  # a: the left pane, b: the right pane
@@ -64,7 +66,14 @@ CREATE TABLE IF NOT EXISTS audit (
     rating_id INTEGER,
     detail    TEXT                           -- JSON: reason, file, counts
 );
+CREATE TABLE IF NOT EXISTS round_ratings (
+    round     TEXT    NOT NULL,              -- the round's run folder name
+    rating_id INTEGER NOT NULL REFERENCES ratings (id),
+    time      REAL    NOT NULL,
+    PRIMARY KEY (round, rating_id)
+);
 """
+UNUSED = "-"  # ratings(round=UNUSED): the ratings no round has been built from yet
 JSON_COLUMNS = ("conversation", "settings")
 
 
@@ -237,12 +246,33 @@ class FeedbackStore:
                 db.execute("ROLLBACK")
                 raise
 
+    def mark_used(self, round_name: str, rating_ids) -> None:
+        """Record that the round `round_name` was built from these ratings (one transaction; repeats are kept once)."""
+        now = time.time()
+        with closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("INSERT OR IGNORE INTO round_ratings (round, rating_id, time) VALUES (?, ?, ?)",
+                               [(round_name, int(i), now) for i in rating_ids])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def rounds_used(self) -> list[tuple[str, int]]:
+        """(round, number of live ratings it was built from), oldest round first."""
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT u.round, COUNT(r.id) FROM round_ratings u JOIN ratings r ON r.id = u.rating_id "
+                              "WHERE r.deleted = 0 GROUP BY u.round ORDER BY MIN(u.time), u.round").fetchall()
+        return [(row[0], int(row[1])) for row in rows]
+
     # -- reading ------------------------------------------------------------------------------------------------
     def ratings(self, model: str | None = None, rater: str | None = None, kind: str | None = None,
                 round: str | None = None, include_deleted: bool = False, source: str | None = None,
                 anonymous: bool | None = None) -> list[dict]:
         """Ratings as dicts (conversation and settings parsed), oldest first. `model` matches either side;
-        `round` and `source` both filter on where a rating came from ('ftchat' or 'import')."""
+        `round` is a round's run name (the ratings it was built from) or UNUSED (those no round used yet);
+        `source` is where a rating came from ('ftchat' or 'import')."""
         where, params = [], []
         if model:
             where.append("(model_a = ? OR model_b = ?)")
@@ -255,7 +285,11 @@ class FeedbackStore:
                 raise FeedbackError(f"kind: '{kind}' is not one of {', '.join(KINDS)}.")
             where.append("kind = ?")
             params.append(kind)
-        source = source or round
+        if round == UNUSED:
+            where.append("id NOT IN (SELECT rating_id FROM round_ratings)")
+        elif round:
+            where.append("id IN (SELECT rating_id FROM round_ratings WHERE round = ?)")
+            params.append(round)
         if source:
             where.append("source = ?")
             params.append(source)

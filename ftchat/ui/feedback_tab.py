@@ -126,7 +126,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
     def rating_rows(model: str = "", source: str = "", rater: str = "", kind: str = "") -> list[list]:
         """The live ratings matching the filters (empty: any), newest first, as table rows."""
         try:
-            found = ctx.feedback().ratings(model=model or None, round=source or None, rater=rater or None,
+            found = ctx.feedback().ratings(model=model or None, source=source or None, rater=rater or None,
                                            kind=kind or None)
         except FeedbackError as exc:
             raise gr.Error(str(exc)) from None
