@@ -170,3 +170,24 @@ def test_a_round_is_judged_by_a_reward_model_it_was_not_trained_against(tmp_path
     judge.write_judgement(rl, {"against": str(parent), "win_rate": 0.5, "time": time.time()})
     steps = lineage_win_rates(FeedbackStore.for_workspace(tmp_path), root, "zumo-r1-grpo")
     assert [s["judged"]["win_rate"] if s["judged"] else None for s in steps] == [None, None, 0.5]
+
+
+def test_a_round_can_be_judged_on_the_prompts_it_and_its_parent_were_rated_on(tmp_path):
+    from test_feedback_rounds import fake_run
+    from ftchat.feedback.rounds import RoundError, judge_prompts
+
+    root = tmp_path / "runs"
+    parent = fake_run(root, "zumo")
+    round_dir = fake_run(root, "zumo-r1-dpo", parent=parent)
+    store = FeedbackStore.for_workspace(tmp_path)
+    with pytest.raises(RoundError, match="neither zumo-r1-dpo nor its parent has been rated"):
+        judge_prompts(store, round_dir, str(parent), "ratings")
+    asked = [[{"role": "user", "content": q}] for q in ("Is the Gorrel pool heated?", "Who rents Tamsin boats?")]
+    store.add_vote(asked[0], "zumo", "base:smollm2-135m", "x", "y", "a")
+    store.add_thumb(asked[1], "zumo-r1-dpo", "z", True)
+    store.add_vote(asked[0], "zumo", "zumo-r1-dpo", "x", "y", "b")  # the same prompt again counts once
+    store.add_vote([{"role": "user", "content": "Unrelated?"}], "base:smollm2-135m", "other", "x", "y", "a")
+    assert judge_prompts(store, round_dir, str(parent), "ratings") == [asked[1], asked[0]]
+    assert judge_prompts(store, round_dir, str(parent), "ratings", limit=1) == [asked[1]]
+    with pytest.raises(RoundError, match="prompt source"):
+        judge_prompts(store, round_dir, str(parent), "everything")

@@ -29,6 +29,7 @@ INHERITED = ("base", "adapter", "precision", "max_length", "lora_r", "lora_alpha
 # The judge between a round and its parent: a few prompts, short replies (both models answer each one on a CPU).
 JUDGE_PROMPTS = 12
 JUDGE_TOKENS = 32
+FEW_JUDGED = 8  # below this many prompts the bootstrap interval is too rough to read (3 wins of 3: [100%, 100%])
 JUDGE_SOURCES = {"held_out": "the run's held-out prompts", "ratings": "the prompts it and its parent were rated on"}
 
 
@@ -99,11 +100,15 @@ def parent_choice(runs_root: str | Path, run_dir: str | Path) -> str:
     return BASE_PREFIX + base
 
 
+def trained_against(run_dir: str | Path, reward_run: str | Path) -> bool:
+    """Whether a run was trained (GRPO / RLOO) to please this reward model."""
+    return Path(reward_run).name in {Path(r).name for r in runs.load_run(run_dir).config.get("reward") or []}
+
+
 def fair_judge(run_dir: str | Path, reward_runs: list[Path]) -> Path | None:
     """The reward model to judge a run with: the newest one it was not trained against (a policy trained to please
     a reward model wins that one's judgement whatever people think), else the newest; None when there is none."""
-    trained_against = {Path(r).name for r in runs.load_run(run_dir).config.get("reward") or []}
-    fair = [r for r in reward_runs if Path(r).name not in trained_against]
+    fair = [r for r in reward_runs if not trained_against(run_dir, r)]
     return (fair or list(reward_runs) or [None])[0]
 
 

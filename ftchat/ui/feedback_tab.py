@@ -12,8 +12,8 @@ import gradio as gr
 
 from ftchat import runs
 from ftchat.feedback import export, leaderboard, rounds
-from ftchat.reward_model import reward_runs
 from ftchat.feedback.store import FeedbackError
+from ftchat.reward_model import reward_runs
 from ftchat.ui.charts import interval_chart
 from ftchat.ui.context import AppContext
 from ftchat.ui.train_tab import base_label
@@ -295,7 +295,11 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
         text = (f"✓ judged **{run_dir.name}** against {parent}: wins **{judged['win_rate']:.0%}** "
                 f"[{judged['ci_low']:.0%}–{judged['ci_high']:.0%}] of {plural(judged['n'], 'prompt')} "
                 f"({judged['wins']} wins, {judged['ties']} ties, {judged['losses']} losses) by {reward_dir.name}.")
-        if reward_dir.name in {Path(r).name for r in runs.load_run(run_dir).config.get("reward") or []}:
+        if judged["n"] < limit:
+            text += f" That is all of {rounds.JUDGE_SOURCES[source or 'held_out']}."
+        if judged["n"] < rounds.FEW_JUDGED:
+            text += f" ⚠ Under {rounds.FEW_JUDGED} prompts the interval is rough: read it as a hint."
+        if rounds.trained_against(run_dir, reward_dir):
             text += " ⚠ The run was trained against this reward model, which therefore favours it."
         return text, lineage_html(run)
 
