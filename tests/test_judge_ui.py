@@ -66,6 +66,7 @@ def independent_scorer(judged_app):
     return score
 
 
+@pytest.mark.slow  # with the fixture: two short trainings and an app start (~50 s on 2 busy cores)
 def test_the_lineage_shows_the_judged_win_rate_beside_the_votes(judged_app, independent_scorer):
     client = judged_app.client()
     parent = f"base:{judged_app.base}"
@@ -105,6 +106,7 @@ def test_the_lineage_shows_the_judged_win_rate_beside_the_votes(judged_app, inde
     assert (judged[4], judged[5]) == ("rm", "3")
 
 
+@pytest.mark.slow
 def test_the_prompt_queue_asks_where_the_reward_model_is_least_sure_first(judged_app, independent_scorer):
     client = judged_app.client()
     left, right = f"base:{judged_app.base}", str(judged_app.tuned_dir)

@@ -145,7 +145,7 @@ def rank_by_uncertainty(queue: PromptQueue, left: str, right: str, engine, rewar
     `right` (chat choices) answer each prompt greedily in `max_new_tokens`, `reward_model` scores both replies.
     Also returns, in queue order, what it measured: [{"prompt", "reply_left", "reply_right", "margin"}]."""
     from ftchat.chat import GenerationSettings
-    from ftchat.judge import answer_both, margins, closest_first
+    from ftchat.judge import answer_both, closest_first, margins
 
     prompts = queue.prompts[:limit]
     if not prompts:
