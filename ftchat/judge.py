@@ -7,9 +7,12 @@ judge_win_rate and uncertainty_order are pure over scores / a scorer; judge_runs
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 N_BOOTSTRAP = 1000
+CHUNK = 4  # prompts answered per step when progress is reported
+BASE_PREFIX = "base:"
 
 
 def outcomes(scores_a: list[float], scores_b: list[float]) -> list[float]:
@@ -47,11 +50,37 @@ def margins(prompts: list, replies_a: list[str], replies_b: list[str], rm) -> li
     return [a - b for a, b in zip(scores[:n], scores[n:])]
 
 
+def closest_first(gaps: list[float]) -> list[int]:
+    """Indices of the margins, smallest |margin| first (the order of equal ones is kept)."""
+    return sorted(range(len(gaps)), key=lambda i: abs(gaps[i]))
+
+
+def uncertainty_ranking(prompts: list, replies_a: list[str], replies_b: list[str], rm) -> list[tuple[object, float]]:
+    """(prompt, margin) pairs, those whose two replies the reward model finds closest (smallest |margin|) first."""
+    gaps = margins(prompts, replies_a, replies_b, rm)
+    return [(prompts[i], gaps[i]) for i in closest_first(gaps)]
+
+
 def uncertainty_order(prompts: list, replies_a: list[str], replies_b: list[str], rm) -> list:
     """The prompts, those whose two replies the reward model finds closest (smallest |margin|) first."""
-    gaps = margins(prompts, replies_a, replies_b, rm)
-    order = sorted(range(len(prompts)), key=lambda i: abs(gaps[i]))
-    return [prompts[i] for i in order]
+    return [prompt for prompt, _ in uncertainty_ranking(prompts, replies_a, replies_b, rm)]
+
+
+def answer_both(engine, model_a: str, model_b: str, conversations: list[list[dict]], settings,
+                progress=None) -> tuple[list[str], list[str]]:
+    """Both models' replies to every conversation. With `progress(fraction, text)` the prompts are answered a few
+    at a time and each step is reported; without it, in one batch."""
+    n = len(conversations)
+    chunk = CHUNK if progress is not None else max(n, 1)
+    replies_a, replies_b = [], []
+    for start in range(0, n, chunk):
+        part = conversations[start:start + chunk]
+        if progress is not None:
+            progress(start / n, f"both models answer prompts {start + 1}–{start + len(part)} of {n}")
+        replies = engine.answer([(model_a, c) for c in part] + [(model_b, c) for c in part], settings)
+        replies_a += replies[:len(part)]
+        replies_b += replies[len(part):]
+    return replies_a, replies_b
 
 
 def read_prompts(path: str | Path) -> list[list[dict]]:
@@ -77,18 +106,22 @@ def read_prompts(path: str | Path) -> list[list[dict]]:
 
 
 def judge_runs(run_a: str, run_b: str, reward_run: str | Path, prompts: list, settings=None, engine=None,
-               reward_model=None) -> dict:
+               reward_model=None, progress=None) -> dict:
     """Both models answer every prompt, the reward model scores both replies. `run_a` / `run_b` are run folders or
-    base:NAME. Returns the win rate of A with its interval and one row per prompt."""
+    base:NAME. Returns the win rate of A with its interval and one row per prompt. `progress(fraction, text)`, when
+    given, hears each step."""
     from ftchat.chat import ChatEngine, GenerationSettings
     from ftchat.reward_model import RewardModel
 
     conversations = [as_conversation(p) for p in prompts]
-    engine = engine or ChatEngine(runs_root=Path(run_a).parent if not run_a.startswith("base:") else "runs")
+    if not conversations:
+        raise ValueError("no prompts to judge on: give at least one prompt")
+    engine = engine or ChatEngine(runs_root=Path(run_a).parent if not run_a.startswith(BASE_PREFIX) else "runs")
     settings = settings or GenerationSettings(max_new_tokens=64)
-    replies = engine.answer([(run_a, c) for c in conversations] + [(run_b, c) for c in conversations], settings)
     n = len(conversations)
-    replies_a, replies_b = replies[:n], replies[n:]
+    replies_a, replies_b = answer_both(engine, run_a, run_b, conversations, settings, progress)
+    if progress is not None:
+        progress(0.95, f"the reward model scores {2 * n} replies")
     rm = reward_model or RewardModel(reward_run)
     scores = rm.score_replies(conversations + conversations, replies_a + replies_b)
     scores_a, scores_b = scores[:n], scores[n:]
@@ -99,6 +132,7 @@ def judge_runs(run_a: str, run_b: str, reward_run: str | Path, prompts: list, se
         "win_rate": rate, "ci_low": low, "ci_high": high,
         "wins": result.count(1.0), "ties": result.count(0.5), "losses": result.count(0.0),
         "mean_margin": sum(a - b for a, b in zip(scores_a, scores_b)) / n,
+        "max_new_tokens": settings.max_new_tokens, "time": time.time(),
         "rows": [{"prompt": c[-1]["content"], "reply_a": ra, "reply_b": rb, "score_a": sa, "score_b": sb}
                  for c, ra, rb, sa, sb in zip(conversations, replies_a, replies_b, scores_a, scores_b)],
     }
@@ -108,7 +142,8 @@ def write_judgement(run_dir: str | Path, judgement: dict) -> Path:
     """Keep a judgement in the judged run's folder (judge.json, one entry per opponent, the latest wins), for the
     Feedback tab to show beside the votes."""
     path = Path(run_dir) / "judge.json"
-    kept = read_judgements(run_dir)
+    kept = {key: value for key, value in read_judgements(run_dir).items()
+            if not same_model(key, judgement["against"])}  # one entry per opponent, however it was spelled
     kept[judgement["against"]] = judgement
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(kept, indent=1, ensure_ascii=False))
@@ -122,3 +157,22 @@ def read_judgements(run_dir: str | Path) -> dict:
         return json.loads((Path(run_dir) / "judge.json").read_text())
     except (OSError, ValueError):
         return {}
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two model names (a run folder, a run name, base:NAME) mean the same model: runs by folder name (they
+    live in one runs folder), bases by name or by the folder they point to."""
+    if a.startswith(BASE_PREFIX) != b.startswith(BASE_PREFIX):
+        return False
+    if a == b:
+        return True
+    if not a.startswith(BASE_PREFIX):
+        return Path(a).name == Path(b).name
+    folder_a, folder_b = Path(a[len(BASE_PREFIX):]), Path(b[len(BASE_PREFIX):])
+    return folder_a.exists() and folder_b.exists() and folder_a.resolve() == folder_b.resolve()
+
+
+def judgement_against(run_dir: str | Path, opponent: str) -> dict | None:
+    """The latest judgement of the run against `opponent` (a run folder or name, or base:NAME); None if never."""
+    found = [j for key, j in read_judgements(run_dir).items() if same_model(key, opponent)]
+    return max(found, key=lambda j: j.get("time", 0)) if found else None

@@ -33,6 +33,11 @@ def check_reward_run(run_dir: str | Path) -> str | None:
     return None
 
 
+def reward_runs(runs_root: str | Path) -> list[Path]:
+    """The finished reward-model runs under runs_root, newest first: what can judge and rank replies."""
+    return [run.path for run in runs.list_runs(runs_root) if check_reward_run(run.path) is None]
+
+
 def load_reward_model(base: str, adapter: str | Path | None = None, precision: str = "auto"):
     """(model, tokenizer): the base as a one-label sequence classifier, with the run's adapter and score head."""
     tokenizer = models.load_tokenizer(base)  # the run trained with its base's tokenizer and chat template

@@ -53,9 +53,9 @@ def test_lineage_shows_each_rounds_win_rate_against_its_parent(tmp_path):
     for winner in ("a", "b", "tie"):  # the round on the right: a loss, a win, a tie
         store.add_vote([{"role": "user", "content": "q"}], "zumo-sft", "zumo-sft-r1-dpo", "x", "y", winner)
     assert lineage_win_rates(store, root, "zumo-sft-r1-dpo") == [
-        {"model": "base:smollm2-135m", "parent": None, "win_rate": None, "votes": 0},
-        {"model": "zumo-sft", "parent": "base:smollm2-135m", "win_rate": 1.0, "votes": 3},
-        {"model": "zumo-sft-r1-dpo", "parent": "zumo-sft", "win_rate": 0.5, "votes": 3},
+        {"model": "base:smollm2-135m", "parent": None, "win_rate": None, "votes": 0, "judged": None},
+        {"model": "zumo-sft", "parent": "base:smollm2-135m", "win_rate": 1.0, "votes": 3, "judged": None},
+        {"model": "zumo-sft-r1-dpo", "parent": "zumo-sft", "win_rate": 0.5, "votes": 3, "judged": None},
     ]
 
 

@@ -1,7 +1,9 @@
 """Prompts to rate quickly: loaded from a run's held-out data, a file or typed text, then stepped through one by one.
 
 A prompt is a conversation (a list of {"role", "content"} messages) that ends with the user's turn; both chat panes
-answer it and the person votes before the next one.
+answer it and the person votes before the next one. A queue can be ordered by a reward model's uncertainty: both
+models answer each prompt briefly, the reward model scores the two replies, and the prompts where it is least sure
+which is better (smallest |margin|) come first, since a person's vote there teaches the most.
 """
 from __future__ import annotations
 
@@ -10,6 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ftchat.compare import prompt_of
+
+RANK_PROMPTS = 24  # prompts a reward model ranks at most (both models answer each one first)
+RANK_TOKENS = 24  # short greedy replies: enough for the reward model to tell them apart
+# A reward model trained on pairs gives P(first better) = sigmoid(margin); |margin| < 0.4 is under 60 / 40.
+UNSURE_MARGIN = 0.4
 
 
 class PromptError(ValueError):
@@ -71,7 +78,9 @@ def held_out_prompts(run_dir: str | Path) -> list[list[dict]]:
     if missing:
         raise PromptError(f"{run_dir.name}: its training data {', '.join(missing)} is no longer there.")
     weights = runs.weights_dir(run_dir)
-    tokenizer = load_tokenizer(weights if (weights / "tokenizer_config.json").is_file() else config.base)
+    # a whole model's folder has its own tokenizer; an adapter folder's tokenizer files need the base's config
+    own = (weights / "tokenizer_config.json").is_file() and (weights / "config.json").is_file()
+    tokenizer = load_tokenizer(weights if own else config.base)
     # replay off: the split comes before replay rows are added, so it is the run's own held-out part
     train_ds, eval_ds, *_ = load_training_data(dataclasses.replace(config, replay=0), tokenizer)
     prompts = prompts_from_rows(list(eval_ds) if eval_ds is not None else [])
@@ -89,6 +98,7 @@ class PromptQueue:
     prompts: list[list[dict]] = field(default_factory=list)
     position: int = -1
     source: str = ""
+    margins: list[float] | None = None  # the reward model's margin (left minus right) per prompt, when ranked
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -116,7 +126,42 @@ class PromptQueue:
                 f"{len(self.prompts)} prompts loaded"
         if self.current is None:
             return f"all {len(self.prompts)} prompts done"
-        return f"prompt {self.position + 1} of {len(self.prompts)}"
+        text = f"prompt {self.position + 1} of {len(self.prompts)}"
+        if self.margins is not None:
+            text += " · " + margin_note(self.margins[self.position])
+        return text
+
+
+def margin_note(margin: float) -> str:
+    """'RM margin 0.03 — unsure': how far apart the reward model scores the two replies, without saying which side
+    it prefers (that would sway the vote)."""
+    return f"RM margin {abs(margin):.2f} — {'unsure' if abs(margin) < UNSURE_MARGIN else 'fairly sure'}"
+
+
+def rank_by_uncertainty(queue: PromptQueue, left: str, right: str, engine, reward_model,
+                        max_new_tokens: int = RANK_TOKENS, limit: int = RANK_PROMPTS, progress=None
+                        ) -> tuple[PromptQueue, list[dict]]:
+    """A new queue of (at most `limit` of) the prompts, where the reward model is least sure first: `left` and
+    `right` (chat choices) answer each prompt greedily in `max_new_tokens`, `reward_model` scores both replies.
+    Also returns, in queue order, what it measured: [{"prompt", "reply_left", "reply_right", "margin"}]."""
+    from ftchat.chat import GenerationSettings
+    from ftchat.judge import answer_both, closest_first, margins
+
+    prompts = queue.prompts[:limit]
+    if not prompts:
+        raise PromptError("Load prompts first.")
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.0)
+    replies_left, replies_right = answer_both(engine, left, right, prompts, settings, progress)
+    if progress is not None:
+        progress(0.95, f"the reward model scores {2 * len(prompts)} replies")
+    gaps = margins(prompts, replies_left, replies_right, reward_model)
+    order = closest_first(gaps)
+    source = queue.source + (f", {len(prompts)} of {len(queue.prompts)}" if len(prompts) < len(queue.prompts) else "")
+    ranked = PromptQueue([prompts[i] for i in order], source=f"{source}, least sure first",
+                         margins=[gaps[i] for i in order])
+    measured = [{"prompt": prompts[i][-1]["content"], "reply_left": replies_left[i],
+                 "reply_right": replies_right[i], "margin": gaps[i]} for i in order]
+    return ranked, measured
 
 
 def split_prompt(conversation: list[dict]) -> tuple[str, list[dict], str]:

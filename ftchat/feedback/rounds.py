@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-from ftchat import runs
+from ftchat import judge, runs
 from ftchat.config import ConfigError, RunConfig
 from ftchat.feedback.export import SHAPE_OF_KIND, to_dpo, to_kto
 from ftchat.feedback.leaderboard import win_rate
@@ -26,6 +26,11 @@ BASE_PREFIX = "base:"
 # What the rated run passes on to the round: the same base, technique and shapes of the weights.
 INHERITED = ("base", "adapter", "precision", "max_length", "lora_r", "lora_alpha", "lora_dropout", "lora_targets",
              "train_layers", "chunk_tokens")
+# The judge between a round and its parent: a few prompts, short replies (both models answer each one on a CPU).
+JUDGE_PROMPTS = 12
+JUDGE_TOKENS = 32
+FEW_JUDGED = 8  # below this many prompts the bootstrap interval is too rough to read (3 wins of 3: [100%, 100%])
+JUDGE_SOURCES = {"held_out": "the run's held-out prompts", "ratings": "the prompts it and its parent were rated on"}
 
 
 class RoundError(ValueError):
@@ -76,15 +81,101 @@ def used_ids(method: str, rows: list[dict]) -> list[int]:
 
 def lineage_win_rates(store: FeedbackStore, runs_root: str | Path, run: str) -> list[dict]:
     """The chain base → … → run, each step with its win-rate against its parent from the votes so far:
-    [{"model", "parent", "win_rate" (None before any vote), "votes"}]."""
+    [{"model", "parent", "win_rate" (None before any vote), "votes", "judged"}]; "judged" is the reward model's
+    latest judgement of the step against its parent (ftchat.judge.write_judgement), None when never judged."""
     chain = lineage(runs_root, run)
     votes = store.ratings(kind="vote")
     steps = []
     for i, name in enumerate(chain):
         parent = chain[i - 1] if i else None
         rate, n = win_rate(votes, name, parent) if parent else (None, 0)
-        steps.append({"model": name, "parent": parent, "win_rate": rate, "votes": n})
+        run_dir = Path(runs_root) / name
+        judged = judge.judgement_against(run_dir, parent) if parent and run_dir.is_dir() else None
+        steps.append({"model": name, "parent": parent, "win_rate": rate, "votes": n, "judged": judged})
     return steps
+
+
+def parent_choice(runs_root: str | Path, run_dir: str | Path) -> str:
+    """What a run continued from, as the chat engine names it: its parent's folder, else base:<its base>."""
+    parent = runs.parent_dir(run_dir, runs_root)
+    if parent is not None:
+        return str(parent)
+    base = runs.load_run(run_dir).config.get("base")
+    if not base:
+        raise RoundError(f"{Path(run_dir).name}: its config names neither a parent nor a base to judge it against.")
+    return BASE_PREFIX + base
+
+
+def trained_against(run_dir: str | Path, reward_run: str | Path) -> bool:
+    """Whether a run was trained (GRPO / RLOO) to please this reward model."""
+    return Path(reward_run).name in {Path(r).name for r in runs.load_run(run_dir).config.get("reward") or []}
+
+
+def fair_judge(run_dir: str | Path, reward_runs: list[Path]) -> Path | None:
+    """The reward model to judge a run with: the newest one it was not trained against (a policy trained to please
+    a reward model wins that one's judgement whatever people think), else the newest; None when there is none."""
+    fair = [r for r in reward_runs if not trained_against(run_dir, r)]
+    return (fair or list(reward_runs) or [None])[0]
+
+
+def judge_prompts(store: FeedbackStore, run_dir: str | Path, parent: str, source: str = "held_out",
+                  limit: int = JUDGE_PROMPTS) -> list[list[dict]]:
+    """Up to `limit` prompts to judge a run against its parent on: its held-out prompts ("held_out"), or the
+    prompts it and its parent were rated on ("ratings")."""
+    from ftchat.feedback.prompt_queue import PromptError, held_out_prompts
+    from ftchat.feedback.reward_round import rated_prompts
+    from ftchat.feedback.store import model_name
+
+    run_dir = Path(run_dir)
+    if source == "held_out":
+        try:
+            prompts = held_out_prompts(run_dir)
+        except PromptError as exc:
+            raise RoundError(str(exc)) from None
+    elif source == "ratings":
+        prompts = rated_prompts(store.ratings(model=run_dir.name) + store.ratings(model=model_name(parent)))
+        if not prompts:
+            raise RoundError(f"neither {run_dir.name} nor its parent has been rated yet; judge on its held-out "
+                             "prompts instead.")
+    else:
+        raise RoundError(f"prompt source: '{source}' is not one of {', '.join(JUDGE_SOURCES)}.")
+    if limit < 1:
+        raise RoundError(f"prompts: judge on at least 1 prompt, not {limit}.")
+    return prompts[:limit]
+
+
+def judge_against_parent(workspace: str | Path, run: str, reward_run: str | Path, source: str = "held_out",
+                         limit: int = JUDGE_PROMPTS, max_new_tokens: int = JUDGE_TOKENS, engine=None,
+                         reward_model=None, progress=None) -> dict:
+    """The reward model's judgement of a run (a name or folder under WORKSPACE/runs) against its parent on a few
+    prompts, kept in the run's folder for the lineage to show; returns it. `progress(fraction, text)` hears each
+    step."""
+    from ftchat import methods
+    from ftchat.chat import GenerationSettings
+    from ftchat.reward_model import check_reward_run
+
+    runs_root = Path(workspace) / "runs"
+    run_dir = Path(run) if Path(run).is_dir() else runs_root / run
+    if not (run_dir / "config.yaml").is_file():
+        raise RoundError(f"{run}: no such run in this workspace.")
+    info = runs.load_run(run_dir)
+    method = info.config.get("method") or "sft"
+    if method in methods.METHODS and methods.get(method).produces != "policy":
+        raise RoundError(f"{run_dir.name} is a {method} run: it judges replies, it does not chat; pick a chat "
+                         "model's run to judge.")
+    if info.state != "done":
+        raise RoundError(f"{run_dir.name} is not finished (state: {info.state}); judge it once it is done.")
+    problem = check_reward_run(reward_run)
+    if problem:
+        raise RoundError(problem + ".")
+    parent = parent_choice(runs_root, run_dir)
+    prompts = judge_prompts(FeedbackStore.for_workspace(workspace), run_dir, parent, source, limit)
+    judgement = judge.judge_runs(str(run_dir), parent, reward_run, prompts,
+                                 settings=GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.0),
+                                 engine=engine, reward_model=reward_model, progress=progress)
+    judgement["prompt_source"] = source
+    judge.write_judgement(run_dir, judgement)
+    return judgement
 
 
 def round_name(run_name: str, method: str, runs_root: Path) -> str:

@@ -34,6 +34,7 @@ footer { display: none !important; }
 .lineage-kind { font-size: 11px; text-transform: uppercase; letter-spacing: .05em; opacity: .7; }
 .lineage-name { font-weight: 600; overflow-wrap: anywhere; }
 .lineage-detail { font-size: 13px; }
+.lineage-judged { margin-top: 2px; color: #4f46e5; }
 .lineage-arrow { align-self: center; font-size: 20px; opacity: .6; }
 """
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from ftchat.feedback import session
-from ftchat.feedback.prompt_queue import PromptError, PromptQueue, split_prompt
+from ftchat.feedback.prompt_queue import RANK_PROMPTS, PromptError, PromptQueue, split_prompt
 from ftchat.models import DEFAULT_BASE, REGISTRY
 from ftchat.ui.context import AppContext
 from ftchat.ui.train_tab import base_label
@@ -148,6 +148,17 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
             queue_next = gr.Button("▶ Next prompt", variant="primary", elem_id="queue-next", scale=1)
             queue_auto = gr.Checkbox(True, label="Next prompt right after each vote", elem_id="queue-auto", scale=2)
             queue_progress = gr.Markdown("no prompts loaded", elem_id="queue-progress")
+        with gr.Row():
+            queue_rank = gr.Checkbox(False, label="Order by reward-model uncertainty: both sides answer each prompt "
+                                                  f"briefly (up to {RANK_PROMPTS} prompts), a reward model scores the "
+                                                  "replies, and the prompts it is least sure about come first",
+                                     elem_id="queue-rank", scale=3)
+            queue_reward = gr.Dropdown(reward_choices(ctx), value=None, label="Reward model",
+                                       elem_id="queue-reward", scale=2, allow_custom_value=True)
+        queue_order = gr.Dataframe(headers=["#", "prompt", "RM margin"], visible=False, interactive=False, wrap=True,
+                                   elem_id="queue-order", max_height=260,
+                                   label="Queue order: the reward model's margin between the two replies, smallest "
+                                         "(least sure) first")
     with gr.Accordion("Write a better answer", open=False, elem_id="better-panel"):
         with gr.Row():
             better_side = gr.Radio(["left", "right"], value="left", label="Instead of the reply on the",
@@ -262,11 +273,15 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
                 gr.Dropdown(choices=fresh, value=right if right in values else default_right),
                 fresh)
 
-    def on_show(left: str | None, right: str | None, picked: bool, run: str | None):
+    def on_show(left: str | None, right: str | None, picked: bool, run: str | None, reward: str | None = None):
         """Opening the tab: until the person picks a model on this page, the newest finished run (right) against
-        what it was trained from (left); after that, their picks stay. The queue's run list is refreshed too."""
+        what it was trained from (left); after that, their picks stay. The queue's run and reward-model lists are
+        refreshed too (the newest reward model until one is picked)."""
         pair = models(left, right)[:2] if picked else models()[:2]
-        return (*pair, gr.Dropdown(choices=run_choices(ctx), value=run))
+        rewards = reward_choices(ctx)
+        values = [v for _, v in rewards]
+        reward = reward if reward in values else (values[0] if values else None)
+        return (*pair, gr.Dropdown(choices=run_choices(ctx), value=run), gr.Dropdown(choices=rewards, value=reward))
 
     def clear_chat():
         left, right = session.pane_names(None, describe)
@@ -356,6 +371,37 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
             raise gr.Error(str(exc)) from None
         return loaded, loaded.progress()
 
+    def rank_prompts(current_queue: PromptQueue, reward: str | None, left: str | None, right: str | None,
+                     wanted: bool = True, progress=gr.Progress()):
+        """Order the loaded prompts by the reward model's uncertainty between the two panes' models (least sure
+        first); returns the queue's progress line, the order with margins, and the replies and margins measured."""
+        from ftchat.chat import ChatError
+        from ftchat.feedback import prompt_queue
+        from ftchat.models import ModelError
+        from ftchat.reward_model import RewardModelError
+
+        if not wanted:
+            return gr.skip(), gr.skip(), gr.Dataframe(visible=False), None
+        if current_queue is None or not len(current_queue):
+            raise gr.Error("Load prompts first.")
+        reward_dir = ctx.workspace.run_dir(reward) if reward else None
+        if reward_dir is None:
+            raise gr.Error("Pick a reward model to order the prompts by (train one in 2. Train with the method "
+                           "'Reward model')." if not reward else f"{reward}: no such run in this workspace.")
+        if not left or not right:
+            raise gr.Error("Pick a model for each side first: both answer each prompt for the reward model.")
+        try:
+            progress(0, desc=f"loading the reward model {reward_dir.name}")
+            rm = ctx.reward_model(reward_dir)
+            ranked, measured = prompt_queue.rank_by_uncertainty(
+                current_queue, left, right, ctx.engine(), rm,
+                progress=lambda fraction, text: progress(fraction, desc=text))
+        except (PromptError, RewardModelError, ChatError, ModelError) as exc:
+            raise gr.Error(str(exc)) from None
+        table = [[i + 1, " ".join(row["prompt"].split())[:120], f"{abs(row['margin']):.2f}"]
+                 for i, row in enumerate(measured)]
+        return ranked, ranked.progress(), gr.Dataframe(value=table, visible=True), measured
+
     def next_prompt(current_queue: PromptQueue, system_prompt: str):
         """Step to the next queued prompt: both panes start empty and the prompt waits in the message box."""
         if current_queue is None or not len(current_queue):
@@ -408,7 +454,9 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
     queue_asked.then(**after)
     stop.click(None, cancels=[sent, submitted, queue_asked])
     queue_load.click(load_prompts, inputs=[queue_run, queue_file, queue_text], outputs=[queue, queue_progress],
-                     api_name="load_prompts")
+                     api_name="load_prompts") \
+        .success(rank_prompts, inputs=[queue, queue_reward, left_model, right_model, queue_rank],
+                 outputs=[queue, queue_progress, queue_order, gr.JSON(visible=False)], api_name="rank_prompts")
 
     for (vote, _, _), button in zip(VOTE_BUTTONS, vote_buttons):
         voted = button.click(vote_for(vote), inputs=[rater, exchange],
@@ -436,9 +484,16 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
     for picker in (left_model, right_model):
         picker.input(lambda: True, outputs=[picked], api_visibility="private", show_progress="hidden")
     demo.load(lambda: models()[:2], outputs=[left_model, right_model], api_visibility="private")
-    page.select(on_show, inputs=[left_model, right_model, picked, queue_run],
-                outputs=[left_model, right_model, queue_run], api_visibility="private")
+    page.select(on_show, inputs=[left_model, right_model, picked, queue_run, queue_reward],
+                outputs=[left_model, right_model, queue_run, queue_reward], api_visibility="private")
     return ChatTab(left_model, right_model, refresh)
+
+
+def reward_choices(ctx: AppContext) -> list[tuple[str, str]]:
+    """Finished reward-model runs, for ordering the prompt queue by the reward model's uncertainty."""
+    from ftchat.reward_model import reward_runs
+
+    return [(path.name, path.name) for path in reward_runs(ctx.workspace.runs_dir)]
 
 
 def run_choices(ctx: AppContext) -> list[tuple[str, str]]:

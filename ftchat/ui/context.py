@@ -56,6 +56,8 @@ class AppContext:
         self._reports: OrderedDict[tuple, FileReport] = OrderedDict()
         self._verdicts: dict[str, dict] | None = None
         self._feedback = None
+        self._reward_lock = threading.Lock()  # loading a reward model is slow: not under the shared lock
+        self._reward_model = None  # (key, ftchat.reward_model.RewardModel): the last one used
 
     def tokenizer(self):
         """The bundled model's tokenizer, or None when it cannot be loaded (token counts are then estimates)."""
@@ -87,6 +89,21 @@ class AppContext:
 
                 self._feedback = FeedbackStore.for_workspace(self.workspace.root)
             return self._feedback
+
+    def reward_model(self, run_dir: str | Path):
+        """A reward-model run of this workspace, loaded once and kept until another one (or a retrained one) is
+        asked for; RewardModelError when the folder is not a finished reward model."""
+        from ftchat import runs
+        from ftchat.reward_model import RewardModel
+
+        run_dir = Path(run_dir)
+        adapter = runs.adapter_dir(run_dir) / "adapter_model.safetensors"
+        key = (str(run_dir.resolve()), adapter.stat().st_mtime if adapter.exists() else 0.0)
+        with self._reward_lock:
+            if self._reward_model is None or self._reward_model[0] != key:
+                self._reward_model = None  # free the old one before loading the next
+                self._reward_model = (key, RewardModel(run_dir))
+            return self._reward_model[1]
 
     def report(self, path: str | Path) -> FileReport:
         """Check one file as a stream (memory bounded whatever its size); the last REPORTS_KEPT reports

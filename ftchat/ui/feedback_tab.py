@@ -13,6 +13,7 @@ import gradio as gr
 from ftchat import runs
 from ftchat.feedback import export, leaderboard, rounds
 from ftchat.feedback.store import FeedbackError
+from ftchat.reward_model import reward_runs
 from ftchat.ui.charts import interval_chart
 from ftchat.ui.context import AppContext
 from ftchat.ui.train_tab import base_label
@@ -64,6 +65,10 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
     def lineage_choices() -> list[tuple[str, str]]:
         return [(f"{r.name} · {r.state}", r.name) for r in runs.list_runs(ctx.workspace.runs_dir)]
 
+    def judge_choices() -> list[tuple[str, str]]:
+        """Finished reward-model runs: what can judge a round against its parent."""
+        return [(path.name, path.name) for path in reward_runs(ctx.workspace.runs_dir)]
+
     gr.Markdown("Every vote, thumb and written answer from the Chat tab is kept in the workspace "
                 "(`feedback.sqlite`). Export them as training data, see which model wins, and train the next round "
                 "from the votes.")
@@ -83,6 +88,18 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
         lineage_run = gr.Dropdown(lineage_choices(), value=None, label="Lineage of the run", elem_id="lineage-run",
                                   allow_custom_value=True)
         lineage_view = gr.HTML("", elem_id="lineage")
+        with gr.Row():
+            judge_reward = gr.Dropdown(judge_choices(), value=None, label="Judge with reward model",
+                                       elem_id="judge-reward", scale=2, allow_custom_value=True)
+            judge_source = gr.Radio([(text, key) for key, text in rounds.JUDGE_SOURCES.items()], value="held_out",
+                                    label="on", elem_id="judge-source", scale=2)
+            judge_count = gr.Number(rounds.JUDGE_PROMPTS, precision=0, minimum=1, maximum=64,
+                                    label="Prompts (at most)", elem_id="judge-count", scale=1)
+            judge_button = gr.Button("Judge against parent", elem_id="judge-parent", scale=1)
+        judge_status = gr.Markdown("The judge: both the run and its parent answer a few prompts "
+                                   f"({rounds.JUDGE_TOKENS} new tokens, greedy), a reward model scores the replies, "
+                                   "and the share the run wins estimates its win-rate before anyone votes.",
+                                   elem_id="judge-status")
         with gr.Row():
             round_run = gr.Dropdown(rated_runs(), value=None, label="Start the next round from this rated model",
                                     elem_id="round-run", scale=2, allow_custom_value=True)
@@ -213,16 +230,78 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
             kind = "base" if name.startswith("base:") else ("round" if match else "run")
             if i == 0:
                 detail = "the base model"
-            elif step["votes"]:
-                detail = (f"wins <b>{step['win_rate']:.0%}</b> against its parent "
-                          f"({plural(step['votes'], 'vote')})")
             else:
-                detail = "no votes against its parent yet"
+                detail = "<div class='lineage-votes'>" + (
+                    f"votes: wins <b>{step['win_rate']:.0%}</b> against its parent ({plural(step['votes'], 'vote')})"
+                    if step["votes"] else "votes: none against its parent yet") + "</div>"
+                detail += judged_html(step["judged"])
             label = "base" if i == 0 else (f"round {match['n']}" if match else "fine-tune")
             boxes.append(f"<div class='lineage-step lineage-{kind}'><div class='lineage-kind'>{label}</div>"
                          f"<div class='lineage-name'>{html.escape(short(name))}</div>"
                          f"<div class='lineage-detail'>{detail}</div></div>")
         return "<div class='lineage-chain'>" + "<div class='lineage-arrow'>→</div>".join(boxes) + "</div>"
+
+    def judged_html(judged: dict | None) -> str:
+        """The reward model's judgement of a step against its parent, as one line of the lineage."""
+        if not judged:
+            return "<div class='lineage-judged'>judged: not yet</div>"
+        judge_name = html.escape(Path(judged.get("reward", "")).name)
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(judged["time"])) if judged.get("time") else "?"
+        title = (f"{judged['wins']} wins, {judged['ties']} ties, {judged['losses']} losses on {judged['n']} prompts; "
+                 f"95% bootstrap interval; {judged.get('max_new_tokens', '?')} new tokens; judged {when}")
+        return (f"<div class='lineage-judged' title='{html.escape(title)}'>judged: <b>{judged['win_rate']:.0%}</b> "
+                f"[{judged['ci_low']:.0%}–{judged['ci_high']:.0%}] by {judge_name} "
+                f"({plural(judged['n'], 'prompt')})</div>")
+
+    def judge_default(run: str | None, picked: str | None = None):
+        """The reward-model picker: the person's pick while it exists, else the newest reward model the run was not
+        trained against."""
+        choices = judge_choices()
+        values = [v for _, v in choices]
+        if picked not in values:
+            run_dir = ctx.workspace.run_dir(run) if run else None
+            fair = rounds.fair_judge(run_dir, reward_runs(ctx.workspace.runs_dir)) if run_dir else None
+            picked = fair.name if fair is not None else (values[0] if values else None)
+        return gr.Dropdown(choices=choices, value=picked)
+
+    def judge_parent(run: str | None, reward: str | None, source: str = "held_out", count: float | None = None,
+                     progress=gr.Progress()):
+        """The reward model judges the run against its parent on a few prompts; the judgement is kept in the run's
+        folder. Returns a message and the redrawn lineage."""
+        from ftchat.chat import ChatError
+        from ftchat.models import ModelError
+        from ftchat.reward_model import RewardModelError
+
+        if not run:
+            raise gr.Error("Pick a run under 'Lineage of the run' first.")
+        run_dir = ctx.workspace.run_dir(run)
+        if run_dir is None:
+            raise gr.Error(f"{run}: no such run in this workspace.")
+        reward_dir = ctx.workspace.run_dir(reward) if reward else None
+        if reward_dir is None:
+            raise gr.Error("Pick a reward model to judge with (train one in 2. Train with the method 'Reward "
+                           "model', or with a reward-RL round)." if not reward else
+                           f"{reward}: no such run in this workspace.")
+        limit = int(count) if count else rounds.JUDGE_PROMPTS
+        try:
+            progress(0, desc=f"loading the reward model {reward_dir.name}")
+            rm = ctx.reward_model(reward_dir)
+            judged = rounds.judge_against_parent(ctx.workspace.root, str(run_dir), reward_dir, source or "held_out",
+                                                 limit, engine=ctx.engine(), reward_model=rm,
+                                                 progress=lambda fraction, text: progress(fraction, desc=text))
+        except (rounds.RoundError, RewardModelError, ChatError, ModelError) as exc:
+            raise gr.Error(str(exc)) from None
+        parent = short(judged["against"]) if judged["against"].startswith("base:") else Path(judged["against"]).name
+        text = (f"✓ judged **{run_dir.name}** against {parent}: wins **{judged['win_rate']:.0%}** "
+                f"[{judged['ci_low']:.0%}–{judged['ci_high']:.0%}] of {plural(judged['n'], 'prompt')} "
+                f"({judged['wins']} wins, {judged['ties']} ties, {judged['losses']} losses) by {reward_dir.name}.")
+        if judged["n"] < limit:
+            text += f" That is all of {rounds.JUDGE_SOURCES[source or 'held_out']}."
+        if judged["n"] < rounds.FEW_JUDGED:
+            text += f" ⚠ Under {rounds.FEW_JUDGED} prompts the interval is rough: read it as a hint."
+        if rounds.trained_against(run_dir, reward_dir):
+            text += " ⚠ The run was trained against this reward model, which therefore favours it."
+        return text, lineage_html(run)
 
     def round_readiness(run: str | None, method: str = "dpo") -> str:
         """Whether the ratings of `run` are enough for a round of `method`, and how many more it needs if not."""
@@ -317,6 +396,11 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
                  outputs=[delete_id, delete_reason, *table_outputs], api_name="delete_rating")
     anonymous_only.change(board_view, inputs=[anonymous_only], outputs=board_outputs, api_name="leaderboard")
     lineage_run.change(lineage_html, inputs=[lineage_run], outputs=[lineage_view], api_name="lineage")
+    lineage_run.change(judge_default, inputs=[lineage_run], outputs=[judge_reward], api_visibility="private")
+    judge_button.click(judge_parent, inputs=[lineage_run, judge_reward, judge_source, judge_count],
+                       outputs=[judge_status, lineage_view], api_name="judge_parent")
+    for trigger in (refresh.click, page.select, demo.load):
+        trigger(judge_default, inputs=[lineage_run, judge_reward], outputs=[judge_reward], api_visibility="private")
     round_run.change(round_readiness, inputs=[round_run, round_method], outputs=[round_status],
                      api_name="round_readiness")
     round_method.change(round_readiness, inputs=[round_run, round_method], outputs=[round_status],
