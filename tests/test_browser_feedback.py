@@ -76,3 +76,17 @@ def test_chat_vote_and_see_it_counted_then_vote_blind_in_arena_mode(app, browser
         page.locator("#feedback-counts").get_by_text("2 ratings").wait_for()
         assert "2 votes" in page.locator("#feedback-counts").inner_text()
         table_shows(page, "yes")  # the blind vote is marked
+
+        # a round built from the first vote (recorded as next_round_config records it): the Round filter tells
+        # the ratings it used from the new one
+        from ftchat.feedback import FeedbackStore
+
+        FeedbackStore.for_workspace(app.workspace).mark_used("second-r1-dpo", [1])
+        page.locator("#feedback-refresh").click()
+        page.locator("#filter-round input").click()
+        options = page.locator("#filter-round [role=option]")
+        options.get_by_text("second-r1-dpo (1 rating)").wait_for()
+        assert options.all_inner_texts() == ["all", "not used by a round yet (1)", "second-r1-dpo (1 rating)"]
+        options.get_by_text("not used by a round yet (1)").click()
+        page.wait_for_function("() => document.querySelectorAll('#ratings-table tbody tr').length === 1")
+        assert "Who makes the Zumo lamp?" in page.locator("#ratings-table tbody").inner_text()

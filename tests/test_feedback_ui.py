@@ -32,11 +32,11 @@ def chat(client, left: str, right: str, text: str = QUESTION, tokens: int = TOKE
 
 def ratings(client, **filters) -> list[list]:
     return client.predict(filters.get("model", ""), filters.get("source", ""), filters.get("rater", ""),
-                          filters.get("kind", ""), api_name="/ratings")
+                          filters.get("kind", ""), filters.get("round", ""), api_name="/ratings")
 
 
 def counts_text(client) -> str:
-    return client.predict("", "", "", "", False, None, None, "dpo", api_name="/refresh_feedback")[0]
+    return client.predict("", "", "", "", "", False, None, None, "dpo", api_name="/refresh_feedback")[0]
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def test_thumbs_better_answers_deletion_and_exports(rated_app, tmp_path):
     edits = ratings(client, kind="edit")
     assert edits[0][9] == "The Zumo lamp is teal." and edits[0][5] == "base:models/second"
 
-    _, _, _, _, *_ = client.predict(down, "a mistaken click", "", "", "", "", api_name="/delete_rating")
+    _, _, _, _, *_ = client.predict(down, "a mistaken click", "", "", "", "", "", api_name="/delete_rating")
     assert down not in {r[0] for r in ratings(client, kind="thumb")}
     from ftchat.feedback.store import FeedbackStore
 
@@ -194,6 +194,22 @@ def test_the_prompt_queue_asks_each_prompt_in_turn(rated_app):
     assert (message, progress) == ("Who founded Varn?", "prompt 2 of 2")
     with pytest.raises(Exception, match="All 2 prompts are done"):
         client.predict("", api_name="/next_prompt")
+
+
+def test_the_round_filter_tells_used_ratings_from_new_ones(rated_app):
+    from ftchat.feedback.store import FeedbackStore
+
+    client = rated_app.client()
+    chat(client, rated_app.left, rated_app.right)
+    *_, first = client.predict("Ilse", api_name="/vote_left")
+    chat(client, rated_app.left, rated_app.right)
+    *_, second = client.predict("Ilse", api_name="/vote_right")
+    everything = {r[0] for r in ratings(client)}
+    FeedbackStore.for_workspace(rated_app.workspace).mark_used("second-r1-dpo", [first["id"]])  # as a round does
+
+    assert [r[0] for r in ratings(client, round="second-r1-dpo")] == [first["id"]]
+    unused = {r[0] for r in ratings(client, round="-")}
+    assert second["id"] in unused and unused == everything - {first["id"]}
 
 
 def test_a_round_without_enough_ratings_says_how_many_more_it_needs(rated_app):

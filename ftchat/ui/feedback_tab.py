@@ -12,7 +12,7 @@ import gradio as gr
 
 from ftchat import runs
 from ftchat.feedback import export, leaderboard, rounds
-from ftchat.feedback.store import FeedbackError
+from ftchat.feedback.store import UNUSED, FeedbackError
 from ftchat.reward_model import reward_runs
 from ftchat.ui.charts import interval_chart
 from ftchat.ui.context import AppContext
@@ -115,7 +115,9 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
         with gr.Row():
             model_filter = gr.Dropdown([("all", "")], value="", label="Model", elem_id="filter-model",
                                        allow_custom_value=True)
-            source_filter = gr.Dropdown(SOURCE_CHOICES, value="", label="Round / source", elem_id="filter-round")
+            source_filter = gr.Dropdown(SOURCE_CHOICES, value="", label="Source", elem_id="filter-source")
+            round_filter = gr.Dropdown([("all", ""), ("not used by a round yet", UNUSED)], value="",
+                                       label="Round (built from)", elem_id="filter-round", allow_custom_value=True)
             rater_filter = gr.Dropdown([("all", "")], value="", label="Rater", elem_id="filter-rater",
                                        allow_custom_value=True)
             kind_filter = gr.Dropdown(KIND_CHOICES, value="", label="Kind", elem_id="filter-kind")
@@ -140,11 +142,12 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
         import_status = gr.Markdown("", elem_id="import-status")
 
     # -- ratings --------------------------------------------------------------------------------------------------
-    def rating_rows(model: str = "", source: str = "", rater: str = "", kind: str = "") -> list[list]:
-        """The live ratings matching the filters (empty: any), newest first, as table rows."""
+    def rating_rows(model: str = "", source: str = "", rater: str = "", kind: str = "", round_: str = "") -> list[list]:
+        """The live ratings matching the filters (empty: any), newest first, as table rows. `round_`: a round's run
+        name (the ratings it was built from) or '-' (those no round has used yet)."""
         try:
             found = ctx.feedback().ratings(model=model or None, source=source or None, rater=rater or None,
-                                           kind=kind or None)
+                                           kind=kind or None, round=round_ or None)
         except FeedbackError as exc:
             raise gr.Error(str(exc)) from None
         out = []
@@ -171,20 +174,24 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
             text += f" · {c['deleted']} deleted"
         return text
 
-    def filters_and_table(model: str = "", source: str = "", rater: str = "", kind: str = ""):
+    def filters_and_table(model: str = "", source: str = "", rater: str = "", kind: str = "", round_: str = ""):
         """Counts, the filter choices and the filtered ratings table."""
         store = ctx.feedback()
         models = [("all", "")] + [(short(m), m) for m in store.models()]
         raters = [("all", "")] + [(r, r) for r in store.counts()["raters"]]
+        used = store.rounds_used()
+        unused = len(store.ratings(round=UNUSED))
+        round_choices = [("all", ""), (f"not used by a round yet ({unused})", UNUSED)] + \
+            [(f"{name} ({plural(n, 'rating')})", name) for name, n in used]
         return (counts_text(), gr.Dropdown(choices=models, value=model), gr.Dropdown(choices=raters, value=rater),
-                rating_rows(model, source, rater, kind))
+                gr.Dropdown(choices=round_choices, value=round_), rating_rows(model, source, rater, kind, round_))
 
     def pick_row(data, event: gr.SelectData):
         row = event.row_value if event.row_value else None
         return row[0] if row else None
 
     def delete_rating(rating_id: float | None, reason: str, model: str = "", source: str = "", rater: str = "",
-                      kind: str = ""):
+                      kind: str = "", round_: str = ""):
         """Delete a rating: exports and the leaderboard leave it out; the row and the reason stay in the audit."""
         if rating_id is None:
             raise gr.Error("Give the id of the rating to delete (click its row in the table).")
@@ -192,7 +199,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
             ctx.feedback().delete(int(rating_id), reason=reason or None)
         except FeedbackError as exc:
             raise gr.Error(str(exc)) from None
-        return (None, "", *filters_and_table(model, source, rater, kind))
+        return (None, "", *filters_and_table(model, source, rater, kind, round_))
 
     # -- leaderboard ------------------------------------------------------------------------------------------------
     def board_view(only_anonymous: bool = False):
@@ -370,17 +377,17 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
         return "\n".join(lines)
 
     # -- wiring ---------------------------------------------------------------------------------------------------
-    filters = [model_filter, source_filter, rater_filter, kind_filter]
-    table_outputs = [counts, model_filter, rater_filter, table]
+    filters = [model_filter, source_filter, rater_filter, kind_filter, round_filter]
+    table_outputs = [counts, model_filter, rater_filter, round_filter, table]
     board_outputs = [board, chart, matrix]
 
-    def refresh_all(model, source, rater, kind, only_anonymous, run, round_from, method):
+    def refresh_all(model, source, rater, kind, round_, only_anonymous, run, round_from, method):
         """Everything the tab shows, fresh from the store and the run folders."""
         run_values = [v for _, v in lineage_choices()]
         run = run if run in run_values else (run_values[0] if run_values else None)
         rated = rated_runs()
         round_from = round_from if round_from in [v for _, v in rated] else (rated[0][1] if rated else None)
-        return (*filters_and_table(model, source, rater, kind), *board_view(only_anonymous),
+        return (*filters_and_table(model, source, rater, kind, round_), *board_view(only_anonymous),
                 gr.Dropdown(choices=lineage_choices(), value=run), lineage_html(run),
                 gr.Dropdown(choices=rated, value=round_from), round_readiness(round_from, method))
 
