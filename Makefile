@@ -24,7 +24,8 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest tests $(ARGS)
 
-# every bench prints a table of ratios against a baseline measured in the same run (~30 min on 2 quiet cores)
+# every bench prints a table of ratios against a baseline measured in the same run (~30 min on 2 quiet cores, plus
+# pref_speed and scaling: estimated 40-70 and ~15 min, not yet timed on a quiet machine)
 bench: $(STAMP)
 	$(PY) bench/sft_vs_trl.py
 	$(PY) bench/chat_speed.py
@@ -32,3 +33,5 @@ bench: $(STAMP)
 	$(PY) bench/train_speed.py
 	$(PY) bench/chat_memory.py
 	$(PY) bench/startup.py
+	$(PY) bench/pref_speed.py
+	$(PY) bench/scaling.py

@@ -1,0 +1,64 @@
+"""The KTO baseline: a plain TRL script as a user would write it from the TRL KTO docs, with no ftchat code in it.
+
+KTOTrainer on TRL's conversational unpaired preference rows (prompt / completion / label), LoRA r=16 on all linear
+layers, no ref_model (TRL then uses the base with the adapter switched off), TRL's defaults otherwise (activation
+checkpointing on, reference log-probs computed at each step, desirable and undesirable weights 1.0). bf16 is
+switched off: TRL's default turns on bf16 autocast, which this CPU only emulates; fp32 is what a user on a CPU ends
+up with. Writes the trainer's log history, the wall time at the end of each step, train()'s wall time and the
+process's peak RSS to --report.
+
+Usage: python bench/trl_kto_baseline.py MODEL_DIR ROWS.jsonl --steps 10 --batch-size 4 --max-length 512
+       --out DIR --report report.json
+"""
+import argparse
+import json
+import resource
+import time
+
+from datasets import load_dataset
+from peft import LoraConfig
+from trl import KTOConfig, KTOTrainer
+
+from trl_baseline import StepClock
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("train")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--report", required=True)
+    args = parser.parse_args()
+
+    clock = StepClock()
+    trainer = KTOTrainer(
+        model=args.model,
+        train_dataset=load_dataset("json", data_files=args.train, split="train"),
+        args=KTOConfig(
+            output_dir=args.out,
+            max_length=args.max_length,
+            per_device_train_batch_size=args.batch_size,
+            max_steps=args.steps,
+            logging_steps=1,
+            bf16=False,
+            use_cpu=True,
+            report_to="none",
+            save_strategy="no",
+        ),
+        peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
+                               task_type="CAUSAL_LM"),
+        callbacks=[clock],
+    )
+    started = time.time()
+    trainer.train()
+    json.dump({"log_history": trainer.state.log_history, "step_times": clock.times,
+               "train_runtime_s": time.time() - started,
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
+              open(args.report, "w"))
+
+
+if __name__ == "__main__":
+    main()
