@@ -14,6 +14,7 @@ import os
 import random
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -126,14 +127,19 @@ def main() -> None:
         "vote_outcomes": {w: sum(v["winner"] == w for v in votes) for w in ("a", "b", "tie", "bothbad")},
         "sft_win_rate_vs_base": sft_vs_base, "rounds": [],
     }
+    first_votes = workspace.parent / f"{workspace.name}-first-votes"  # no writer is open now: a plain copy is whole
+    shutil.copytree(workspace, first_votes)
     for lr in args.round_lrs.split(","):
         flags = [] if lr == "default" else ["--lr", lr]
         if args.round_beta is not None:
             flags += ["--beta", str(args.round_beta)]
-        before = {p.name for p in runs_root.iterdir()}
+        # each round in its own copy of the workspace as it was after the first votes: every round trains on the
+        # same pairs, not on the votes about the rounds before it
+        copy = workspace.parent / f"{workspace.name}-lr-{lr}"
+        shutil.copytree(first_votes, copy)
         round_wall, round_cpu = timed([sys.executable, "-m", "ftchat", "round", "--from", sft.name, "--method", "dpo",
-                                       "--workspace", str(workspace), "--compare-prompts", "0", *flags])
-        round_dir = next(p for p in runs_root.iterdir() if p.name not in before)
+                                       "--workspace", str(copy), "--compare-prompts", "0", *flags])
+        round_dir = next(p for p in (copy / "runs").iterdir() if p.name != sft.name)
         status = json.loads((round_dir / "status.json").read_text())
         summary = status["summary"]
         already = {v["id"] for v in store.ratings(kind="vote")}

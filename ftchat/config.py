@@ -87,7 +87,7 @@ class RunConfig:
     # The run folder's config.yaml holds the planned values, so a rerun trains the same way.
     max_steps: int | None = None  # optimizer steps; overrides epochs
     epochs: float | None = None
-    lr: float | None = None  # None: DEFAULT_LR for the adapter
+    lr: float | None = None  # None: DEFAULT_LR for the adapter (or the base's LoRA rate) × the method's lr_scale
     batch_size: int = 4
     grad_accum: int = 1
     max_length: int = 2048  # tokens per example; longer rows are skipped (and listed), never truncated
@@ -130,8 +130,11 @@ class RunConfig:
 
         spec = spec_for(self.base)
         if self.adapter in ("qlora", "lora") and spec and spec.lora_lr:
-            return spec.lora_lr
-        return DEFAULT_LR[self.adapter]
+            rate = spec.lora_lr
+        else:
+            rate = DEFAULT_LR.get(self.adapter, DEFAULT_LR["lora"])
+        method = methods.METHODS.get(self.method)
+        return rate * (method.lr_scale if method else 1.0)
 
     def validate(self) -> "RunConfig":
         """Check every field; raise one ConfigError that lists each problem (field: what is wrong, what to do)."""

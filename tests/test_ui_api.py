@@ -173,6 +173,11 @@ def test_the_learning_rate_hint_names_the_default_that_training_will_use():
         used = RunConfig(base=base, adapter=adapter).learning_rate
         assert f"({used:g})" in lr_hint(base, adapter)
     assert "(0.001)" in lr_hint("smollm2-135m", "qlora")  # the bundled model's registry value, not the generic 2e-4
+    # preference and RL methods default to a tenth of it (a DPO round at the SFT rate collapsed; see methods.py)
+    assert "(0.0001)" in lr_hint("smollm2-135m", "qlora", "dpo")
+    assert "(2e-05)" in lr_hint("some/hub-model", "lora", "kto")
+    assert "(0.001)" in lr_hint("smollm2-135m", "lora", "reward")
+    assert RunConfig(method="dpo", lr=5e-4).learning_rate == 5e-4  # a rate the user gives wins
 
 
 def test_upload_reports_format_shape_examples_and_skipped_rows(app, chats_file, tmp_path):

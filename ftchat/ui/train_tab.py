@@ -466,9 +466,9 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
     for i, field in enumerate(plan_inputs):
         field.change(plan, inputs=plan_inputs, outputs=[plan_note], show_progress="hidden", trigger_mode="always_last",
                      **({"api_name": "plan"} if i == 0 else {"api_visibility": "private"}))
-    for choice in (base, adapter):
-        choice.change(lambda name, technique: gr.Number(info=lr_hint(name, technique)), inputs=[base, adapter],
-                      outputs=[lr], api_visibility="private", show_progress="hidden")
+    for choice in (base, adapter, method):
+        choice.change(lambda name, technique, how: gr.Number(info=lr_hint(name, technique, how)),
+                      inputs=[base, adapter, method], outputs=[lr], api_visibility="private", show_progress="hidden")
     run_path = gr.Textbox(visible=False, label="run folder")
     # the first eight keep their places: API clients read the status JSON at index 3
     status_outputs = [progress, plot, log, status_data, comparison, comparison_note, timer, last_seen, score_plot,
@@ -508,7 +508,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
     return TrainTab(base, datasets, run, runs_table, refresh_choices)
 
 
-def lr_hint(base: str | None, adapter: str | None) -> str:
-    """What 0 means for the learning rate: the default RunConfig resolves for this base and technique."""
-    default = RunConfig(base=base or DEFAULT_BASE, adapter=adapter or "qlora").learning_rate
-    return f"0: the default for this base and technique ({default:g})"
+def lr_hint(base: str | None, adapter: str | None, method: str | None = None) -> str:
+    """What 0 means for the learning rate: the default RunConfig resolves for this base, technique and method."""
+    default = RunConfig(base=base or DEFAULT_BASE, adapter=adapter or "qlora", method=method or "sft").learning_rate
+    return f"0: the default for this base, technique and method ({default:g})"
