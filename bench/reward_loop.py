@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--completion-tokens", type=int, default=32)
     parser.add_argument("--reward", default=None, help="GRPO's reward (default: the reward model trained here)")
     parser.add_argument("--out", default="/tmp/ftchat-reward-loop")
+    parser.add_argument("--rl-lr", default=None, help="GRPO learning rate (default: the method's)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,12 +106,13 @@ def main() -> None:
     rl_prompts = [q.format(shop=s, item=i) for s in SHOPS[:12] for q, i in zip(QUESTIONS, rng.sample(ITEMS, 5))]
     rng.shuffle(rl_prompts)
     write_jsonl(out / "prompts.jsonl", [{"prompt": p} for p in rl_prompts[:48]])
-    rl_dir = out / "grpo"
+    rl_dir = out / ("grpo" + (f"-lr{args.rl_lr}" if args.rl_lr else ""))
     reward = args.reward or str(rm_dir)
     report["grpo"] = train("--data", str(out / "prompts.jsonl"), "--out", str(rl_dir), "--method", "grpo",
                            "--reward", reward, "--max-steps", str(args.rl_steps), "--batch-size", str(args.rl_batch),
                            "--num-generations", str(args.generations), "--max-completion-length",
-                           str(args.completion_tokens), "--eval-split", "0", "--compare-prompts", "0")
+                           str(args.completion_tokens), "--eval-split", "0", "--compare-prompts", "0",
+                           *(["--lr", args.rl_lr] if args.rl_lr else []))
     metrics = [json.loads(line) for line in (rl_dir / "metrics.jsonl").read_text().splitlines()]
     report["grpo_steps"] = [{k: m.get(k) for k in ("step", "reward", "kl", "completions_mean_length", "elapsed_s")}
                             for m in metrics if "reward" in m]

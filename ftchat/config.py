@@ -170,8 +170,6 @@ class RunConfig:
             problems.append(f"lr: must be a number, got {self.lr!r}.")
         elif self.lr is not None:
             problems.append(_range_problem("lr", self.lr, MIN_LR, MAX_LR, False) or "")
-        if _finite(self.max_steps) and _finite(self.epochs) and self.max_steps <= 0 and self.epochs <= 0:
-            problems.append("max_steps / epochs: give max_steps > 0 or epochs > 0.")
         if not isinstance(self.scheduler, str) or not self.scheduler.strip():
             problems.append("scheduler: give a learning-rate scheduler name, e.g. cosine or linear.")
         if not isinstance(self.lora_targets, str) or not self.lora_targets.strip():

@@ -366,3 +366,14 @@ def test_the_train_tab_shows_the_planned_steps_before_start(app, chats_file):
     assert "min on this machine" in planned or "s on this machine" in planned
     chosen = client.predict([stored], tiny, "sft", "lora", None, 12, 4, 512, api_name="/plan")
     assert chosen.startswith("**Plan:** 12 steps"), chosen  # the person's max steps win, exactly
+
+    # Start with the form as it opens (epochs 0, max steps 0: "planned"): the run trains the plan it showed
+    # (a new user's first click once failed here with "give max_steps > 0 or epochs > 0")
+    run = start_run(client, [stored], tiny, n_epochs=0, steps=0, eval_steps=None, eval_split=None)
+    status_file = Path(run) / "status.json"
+    planned = lambda _: "plan" in json.loads(status_file.read_text() or "{}")  # noqa: E731
+    wait_for_state(client, run, until=planned)
+    plan = json.loads(status_file.read_text())["plan"]  # what the trainer planned, from its run folder
+    assert plan["steps"] == 60 and "steps" in plan["chosen"], plan
+    client.predict(run, api_name="/cancel_run")
+    wait_for_state(client, run, ("cancelled", "done"))
