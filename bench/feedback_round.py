@@ -100,35 +100,40 @@ def main() -> None:
 
     load_before = os.getloadavg()[1]
     sft = runs_root / "quorvane-sft"
-    sft_s, sft_cpu = timed([sys.executable, "-m", "ftchat", "train", "--data", str(DATA), "--out", str(sft),
-                   "--max-steps", str(args.sft_steps), "--compare-prompts", "0"])
-
+    first_votes = workspace.parent / f"{workspace.name}-first-votes"
     from ftchat.chat import ChatEngine, GenerationSettings
     from ftchat.feedback import FeedbackStore
     from ftchat.feedback.leaderboard import bradley_terry, win_rate
     from ftchat.models import DEFAULT_BASE
 
-    store = FeedbackStore.for_workspace(workspace)
-    engine = ChatEngine(runs_root=runs_root)
     settings = GenerationSettings(max_new_tokens=48)
     rng = random.Random(0)
     base = "base:" + DEFAULT_BASE
-    cpu = time.process_time()
-    per_rating = rate(engine, store, workspace, voted, base, str(sft), settings, rng, anonymous=True)
-    rating_cpu = (time.process_time() - cpu) / len(voted)
-
-    votes = store.ratings(kind="vote")
-    sft_vs_base = win_rate(votes, sft.name, base)
-    figures = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "sft_steps": args.sft_steps, "sft_wall_s": round(sft_s, 1), "sft_cpu_s": round(sft_cpu, 1),
-        "votes": len(voted), "s_per_rating_median": round(sorted(per_rating)[len(per_rating) // 2], 2),
-        "cpu_s_per_rating": round(rating_cpu, 2),
-        "vote_outcomes": {w: sum(v["winner"] == w for v in votes) for w in ("a", "b", "tie", "bothbad")},
-        "sft_win_rate_vs_base": sft_vs_base, "rounds": [],
-    }
-    first_votes = workspace.parent / f"{workspace.name}-first-votes"  # no writer is open now: a plain copy is whole
-    shutil.copytree(workspace, first_votes)
+    figures = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rounds": []}
+    if first_votes.exists():  # a rerun: the SFT run and its votes are kept from the first time
+        figures.update(json.loads((first_votes / "bench-first-votes.json").read_text()))
+    else:
+        sft_s, sft_cpu = timed([sys.executable, "-m", "ftchat", "train", "--data", str(DATA), "--out", str(sft),
+                                "--max-steps", str(args.sft_steps), "--compare-prompts", "0"])
+        store = FeedbackStore.for_workspace(workspace)
+        engine = ChatEngine(runs_root=runs_root)
+        cpu = time.process_time()
+        per_rating = rate(engine, store, workspace, voted, base, str(sft), settings, rng, anonymous=True)
+        rating_cpu = (time.process_time() - cpu) / len(voted)
+        votes = store.ratings(kind="vote")
+        first = {
+            "sft_steps": args.sft_steps, "sft_wall_s": round(sft_s, 1), "sft_cpu_s": round(sft_cpu, 1),
+            "votes": len(voted), "s_per_rating_median": round(sorted(per_rating)[len(per_rating) // 2], 2),
+            "cpu_s_per_rating": round(rating_cpu, 2),
+            "vote_outcomes": {w: sum(v["winner"] == w for v in votes) for w in ("a", "b", "tie", "bothbad")},
+            "sft_win_rate_vs_base": win_rate(votes, sft.name, base),
+        }
+        figures.update(first)
+        del engine
+        # no writer is open now: a plain copy is whole
+        shutil.copytree(workspace, first_votes)
+        (first_votes / "bench-first-votes.json").write_text(json.dumps(first))
+    all_votes = FeedbackStore.for_workspace(first_votes).ratings(kind="vote")
     for lr in args.round_lrs.split(","):
         flags = [] if lr == "default" else ["--lr", lr]
         if args.round_beta is not None:
@@ -136,28 +141,35 @@ def main() -> None:
         # each round in its own copy of the workspace as it was after the first votes: every round trains on the
         # same pairs, not on the votes about the rounds before it
         copy = workspace.parent / f"{workspace.name}-lr-{lr}"
-        shutil.copytree(first_votes, copy)
-        round_wall, round_cpu = timed([sys.executable, "-m", "ftchat", "round", "--from", sft.name, "--method", "dpo",
-                                       "--workspace", str(copy), "--compare-prompts", "0", *flags])
+        round_wall = round_cpu = None
+        if not any(p.name != sft.name and (p / "adapter").exists() for p in (copy / "runs").glob("*")):
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(first_votes, copy)
+            round_wall, round_cpu = timed([sys.executable, "-m", "ftchat", "round", "--from", sft.name, "--method",
+                                           "dpo", "--workspace", str(copy), "--compare-prompts", "0", *flags])
         round_dir = next(p for p in (copy / "runs").iterdir() if p.name != sft.name)
         status = json.loads((round_dir / "status.json").read_text())
         summary = status["summary"]
+        store = FeedbackStore.for_workspace(copy)
         already = {v["id"] for v in store.ratings(kind="vote")}
-        rate(engine, store, workspace, held_out, str(sft), str(round_dir), settings, rng, anonymous=True)
+        engine = ChatEngine(runs_root=copy / "runs")
+        rate(engine, store, copy, held_out, str(copy / "runs" / sft.name), str(round_dir), settings, rng,
+             anonymous=True)
+        del engine
         new_votes = [v for v in store.ratings(kind="vote") if v["id"] not in already]
+        all_votes += new_votes
         figures["rounds"].append({
             "run": round_dir.name, "lr": summary.get("lr", lr), "beta": args.round_beta,
             "round_pairs": summary["examples"] + summary["eval_examples"], "round_steps": summary["steps"],
             "round_training_s": summary["runtime_s"], "round_s_per_step": summary["s_per_step"],
-            "round_wall_s": round(round_wall, 1), "round_cpu_s": round(round_cpu, 1),
+            "round_wall_s": round_wall and round(round_wall, 1), "round_cpu_s": round_cpu and round(round_cpu, 1),
             "round_peak_memory_mb": summary["peak_memory_mb"],
             "final_loss": summary.get("final_loss"),
             "round_win_rate_vs_parent": win_rate(new_votes, round_dir.name, sft.name),
             "outcomes_vs_parent": _outcomes(new_votes, round_dir.name),
         })
         print(json.dumps(figures["rounds"][-1]), flush=True)
-    votes = store.ratings(kind="vote")
-    figures["leaderboard"] = [r.to_dict() for r in bradley_terry(votes)]
+    figures["leaderboard"] = [r.to_dict() for r in bradley_terry(all_votes)]
     figures["load_average_5min"] = [round(load_before, 1), round(os.getloadavg()[1], 1)]
     figures["workspace"] = str(workspace)
     (workspace / "bench-feedback.json").write_text(json.dumps(figures, indent=1))
