@@ -26,16 +26,19 @@ from fictional_facts import GENERAL_CHECKS, write_set  # noqa: E402
 from test_browser import CHROMIUM_ARGS, RECORD_STREAM, RECORD_TRAINING, chromium_path  # noqa: E402
 from test_ui_api import AppProcess  # noqa: E402
 
-PANES_DONE = """() => ['left', 'right'].every(side => {
+SENT = """n => ['left', 'right'].every(side => document.querySelectorAll(`#${side}-chat .message.user`).length >= n)"""
+# the vote buttons wait while replies stream and open when both panes have finished
+PANES_DONE = """n => !document.querySelector('#vote-left').disabled && ['left', 'right'].every(side => {
   const bots = document.querySelectorAll(`#${side}-chat .message.bot`);
-  return bots.length >= %d && !['', '…'].includes(bots[bots.length - 1].innerText.trim());
-}) && Date.now() - window.__lastChange > 2500"""
+  return bots.length >= n && !['', '…'].includes(bots[bots.length - 1].innerText.trim());
+})"""
 
 
 def ask(page, question: str, n: int) -> dict[str, str]:
     page.locator("#chat-message textarea").fill(question)
     page.locator("#chat-send").click()
-    page.wait_for_function(PANES_DONE % n, timeout=180_000, polling=500)
+    page.wait_for_function(SENT, arg=n, timeout=60_000)
+    page.wait_for_function(PANES_DONE, arg=n, timeout=300_000, polling=500)
     return {side: page.locator(f"#{side}-chat .message.bot").all_inner_texts()[-1].strip()
             for side in ("left", "right")}
 
@@ -68,10 +71,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--questions", type=int, default=5, help="held-out questions asked in the chat")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "walkthrough"))
+    parser.add_argument("--reuse", default=None, help="a folder an earlier run left (ftchat-walkthrough-*): skip to Chat")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    home = Path(tempfile.mkdtemp(prefix="ftchat-walkthrough-"))
+    home = Path(args.reuse) if args.reuse else Path(tempfile.mkdtemp(prefix="ftchat-walkthrough-"))
     data = home / "acme_support.jsonl"
     facts = write_set(data, args.rows, "system", seed=args.seed)
     workspace = home / "workspace"
@@ -86,69 +90,84 @@ def main() -> None:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(60_000)
             page.goto(app.url)
-            page.locator("input[type=file]").set_input_files(str(data))
-            page.locator("#data-report").get_by_text("usable examples").wait_for(timeout=120_000)
-            report["data_report"] = page.locator("#data-report").inner_text()[:600]
-            page.screenshot(path=str(out / "1-data.png"), full_page=True)
-
-            page.get_by_role("tab", name="2. Train").click()
-            page.locator("#train-data").get_by_text("acme_support.jsonl ·").wait_for()
-            page.get_by_text("Plan:").first.wait_for(timeout=120_000)
-            report["plan_shown"] = page.get_by_text("Plan:").first.inner_text()
-            page.screenshot(path=str(out / "2-train-before.png"), full_page=True)
-            page.evaluate(RECORD_TRAINING)
-            started = time.time()
-            page.locator("#start-training").click()
-            page.wait_for_function(
-                "() => ['done', 'failed', 'cancelled'].includes("
-                "document.querySelector('#run-progress .run-progress')?.dataset.state)", timeout=1_800_000,
-                polling=1000)
-            report["train_wall_s"] = round(time.time() - started, 1)
-            report["final_state"] = page.locator("#run-progress .run-progress").get_attribute("data-state")
-            report["progress_text"] = page.locator("#run-progress").inner_text()[:400]
-            time.sleep(3)
-            seen = page.evaluate("window.__seen")
-            report["train_tab_states"] = sorted({(s["state"] or "-") + " | " + s["picker"].split(" · ")[-1] + " | "
-                                                 + (s["table"][1] if len(s["table"]) > 1 else "-") for s in seen})
-            report["plot"] = plot_ok(seen)
-            report["final_plot"] = seen[-1]["plot"] if seen else None
-            (out / "train-states.json").write_text(json.dumps(seen, indent=1))
-            page.screenshot(path=str(out / "3-train-done.png"), full_page=True)
-
-            page.get_by_role("tab", name="3. Chat").click()
-            time.sleep(3)
-            report["chat_pair"] = [page.locator(f"#{side}-model input").input_value() for side in ("left", "right")]
-            page.evaluate(RECORD_STREAM)
-            answers, n = [], 0
-            for fact in facts[: args.questions]:
-                n += 1
-                question = fact.held_out[0]
-                got = ask(page, question, n)
-                answers.append({"question": question, "key": fact.key, "left": got["left"], "right": got["right"],
-                                "left_right": fact.key.lower() in got["left"].lower(),
-                                "right_right": fact.key.lower() in got["right"].lower()})
-                print(json.dumps(answers[-1]), flush=True)
-            for question, key in GENERAL_CHECKS.items():
-                n += 1
-                got = ask(page, question, n)
-                answers.append({"question": question, "key": key, "left": got["left"], "right": got["right"],
-                                "left_right": key.lower() in got["left"].lower(),
-                                "right_right": key.lower() in got["right"].lower(), "general": True})
-                print(json.dumps(answers[-1]), flush=True)
-            page.screenshot(path=str(out / "4-chat.png"), full_page=True)
-            report["answers"] = answers
-            facts_asked = [a for a in answers if not a.get("general")]
-            general = [a for a in answers if a.get("general")]
-            report["facts_right"] = {"base (left)": sum(a["left_right"] for a in facts_asked),
-                                     "tuned (right)": sum(a["right_right"] for a in facts_asked),
-                                     "of": len(facts_asked)}
-            report["general_right"] = {"base (left)": sum(a["left_right"] for a in general),
-                                       "tuned (right)": sum(a["right_right"] for a in general), "of": len(general)}
+            if args.reuse:
+                seen = json.loads((out / "train-states.json").read_text())
+                report["plot"] = plot_ok(seen)
+                report["train_tab_states"] = sorted({(s["state"] or "-") + " | " + s["picker"].split(" · ")[-1]
+                                                     + " | " + (s["table"][1] if len(s["table"]) > 1 else "-")
+                                                     for s in seen})
+                report["final_plot"] = seen[-1]["plot"]
+            else:
+                train_in_the_browser(page, data, out, report)
+            chat_part(page, facts, out, report, args)
             browser.close()
     finally:
         app.stop()
     (out / "report.json").write_text(json.dumps(report, indent=1))
     print(json.dumps({k: v for k, v in report.items() if k not in ("answers", "final_plot")}, indent=1))
+
+
+def train_in_the_browser(page, data: Path, out: Path, report: dict):
+    page.locator("input[type=file]").set_input_files(str(data))
+    page.locator("#data-report").get_by_text("usable examples").wait_for(timeout=120_000)
+    report["data_report"] = page.locator("#data-report").inner_text()[:600]
+    page.screenshot(path=str(out / "1-data.png"), full_page=True)
+
+    page.get_by_role("tab", name="2. Train").click()
+    page.locator("#train-data").get_by_text("acme_support.jsonl ·").wait_for()
+    page.get_by_text("Plan:").first.wait_for(timeout=120_000)
+    report["plan_shown"] = page.get_by_text("Plan:").first.inner_text()
+    page.screenshot(path=str(out / "2-train-before.png"), full_page=True)
+    page.evaluate(RECORD_TRAINING)
+    started = time.time()
+    page.locator("#start-training").click()
+    page.wait_for_function(
+        "() => ['done', 'failed', 'cancelled'].includes("
+        "document.querySelector('#run-progress .run-progress')?.dataset.state)", timeout=1_800_000,
+        polling=1000)
+    report["train_wall_s"] = round(time.time() - started, 1)
+    report["final_state"] = page.locator("#run-progress .run-progress").get_attribute("data-state")
+    report["progress_text"] = page.locator("#run-progress").inner_text()[:400]
+    time.sleep(3)
+    seen = page.evaluate("window.__seen")
+    report["train_tab_states"] = sorted({(s["state"] or "-") + " | " + s["picker"].split(" · ")[-1] + " | "
+                                         + (s["table"][1] if len(s["table"]) > 1 else "-") for s in seen})
+    report["plot"] = plot_ok(seen)
+    report["final_plot"] = seen[-1]["plot"] if seen else None
+    (out / "train-states.json").write_text(json.dumps(seen, indent=1))
+    page.screenshot(path=str(out / "3-train-done.png"), full_page=True)
+
+
+def chat_part(page, facts, out: Path, report: dict, args):
+    page.get_by_role("tab", name="3. Chat").click()
+    time.sleep(3)
+    report["chat_pair"] = [page.locator(f"#{side}-model input").input_value() for side in ("left", "right")]
+    page.evaluate(RECORD_STREAM)
+    answers, n = [], 0
+    for fact in facts[: args.questions]:
+        n += 1
+        question = fact.held_out[0]
+        got = ask(page, question, n)
+        answers.append({"question": question, "key": fact.key, "left": got["left"], "right": got["right"],
+                        "left_right": fact.key.lower() in got["left"].lower(),
+                        "right_right": fact.key.lower() in got["right"].lower()})
+        print(json.dumps(answers[-1]), flush=True)
+    for question, key in GENERAL_CHECKS.items():
+        n += 1
+        got = ask(page, question, n)
+        answers.append({"question": question, "key": key, "left": got["left"], "right": got["right"],
+                        "left_right": key.lower() in got["left"].lower(),
+                        "right_right": key.lower() in got["right"].lower(), "general": True})
+        print(json.dumps(answers[-1]), flush=True)
+    page.screenshot(path=str(out / "4-chat.png"), full_page=True)
+    report["answers"] = answers
+    facts_asked = [a for a in answers if not a.get("general")]
+    general = [a for a in answers if a.get("general")]
+    report["facts_right"] = {"base (left)": sum(a["left_right"] for a in facts_asked),
+                             "tuned (right)": sum(a["right_right"] for a in facts_asked),
+                             "of": len(facts_asked)}
+    report["general_right"] = {"base (left)": sum(a["left_right"] for a in general),
+                               "tuned (right)": sum(a["right_right"] for a in general), "of": len(general)}
 
 
 if __name__ == "__main__":

@@ -72,6 +72,16 @@ def rate_queue(page, items: list[tuple[str, str]], log: list[dict], stop_after: 
     return done
 
 
+def short_replies(page, tokens: int) -> str:
+    """Set the Chat tab's Max new tokens (a person in a hurry does the same); returns what the slider shows."""
+    page.get_by_text("System prompt and generation settings").click()
+    box = page.locator("input[aria-label='number input for Max new tokens']")
+    box.fill(str(tokens))
+    box.press("Enter")
+    page.get_by_text("System prompt and generation settings").click()
+    return box.input_value()
+
+
 def feedback_counts(page) -> str:
     page.get_by_role("tab", name="4. Feedback").click()
     page.locator("#feedback-refresh").click()
@@ -85,6 +95,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2611, help="the seed bench/walkthrough.py used")
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--kill-after", type=int, default=10)
+    parser.add_argument("--tokens", type=int, default=48, help="Max new tokens set in the Chat tab")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "walkthrough-feedback"))
     args = parser.parse_args()
     out = Path(args.out)
@@ -111,6 +122,7 @@ def main() -> None:
             page.wait_for_function(f"() => document.querySelector('#right-model input')?.value.includes('{sft.name}')")
             report["chat_pair_first"] = [page.locator(f"#{s}-model input").input_value() for s in ("left", "right")]
             page.locator("#rater input, #rater textarea").first.fill("walkthrough-rule")
+            report["max_new_tokens"] = short_replies(page, args.tokens)
             load_queue(page, [p for p, _ in items])
             rate_queue(page, items, log, stop_after=args.kill_after)
             page.screenshot(path=str(out / "1-chat-rating.png"), full_page=True)
@@ -124,6 +136,7 @@ def main() -> None:
             report["after_restart_counts"] = feedback_counts(page)
             page.get_by_role("tab", name="3. Chat").click()
             page.wait_for_function(f"() => document.querySelector('#right-model input')?.value.includes('{sft.name}')")
+            short_replies(page, args.tokens)
             load_queue(page, [p for p, _ in items[args.kill_after:]])
             rate_queue(page, items[args.kill_after:], log)
             report["counts_after_first_queue"] = feedback_counts(page)
