@@ -120,6 +120,34 @@ def _sample(scores, temperature: float, top_p: float):
     return torch.multinomial(scores.softmax(-1), 1)[:, 0]
 
 
+def pack_for_decoding(model, precision: str = "auto") -> str | None:
+    """Give `model` a packed decoder (ftchat.packed_llama) in this precision; returns None, or why it was left as is
+    (its own forward then decodes, slower but for any architecture)."""
+    from ftchat.packed_llama import PackedLlama, packing_problem
+
+    problem = packing_problem(model, precision)
+    if problem is None:
+        with torch.inference_mode():
+            model.packed_decoder = PackedLlama(model, precision)
+    return problem
+
+
+def _transformers_step(model, row_adapters):
+    """The model's own forward on a DynamicCache, with the rows' LoRA runs routed."""
+    from transformers import DynamicCache
+
+    routing = getattr(model, "lora_routing", None)
+    if routing is not None:
+        routing.set_rows(row_adapters, model.lora_ranks, next(model.parameters()).dtype, model.device)
+    cache = DynamicCache(config=model.config)
+
+    def step(ids, attention_mask, positions):
+        return model(input_ids=ids, attention_mask=attention_mask, position_ids=positions, past_key_values=cache,
+                     use_cache=True, logits_to_keep=1).logits[:, -1].float()
+
+    return step
+
+
 @torch.inference_mode()
 def decode(model, input_ids, attention_mask, *, max_new_tokens: int, stop_ids: set[int], pad_token_id: int,
            repetition_penalty: float = 1.0, temperature: float = 0.0, top_p: float = 1.0,
@@ -127,27 +155,30 @@ def decode(model, input_ids, attention_mask, *, max_new_tokens: int, stop_ids: s
     """Continue left-padded prompts; returns the new tokens (rows, n). `on_tokens(next_tokens)` sees each step.
 
     `row_adapters` names each row's LoRA run (None: the bare base) among those attached with `attach_lora`.
+    A model given a `packed_decoder` (see `pack_for_decoding`) runs through it; any other through its own forward.
     """
-    from transformers import DynamicCache
-
+    rows = input_ids.shape[0]
+    row_adapters = row_adapters or [None] * rows
     routing = getattr(model, "lora_routing", None)
-    if routing is not None:
-        routing.set_rows(row_adapters or [None] * input_ids.shape[0], model.lora_ranks,
-                         next(model.parameters()).dtype, input_ids.device)
-    elif row_adapters and any(row_adapters):
+    if routing is None and any(row_adapters):
         raise ValueError("decode: rows ask for LoRA runs, but none is attached to this model.")
+    names = tuple(dict.fromkeys(n for n in row_adapters if n is not None))
+    packed = getattr(model, "packed_decoder", None)
+    if packed is not None and packed.covers(names):
+        session = packed.session(rows, input_ids.shape[1] + max_new_tokens, row_adapters)
+        step = session.forward
+    else:
+        step = _transformers_step(model, row_adapters)
     try:
-        cache = DynamicCache(config=model.config)
         tokens = input_ids
         positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)  # as generate does
         step_ids, step_positions = input_ids, positions
-        finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        finished = torch.zeros(rows, dtype=torch.bool, device=input_ids.device)
         stops = torch.tensor(sorted(stop_ids), dtype=torch.long, device=input_ids.device)
         pad = torch.tensor(pad_token_id, device=input_ids.device)
         new = []
         for _ in range(max_new_tokens):
-            logits = model(input_ids=step_ids, attention_mask=attention_mask, position_ids=step_positions,
-                           past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
+            logits = step(step_ids, attention_mask, step_positions)
             if repetition_penalty != 1.0:
                 logits = _repetition_penalty(logits, tokens, repetition_penalty)
             if temperature and temperature > 0:
