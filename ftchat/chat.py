@@ -19,6 +19,9 @@ from typing import Iterator
 from ftchat import methods, models, runs
 
 BASE_PREFIX = "base:"
+# how ChatEngine decodes: auto packs Llama bases (int4 where the weights are 4-bit already, as the bundled GGUF base,
+# else fp32); fp32 / int8 / int4 force that precision (ftchat.packed_llama); plain keeps transformers' forward
+DECODERS = ("auto", "fp32", "int8", "int4", "plain")
 MAX_NEW_TOKENS = 4096  # per reply; the Chat tab's slider stops at 1024
 
 
@@ -179,8 +182,11 @@ class ChatEngine:
     """
 
     def __init__(self, runs_root: str | Path = "runs", precision: str = "auto", default_base: str = models.DEFAULT_BASE,
-                 models_root: str | Path | None = None):
+                 models_root: str | Path | None = None, decoder: str = "auto"):
+        if decoder not in DECODERS:
+            raise ChatError(f"Unknown decoder {decoder!r}; choose one of {', '.join(DECODERS)}.")
         self.runs_root = Path(runs_root)
+        self.decoder = decoder
         self.models_root = Path(models_root) if models_root is not None else None
         self.precision = precision
         self.default_base = default_base
@@ -233,12 +239,16 @@ class ChatEngine:
         return run.config.get("base") or self.default_base
 
     # -- loading ------------------------------------------------------------------------------------------------
-    def _load(self, key: str, source) -> _Loaded:
+    def _load(self, key: str, source, packed: bool = True) -> _Loaded:
         with self._lock:
             if key not in self._loaded:
                 tokenizer = models.load_tokenizer(source)
                 model = models.load_model(source, precision=self.precision)
                 model.eval()
+                if packed and self.decoder != "plain":
+                    from ftchat.decode import pack_for_decoding
+
+                    pack_for_decoding(model, self.decoder)  # a model it cannot pack decodes through its own forward
                 self._loaded[key] = _Loaded(model, tokenizer)
             return self._loaded[key]
 
@@ -258,7 +268,7 @@ class ChatEngine:
         from ftchat.decode import attach_lora, lora_supported
 
         if adapter_type != "LORA" or not lora_supported(weights):  # e.g. prompt tuning: a peft model of its own
-            loaded = self._load("peft::" + str(weights), base)
+            loaded = self._load("peft::" + str(weights), base, packed=False)
             with loaded.lock:
                 if not loaded.adapters:
                     from peft import PeftModel

@@ -66,10 +66,15 @@ class MultiLoRALinear(nn.Module):
 
 def lora_supported(adapter_dir: Path) -> bool:
     """Whether `attach_lora` can serve this adapter (plain LoRA on Linear layers); others go through peft."""
+    from safetensors import safe_open
+
     config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
-    return (all(config.get(k, v) == v for k, v in SUPPORTED_LORA.items())
-            and not config.get("modules_to_save") and not config.get("trainable_token_indices")
-            and (Path(adapter_dir) / "adapter_model.safetensors").exists())
+    weights = Path(adapter_dir) / "adapter_model.safetensors"
+    if not (all(config.get(k, v) == v for k, v in SUPPORTED_LORA.items())
+            and not config.get("modules_to_save") and not config.get("trainable_token_indices") and weights.exists()):
+        return False
+    with safe_open(str(weights), "pt") as saved:  # e.g. an embedding saved beside its LoRA: peft restores it
+        return all(".lora_A." in key or ".lora_B." in key for key in saved.keys())
 
 
 def attach_lora(model, adapter_dir: Path, name: str) -> None:
@@ -91,7 +96,7 @@ def attach_lora(model, adapter_dir: Path, name: str) -> None:
     dtype = next(model.parameters()).dtype
     for path, pair in factors.items():
         parent_path, _, child = path.rpartition(".")
-        parent = model.get_submodule(parent_path)
+        parent = model.get_submodule(parent_path) if parent_path else model  # e.g. lm_head
         layer = getattr(parent, child)
         if not isinstance(layer, MultiLoRALinear):
             if not isinstance(layer, nn.Linear):
