@@ -261,17 +261,16 @@ class DecodeSession:
             query_slots = torch.arange(start, end)[:, None]
             keep = (keep & (slots <= query_slots)) | (slots == query_slots)
         x = F.embedding(ids, packed.embed)
-        q_size, kv_size = packed.heads * packed.head_dim, packed.kv_heads * packed.head_dim
+        q_heads, heads = packed.heads, packed.heads + 2 * packed.kv_heads
+        q_size = q_heads * packed.head_dim
         half = packed.head_dim // 2
         for index, layer in enumerate(packed.layers):
             lora = self.lora[index]
             h = _rms_norm(x, layer["attn_norm"])
-            q, k, v = self._project(h, layer["qkv"], lora, "qkv").split([q_size, kv_size, kv_size], dim=-1)
-            q = q.view(rows, n, packed.heads, packed.head_dim).transpose(1, 2)
-            k = k.view(rows, n, packed.kv_heads, packed.head_dim).transpose(1, 2)
-            v = v.view(rows, n, packed.kv_heads, packed.head_dim).transpose(1, 2)
-            q = q * cos + torch.cat((-q[..., half:], q[..., :half]), dim=-1) * sin
-            k = k * cos + torch.cat((-k[..., half:], k[..., :half]), dim=-1) * sin
+            qkv = self._project(h, layer["qkv"], lora, "qkv").view(rows, n, heads, packed.head_dim).transpose(1, 2)
+            qk, v = qkv[:, :q_heads + packed.kv_heads], qkv[:, q_heads + packed.kv_heads:]
+            qk = qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin  # rotary on q and k at once
+            q, k = qk[:, :q_heads], qk[:, q_heads:]
             self.keys[index][:, :, start:end] = k
             self.values[index][:, :, start:end] = v
             attended = F.scaled_dot_product_attention(q, self.keys[index][:, :, :end], self.values[index][:, :, :end],
