@@ -4,6 +4,8 @@ With `generate` (transformers) and peft's per-row adapters, peft walks each adap
 each adapted Linear keeps the LoRA factors of every run loaded on the base side by side, so a batch whose rows
 use different runs (or the bare base) costs two small matmuls and a rank mask per layer, whatever the mix. `decode` then reproduces generate's greedy search and
 repetition penalty exactly (tests/test_chat_speed.py compares the tokens with `generate` on a peft model).
+A model given a packed decoder (`pack_for_decoding`, ftchat.packed_llama: fused projections, a static cache, 4/8-bit
+weights) decodes through it; any other model, or a run with LoRA outside the packed layers, through its own forward.
 """
 from __future__ import annotations
 
