@@ -124,7 +124,7 @@ class LoRASite:
         self._stacked: dict[tuple, tuple | None] = {}
 
     def stacked(self, names: tuple[str, ...]):
-        """(down (R, in), up (out, R), run index of each rank column) for these runs; None when none adapts here."""
+        """(down (in, R), up (R, out), run index of each rank column) for these runs; None when none adapts here."""
         if names not in self._stacked:
             offsets = [sum(self.outputs[:i]) for i in range(len(self.outputs))]
             downs, placed, owners = [], [], []
@@ -144,7 +144,8 @@ class LoRASite:
                 for offset, block in placed:
                     up[offset:offset + block.shape[0], column:column + block.shape[1]] = block
                     column += block.shape[1]
-                self._stacked[names] = (down, up, torch.tensor(owners))
+                # transposed once here: x @ down and addmm_ with contiguous (in, R) and (R, out) are the fastest
+                self._stacked[names] = (down.t().contiguous(), up.t().contiguous(), torch.tensor(owners))
         return self._stacked[names]
 
 
@@ -241,10 +242,10 @@ class DecodeSession:
         out = projection(x)
         if site in lora:
             down, up, mask = lora[site]
-            hidden = F.linear(x, down)
+            hidden = x @ down
             if mask is not None:
                 hidden = hidden * mask
-            out = out + F.linear(hidden, up)
+            out.view(-1, out.shape[-1]).addmm_(hidden.view(-1, hidden.shape[-1]), up)  # out is this call's own
         return out
 
     def forward(self, ids, attention_mask, positions):
