@@ -158,11 +158,12 @@ def _transformers_step(model, row_adapters):
 @torch.inference_mode()
 def decode(model, input_ids, attention_mask, *, max_new_tokens: int, stop_ids: set[int], pad_token_id: int,
            repetition_penalty: float = 1.0, temperature: float = 0.0, top_p: float = 1.0,
-           row_adapters: list[str | None] | None = None, on_tokens=None) -> torch.Tensor:
+           row_adapters: list[str | None] | None = None, on_tokens=None, threads: int | None = None) -> torch.Tensor:
     """Continue left-padded prompts; returns the new tokens (rows, n). `on_tokens(next_tokens)` sees each step.
 
     `row_adapters` names each row's LoRA run (None: the bare base) among those attached with `attach_lora`.
     A model given a `packed_decoder` (see `pack_for_decoding`) runs through it; any other through its own forward.
+    `threads` sets torch's thread count for this call only (restored after).
     """
     rows = input_ids.shape[0]
     row_adapters = row_adapters or [None] * rows
@@ -176,7 +177,10 @@ def decode(model, input_ids, attention_mask, *, max_new_tokens: int, stop_ids: s
         step = session.forward
     else:
         step = _transformers_step(model, row_adapters)
+    previous_threads = torch.get_num_threads()
     try:
+        if threads:
+            torch.set_num_threads(threads)
         tokens = input_ids
         positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)  # as generate does
         step_ids, step_positions = input_ids, positions
@@ -207,3 +211,5 @@ def decode(model, input_ids, attention_mask, *, max_new_tokens: int, stop_ids: s
     finally:
         if routing is not None:
             routing.set_rows([None], {}, torch.float32)
+        if threads:
+            torch.set_num_threads(previous_threads)
