@@ -134,7 +134,7 @@ def pack_for_decoding(model, precision: str = "auto") -> str | None:
 
     problem = packing_problem(model, precision)
     if problem is None:
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: fp32 packing hands the model's Linears views of its tensors
             model.packed_decoder = PackedLlama(model, precision)
     return problem
 

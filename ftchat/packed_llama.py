@@ -181,7 +181,8 @@ class PackedLlama:
                           down=LoRASite([(mlp, "down_proj")])),
             ))
             self._covered |= {id(attn), id(mlp)}
-        self.head = Projection([model.lm_head], head_precision or ("int8" if precision in ("int4", "auto") else precision))
+        head_precision = head_precision or ("int8" if precision in ("int4", "auto") else precision)
+        self.head = Projection([model.lm_head], head_precision)
         self.head_fp32 = model.lm_head.weight.data
 
     def logits(self, hidden):
@@ -190,7 +191,7 @@ class PackedLlama:
         logits = self.head(hidden)
         if self.head.kind == "fp32":
             return logits
-        top = logits.topk(RESCORED, dim=-1).indices
+        top = logits.topk(min(RESCORED, logits.shape[-1]), dim=-1).indices
         exact = torch.einsum("rd,rkd->rk", hidden, self.head_fp32[top])
         return logits.scatter_(1, top, exact)
 
