@@ -1,10 +1,12 @@
-"""Chat decoding speed: ftchat's decode path (ftchat.decode) against transformers `generate` with peft's per-row
-adapters (the chat before), on the bundled model, in one process, rounds interleaved, medians reported.
+"""Chat decoding speed: transformers `generate` with peft's per-row adapters (the chat before), ftchat.decode on
+transformers' forward, and ftchat.decode on the packed decoder (ftchat.packed_llama, one column per precision), on
+the bundled model, in one process, rounds interleaved, medians reported; and how often the packed decoder's greedy
+tokens are the fp32 model's.
 
 The tuned run is a LoRA r=16 on all linear layers with random factors (speed does not depend on the values).
 Rows: base pane alone, tuned pane alone, both panes in one batch (tokens/s per pane), time to first token.
 If llama-cpp-python is installed, the bundled GGUF through llama.cpp is the anchor row.
-Usage: python bench/chat_speed.py [--tokens 64] [--rounds 3]
+Usage: python bench/chat_speed.py [--tokens 64] [--rounds 3] [--packed auto,int8] [--threads 1]
 """
 from __future__ import annotations
 
@@ -52,21 +54,66 @@ def llama_cpp_row(n_tokens: int, rounds: int):
     return statistics.median(rates), statistics.median(ttfts)
 
 
+PROMPTS = ["Hi", "What is the capital of France?", "Give me three tips for a job interview.",
+           "Explain photosynthesis to a child.", "Write a haiku about autumn.", "How do I boil an egg?",
+           "What is a prime number?", "Summarize the plot of Romeo and Juliet in two sentences."]
+
+
+def agreement(packed, reference, tokenizer, n_tokens: int) -> dict:
+    """Greedy answers of the packed model against the fp32 reference (transformers forward, the training side's
+    numbers): free-running (identical answers, tokens before the first difference) and teacher-forced (each step
+    fed the reference's own tokens: how often the packed model's next token is the reference's)."""
+    import torch
+
+    from ftchat.chat import _left_padded, render_prompts
+    from ftchat.decode import _transformers_step, decode
+
+    same_answers, prefix, forced_same, forced_total = 0, [], 0, 0
+    for prompt in PROMPTS:
+        inputs = _left_padded(tokenizer, render_prompts(tokenizer, [[{"role": "user", "content": prompt}]]), "cpu")
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        answers = [decode(model, ids, mask, max_new_tokens=n_tokens, stop_ids={tokenizer.eos_token_id},
+                          pad_token_id=tokenizer.pad_token_id)[0].tolist() for model in (reference, packed)]
+        same_answers += answers[0] == answers[1]
+        prefix.append(next((i for i, (a, b) in enumerate(zip(*answers)) if a != b), min(map(len, answers))))
+        full = torch.cat([ids, torch.tensor([answers[0]])], dim=1)
+        steps = {}
+        with torch.inference_mode():
+            for name, step in (("reference", _transformers_step(reference, [None])),
+                               ("packed", packed.packed_decoder.session(1, full.shape[1], [None]).forward)):
+                picks = [step(ids, mask, torch.arange(ids.shape[1])[None]).argmax(-1)]
+                for j in range(ids.shape[1], full.shape[1] - 1):
+                    picks.append(step(full[:, j:j + 1], torch.ones(1, j + 1, dtype=torch.long),
+                                      torch.tensor([[j]])).argmax(-1))
+                steps[name] = torch.cat(picks)
+        forced_same += int((steps["reference"] == steps["packed"]).sum())
+        forced_total += len(steps["reference"])
+    return dict(prompts=len(PROMPTS), same_answers=same_answers, mean_prefix=statistics.mean(prefix),
+                teacher_forced=forced_same / forced_total)
+
+
 def main() -> None:
+    import os
+
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
 
     from ftchat import models
     from ftchat.chat import GenerationSettings, fast_generate_batch, generate_batch
-    from ftchat.decode import attach_lora
+    from ftchat.decode import attach_lora, pack_for_decoding
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--packed", default="auto", help="comma-separated packed precisions: auto,fp32,int8,int4")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     # the chat's default settings (greedy, repetition penalty 1.1); a story prompt runs to max_new_tokens
     settings = GenerationSettings(max_new_tokens=args.tokens)
     tokenizer = models.load_tokenizer()
+    packed_models = {}
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)
         peft_model = get_peft_model(models.load_model(precision="fp32"),
@@ -81,48 +128,81 @@ def main() -> None:
         plain = models.load_model(precision="fp32").eval()  # the base alone, as the chat held it before any run
         fast = models.load_model(precision="fp32").eval()
         attach_lora(fast, Path(tmp) / "tuned", "tuned")
+        pack_seconds = {}
+        for precision in args.packed.split(","):
+            model = models.load_model(precision="fp32").eval()
+            started = time.perf_counter()
+            problem = pack_for_decoding(model, precision)
+            pack_seconds[precision] = time.perf_counter() - started
+            if problem:
+                sys.exit(f"cannot pack the bundled model as {precision}: {problem}")
+            attach_lora(model, Path(tmp) / "tuned", "tuned")
+            packed_models[precision] = model
 
-    cases = {  # label -> (panes, before, after)
-        "base pane alone": (1, lambda cb: generate_batch(plain, tokenizer, [QUESTION], settings, on_text=cb),
-                            lambda cb: fast_generate_batch(fast, tokenizer, [QUESTION], settings, on_text=cb)),
+    def after(model):
+        return {"base pane alone": (1, lambda cb: fast_generate_batch(model, tokenizer, [QUESTION], settings,
+                                                                      on_text=cb)),
+                "tuned pane alone": (1, lambda cb: fast_generate_batch(model, tokenizer, [QUESTION], settings,
+                                                                       row_adapters=["tuned"], on_text=cb)),
+                "base + tuned together": (2, lambda cb: fast_generate_batch(model, tokenizer, [QUESTION, QUESTION],
+                                                                            settings, row_adapters=[None, "tuned"],
+                                                                            on_text=cb))}
+
+    sides = {"generate+peft": {
+        "base pane alone": (1, lambda cb: generate_batch(plain, tokenizer, [QUESTION], settings, on_text=cb)),
         "tuned pane alone": (1, lambda cb: generate_batch(before, tokenizer, [QUESTION], settings,
-                                                          adapter_names=["tuned"], on_text=cb),
-                             lambda cb: fast_generate_batch(fast, tokenizer, [QUESTION], settings,
-                                                            row_adapters=["tuned"], on_text=cb)),
+                                                          adapter_names=["tuned"], on_text=cb)),
         "base + tuned together": (2, lambda cb: generate_batch(before, tokenizer, [QUESTION, QUESTION], settings,
-                                                               adapter_names=["__base__", "tuned"], on_text=cb),
-                                  lambda cb: fast_generate_batch(fast, tokenizer, [QUESTION, QUESTION], settings,
-                                                                 row_adapters=[None, "tuned"], on_text=cb)),
-    }
-    results = {(label, side): [] for label in cases for side in ("before", "after")}
-    for _ in range(args.rounds):  # interleaved, so a busy moment hits both sides alike
-        for label, (panes, before_run, after_run) in cases.items():
-            results[(label, "before")].append(measure(before_run, panes, args.tokens))
-            results[(label, "after")].append(measure(after_run, panes, args.tokens))
-            print(f"  {label}: before {results[(label, 'before')][-1][0]:.1f} tok/s, "
-                  f"after {results[(label, 'after')][-1][0]:.1f} tok/s", file=sys.stderr, flush=True)
+                                                               adapter_names=["__base__", "tuned"], on_text=cb))},
+        "decode": after(fast)}
+    for precision, model in packed_models.items():
+        sides[f"packed {precision}"] = after(model)
+    cases = list(sides["decode"])
+    results = {(label, side): [] for label in cases for side in sides}
+    loads = [os.getloadavg()[0]]
+    for _ in range(args.rounds):  # interleaved, so a busy moment hits every side alike
+        for label in cases:
+            for side, runs in sides.items():
+                panes, run = runs[label]
+                results[(label, side)].append(measure(run, panes, args.tokens))
+            print(f"  {label}: " + ", ".join(f"{side} {results[(label, side)][-1][0]:.1f}" for side in sides)
+                  + " tok/s", file=sys.stderr, flush=True)
+        loads.append(os.getloadavg()[0])
     med = {key: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs))
            for key, rs in results.items()}
+    agreements = {precision: agreement(model, fast, tokenizer, args.tokens)
+                  for precision, model in packed_models.items()}
     anchor = llama_cpp_row(args.tokens, args.rounds)
 
-    print(f"Chat decoding, bundled SmolLM2-135M fp32, up to {args.tokens} new tokens, greedy, median of "
-          f"{args.rounds} interleaved rounds")
-    print(f"{'':24} {'before tok/s':>12} {'after tok/s':>11} {'after x before':>14} {'TTFT before':>11} "
-          f"{'TTFT after':>10}")
+    print(f"Chat decoding, bundled SmolLM2-135M (fp32 weights), up to {args.tokens} new tokens, greedy, median of "
+          f"{args.rounds} interleaved rounds; {time.strftime('%Y-%m-%d %H:%M')}, torch threads "
+          f"{torch.get_num_threads()}, 1-min load average {min(loads):.2f}-{max(loads):.2f} on {os.cpu_count()} "
+          f"cores")
+    print("tokens/s per pane (x generate+peft)")
+    print(f"{'':24}" + "".join(f"{side:>22}" for side in sides))
     for label in cases:
-        b, a = med[(label, "before")], med[(label, "after")]
-        print(f"{label:24} {b[0]:12.1f} {a[0]:11.1f} {a[0] / b[0]:14.2f} {b[1]:11.3f} {a[1]:10.3f}")
-    base_alone = med[("base pane alone", "after")][0]
-    print("\ntargets, ftchat decode path:")
-    print(f"  tuned alone / base alone           {med[('tuned pane alone', 'after')][0] / base_alone:5.2f}  (>= 0.9)")
-    print(f"  per pane together / base alone     {med[('base + tuned together', 'after')][0] / base_alone:5.2f}  "
-          f"(>= 0.8)")
-    print(f"  time to first token                {med[('base pane alone', 'after')][1]:5.3f} s (<= 0.3)")
+        first = med[(label, "generate+peft")][0]
+        print(f"{label:24}" + "".join(f"{med[(label, side)][0]:11.1f} ({med[(label, side)][0] / first:5.2f}x) "
+                                      for side in sides))
+    print(f"{'time to first token, s':24}" + "".join(f"{med[('base pane alone', side)][1]:22.3f}" for side in sides))
+    for precision, found in agreements.items():
+        print(f"packed {precision}: packed in {pack_seconds[precision]:.1f} s; against the fp32 model on "
+              f"{found['prompts']} prompts x {args.tokens} tokens: {found['same_answers']}/{found['prompts']} "
+              f"identical answers, first difference after {found['mean_prefix']:.1f} tokens on average, "
+              f"teacher-forced next-token agreement {found['teacher_forced']:.1%}")
+    for side in sides:
+        base_alone = med[("base pane alone", side)][0]
+        print(f"\ntargets, {side}:")
+        print(f"  tuned alone / base alone           {med[('tuned pane alone', side)][0] / base_alone:5.2f}  (>= 0.9)")
+        print(f"  per pane together / base alone     {med[('base + tuned together', side)][0] / base_alone:5.2f}  "
+              f"(>= 0.8)")
+        print(f"  time to first token                {med[('base pane alone', side)][1]:5.3f} s (<= 0.3)")
+        if anchor:
+            print(f"  base alone / llama.cpp             {base_alone / anchor[0]:5.2f}  (>= 0.5)")
     if anchor:
-        print(f"  llama.cpp (Q4_1 GGUF)              {anchor[0]:5.1f} tok/s, TTFT {anchor[1]:.3f} s; "
-              f"base alone / llama.cpp {base_alone / anchor[0]:.2f} (>= 0.5)")
+        print(f"\nllama.cpp (Q4_1 GGUF): {anchor[0]:.1f} tok/s, TTFT {anchor[1]:.3f} s")
     else:
-        print("  llama.cpp anchor: llama-cpp-python not installed (pip install llama-cpp-python builds it, ~5 min)")
+        print("\nllama.cpp anchor: llama-cpp-python not installed (pip install llama-cpp-python builds it, ~5 min)")
 
 
 if __name__ == "__main__":

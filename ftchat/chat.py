@@ -19,6 +19,9 @@ from typing import Iterator
 from ftchat import methods, models, runs
 
 BASE_PREFIX = "base:"
+# how ChatEngine decodes: auto packs Llama bases (int4 where the weights are 4-bit already, as the bundled GGUF base,
+# else fp32); fp32 / int8 / int4 force that precision (ftchat.packed_llama); plain keeps transformers' forward
+DECODERS = ("auto", "fp32", "int8", "int4", "plain")
 MAX_NEW_TOKENS = 4096  # per reply; the Chat tab's slider stops at 1024
 
 
@@ -145,7 +148,8 @@ def generate_batch(model, tokenizer, conversations, settings: GenerationSettings
 
 
 def fast_generate_batch(model, tokenizer, conversations, settings: GenerationSettings | None = None,
-                        row_adapters: list[str | None] | None = None, on_text=None) -> list[str]:
+                        row_adapters: list[str | None] | None = None, on_text=None, threads: int | None = None
+                        ) -> list[str]:
     """`generate_batch`'s answers through ftchat.decode: the same tokens, less time per token."""
     from ftchat.decode import decode
 
@@ -157,7 +161,7 @@ def fast_generate_batch(model, tokenizer, conversations, settings: GenerationSet
     decode(model, inputs["input_ids"], inputs["attention_mask"], max_new_tokens=int(settings.max_new_tokens),
            stop_ids=stop_ids, pad_token_id=tokenizer.pad_token_id, repetition_penalty=settings.repetition_penalty,
            temperature=float(settings.temperature) if sampling else 0.0, top_p=float(settings.top_p),
-           row_adapters=row_adapters, on_tokens=lambda ids: streamer.put(ids.cpu()))
+           row_adapters=row_adapters, on_tokens=lambda ids: streamer.put(ids.cpu()), threads=threads)
     return texts
 
 
@@ -179,8 +183,14 @@ class ChatEngine:
     """
 
     def __init__(self, runs_root: str | Path = "runs", precision: str = "auto", default_base: str = models.DEFAULT_BASE,
-                 models_root: str | Path | None = None):
+                 models_root: str | Path | None = None, decoder: str = "auto", decode_threads: int | None = 1):
+        if decoder not in DECODERS:
+            raise ChatError(f"Unknown decoder {decoder!r}; choose one of {', '.join(DECODERS)}.")
         self.runs_root = Path(runs_root)
+        self.decoder = decoder
+        # One thread: a decode step is hundreds of small kernels, each a barrier between threads; with another job
+        # (a training run) on the cores, 2 threads waited ~20x longer per token than 1 (bench/chat_speed.py notes).
+        self.decode_threads = decode_threads
         self.models_root = Path(models_root) if models_root is not None else None
         self.precision = precision
         self.default_base = default_base
@@ -233,12 +243,16 @@ class ChatEngine:
         return run.config.get("base") or self.default_base
 
     # -- loading ------------------------------------------------------------------------------------------------
-    def _load(self, key: str, source) -> _Loaded:
+    def _load(self, key: str, source, packed: bool = True) -> _Loaded:
         with self._lock:
             if key not in self._loaded:
                 tokenizer = models.load_tokenizer(source)
                 model = models.load_model(source, precision=self.precision)
                 model.eval()
+                if packed and self.decoder != "plain":
+                    from ftchat.decode import pack_for_decoding
+
+                    pack_for_decoding(model, self.decoder)  # a model it cannot pack decodes through its own forward
                 self._loaded[key] = _Loaded(model, tokenizer)
             return self._loaded[key]
 
@@ -258,7 +272,7 @@ class ChatEngine:
         from ftchat.decode import attach_lora, lora_supported
 
         if adapter_type != "LORA" or not lora_supported(weights):  # e.g. prompt tuning: a peft model of its own
-            loaded = self._load("peft::" + str(weights), base)
+            loaded = self._load("peft::" + str(weights), base, packed=False)
             with loaded.lock:
                 if not loaded.adapters:
                     from peft import PeftModel
@@ -300,7 +314,8 @@ class ChatEngine:
                         generate_batch(loaded.model, loaded.tokenizer, conversations, settings, on_text=on_text)
                     else:
                         fast_generate_batch(loaded.model, loaded.tokenizer, conversations, settings,
-                                            row_adapters=[resolved[i][1] for i in indices], on_text=on_text)
+                                            row_adapters=[resolved[i][1] for i in indices], on_text=on_text,
+                                            threads=self.decode_threads)
                 events.put(("done", None))
             except Exception as exc:  # surfaced in the caller's thread
                 events.put(("done", exc))

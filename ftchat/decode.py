@@ -4,6 +4,8 @@ With `generate` (transformers) and peft's per-row adapters, peft walks each adap
 each adapted Linear keeps the LoRA factors of every run loaded on the base side by side, so a batch whose rows
 use different runs (or the bare base) costs two small matmuls and a rank mask per layer, whatever the mix. `decode` then reproduces generate's greedy search and
 repetition penalty exactly (tests/test_chat_speed.py compares the tokens with `generate` on a peft model).
+A model given a packed decoder (`pack_for_decoding`, ftchat.packed_llama: fused projections, a static cache, 4/8-bit
+weights) decodes through it; any other model, or a run with LoRA outside the packed layers, through its own forward.
 """
 from __future__ import annotations
 
@@ -66,10 +68,15 @@ class MultiLoRALinear(nn.Module):
 
 def lora_supported(adapter_dir: Path) -> bool:
     """Whether `attach_lora` can serve this adapter (plain LoRA on Linear layers); others go through peft."""
+    from safetensors import safe_open
+
     config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
-    return (all(config.get(k, v) == v for k, v in SUPPORTED_LORA.items())
-            and not config.get("modules_to_save") and not config.get("trainable_token_indices")
-            and (Path(adapter_dir) / "adapter_model.safetensors").exists())
+    weights = Path(adapter_dir) / "adapter_model.safetensors"
+    if not (all(config.get(k, v) == v for k, v in SUPPORTED_LORA.items())
+            and not config.get("modules_to_save") and not config.get("trainable_token_indices") and weights.exists()):
+        return False
+    with safe_open(str(weights), "pt") as saved:  # e.g. an embedding saved beside its LoRA: peft restores it
+        return all(".lora_A." in key or ".lora_B." in key for key in saved.keys())
 
 
 def attach_lora(model, adapter_dir: Path, name: str) -> None:
@@ -91,7 +98,7 @@ def attach_lora(model, adapter_dir: Path, name: str) -> None:
     dtype = next(model.parameters()).dtype
     for path, pair in factors.items():
         parent_path, _, child = path.rpartition(".")
-        parent = model.get_submodule(parent_path)
+        parent = model.get_submodule(parent_path) if parent_path else model  # e.g. lm_head
         layer = getattr(parent, child)
         if not isinstance(layer, MultiLoRALinear):
             if not isinstance(layer, nn.Linear):
@@ -120,34 +127,69 @@ def _sample(scores, temperature: float, top_p: float):
     return torch.multinomial(scores.softmax(-1), 1)[:, 0]
 
 
-@torch.inference_mode()
-def decode(model, input_ids, attention_mask, *, max_new_tokens: int, stop_ids: set[int], pad_token_id: int,
-           repetition_penalty: float = 1.0, temperature: float = 0.0, top_p: float = 1.0,
-           row_adapters: list[str | None] | None = None, on_tokens=None) -> torch.Tensor:
-    """Continue left-padded prompts; returns the new tokens (rows, n). `on_tokens(next_tokens)` sees each step.
+def pack_for_decoding(model, precision: str = "auto") -> str | None:
+    """Give `model` a packed decoder (ftchat.packed_llama) in this precision; returns None, or why it was left as is
+    (its own forward then decodes, slower but for any architecture)."""
+    from ftchat.packed_llama import PackedLlama, packing_problem
 
-    `row_adapters` names each row's LoRA run (None: the bare base) among those attached with `attach_lora`.
-    """
+    problem = packing_problem(model, precision)
+    if problem is None:
+        with torch.no_grad():  # not inference_mode: fp32 packing hands the model's Linears views of its tensors
+            model.packed_decoder = PackedLlama(model, precision)
+    return problem
+
+
+def _transformers_step(model, row_adapters):
+    """The model's own forward on a DynamicCache, with the rows' LoRA runs routed."""
     from transformers import DynamicCache
 
     routing = getattr(model, "lora_routing", None)
     if routing is not None:
-        routing.set_rows(row_adapters or [None] * input_ids.shape[0], model.lora_ranks,
-                         next(model.parameters()).dtype, input_ids.device)
-    elif row_adapters and any(row_adapters):
+        routing.set_rows(row_adapters, model.lora_ranks, next(model.parameters()).dtype, model.device)
+    cache = DynamicCache(config=model.config)
+
+    def step(ids, attention_mask, positions):
+        return model(input_ids=ids, attention_mask=attention_mask, position_ids=positions, past_key_values=cache,
+                     use_cache=True, logits_to_keep=1).logits[:, -1].float()
+
+    return step
+
+
+@torch.inference_mode()
+def decode(model, input_ids, attention_mask, *, max_new_tokens: int, stop_ids: set[int], pad_token_id: int,
+           repetition_penalty: float = 1.0, temperature: float = 0.0, top_p: float = 1.0,
+           row_adapters: list[str | None] | None = None, on_tokens=None, threads: int | None = None) -> torch.Tensor:
+    """Continue left-padded prompts; returns the new tokens (rows, n). `on_tokens(next_tokens)` sees each step.
+
+    `row_adapters` names each row's LoRA run (None: the bare base) among those attached with `attach_lora`.
+    A model given a `packed_decoder` (see `pack_for_decoding`) runs through it; any other through its own forward.
+    `threads` sets torch's thread count for this call only (restored after).
+    """
+    rows = input_ids.shape[0]
+    row_adapters = row_adapters or [None] * rows
+    routing = getattr(model, "lora_routing", None)
+    if routing is None and any(row_adapters):
         raise ValueError("decode: rows ask for LoRA runs, but none is attached to this model.")
+    names = tuple(dict.fromkeys(n for n in row_adapters if n is not None))
+    packed = getattr(model, "packed_decoder", None)
+    if packed is not None and packed.covers(names):
+        session = packed.session(rows, input_ids.shape[1] + max_new_tokens, row_adapters)
+        step = session.forward
+    else:
+        step = _transformers_step(model, row_adapters)
+    previous_threads = torch.get_num_threads()
     try:
-        cache = DynamicCache(config=model.config)
+        if threads:
+            torch.set_num_threads(threads)
         tokens = input_ids
         positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)  # as generate does
         step_ids, step_positions = input_ids, positions
-        finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        finished = torch.zeros(rows, dtype=torch.bool, device=input_ids.device)
         stops = torch.tensor(sorted(stop_ids), dtype=torch.long, device=input_ids.device)
         pad = torch.tensor(pad_token_id, device=input_ids.device)
         new = []
         for _ in range(max_new_tokens):
-            logits = model(input_ids=step_ids, attention_mask=attention_mask, position_ids=step_positions,
-                           past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
+            logits = step(step_ids, attention_mask, step_positions)
             if repetition_penalty != 1.0:
                 logits = _repetition_penalty(logits, tokens, repetition_penalty)
             if temperature and temperature > 0:
@@ -169,3 +211,5 @@ def decode(model, input_ids, attention_mask, *, max_new_tokens: int, stop_ids: s
     finally:
         if routing is not None:
             routing.set_rows([None], {}, torch.float32)
+        if threads:
+            torch.set_num_threads(previous_threads)
