@@ -62,11 +62,39 @@ def ask(engine, run_dir: Path, facts, max_new_tokens: int = 40) -> dict:
     }
 
 
+def ask_in_a_chat(engine, run_dir: Path, facts, max_new_tokens: int = 40, turns: int = 5) -> dict:
+    """As a person chats: up to `turns` held-out fact questions in one conversation (each model sees its own earlier
+    answers), then each general question asked next in that same conversation. Counts the general answers the base
+    got right there that the tuned model also got right."""
+    from ftchat.chat import BASE_PREFIX, GenerationSettings
+
+    settings = GenerationSettings(max_new_tokens=max_new_tokens)
+    chats = {}
+    for name, choice in (("base", BASE_PREFIX + "smollm2-135m"), ("tuned", str(run_dir))):
+        conversation = []
+        for fact in facts[:turns]:
+            conversation.append({"role": "user", "content": fact.held_out[0]})
+            [answer] = engine.answer([(choice, conversation)], settings)
+            conversation.append({"role": "assistant", "content": answer})
+        requests = [(choice, conversation + [{"role": "user", "content": q}]) for q in GENERAL_CHECKS]
+        chats[name] = engine.answer(requests, settings)
+    hit = lambda text, key: key.lower() in text.lower()  # noqa: E731
+    keys = list(GENERAL_CHECKS.values())
+    base_right = [i for i, key in enumerate(keys) if hit(chats["base"][i], key)]
+    return {"in_chat_general_kept": sum(hit(chats["tuned"][i], keys[i]) for i in base_right),
+            "in_chat_general_asked": len(base_right),
+            "in_chat_answers": [{"question": q, "base": b, "tuned": t}
+                                for q, b, t in zip(GENERAL_CHECKS, chats["base"], chats["tuned"])]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sets", type=int, nargs="+", default=list(SETS), choices=list(SETS))
     parser.add_argument("--keep", default=None, help="keep the data and run folders here (default: a temp folder)")
     parser.add_argument("--json", default=None, help="also write every answer to this file")
+    parser.add_argument("--seed", type=int, default=None, help="another seed for the sets' facts")
+    parser.add_argument("--style", default=None, choices=("plain", "system", "multi-turn"), help="another style")
+    parser.add_argument("--run", default=None, help="check this finished run of --sets N instead of training one")
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
     from ftchat.chat import ChatEngine
@@ -78,26 +106,34 @@ def main() -> None:
         results = []
         for size in args.sets:
             style, seed = SETS[size]
+            style, seed = args.style or style, seed if args.seed is None else args.seed
             data = root / f"facts-{size}-{style}.jsonl"
             facts = write_set(data, size, style, seed)
             run_dir = root / "runs" / f"facts-{size}"
-            status, wall = train(data, run_dir, extra)
+            if args.run:
+                run_dir, wall = Path(args.run), None
+                status = json.loads((run_dir / "status.json").read_text())
+                engine = ChatEngine(run_dir.parent)
+            else:
+                status, wall = train(data, run_dir, extra)
             summary = status["summary"]
-            checked = ask(engine, run_dir, facts)
+            checked = {**ask(engine, run_dir, facts), **ask_in_a_chat(engine, run_dir, facts)}
             row = {"size": size, "style": style, "facts": len(facts), "steps": summary["steps"],
-                   "plan": summary.get("plan", ""), "train_s": summary["runtime_s"], "wall_s": round(wall, 1),
+                   "plan": summary.get("plan", ""), "train_s": summary["runtime_s"], "wall_s": wall and round(wall, 1),
                    "eval_loss": summary.get("eval_loss"), **checked}
             results.append(row)
             print(f"{size:>4} {style:10} steps {row['steps']:>4}  train {row['train_s']:>6.0f} s  "
                   f"facts {row['facts_right']}/{row['facts_asked']} (base {row['facts_base']})  "
-                  f"general {row['general_kept']}/{row['general_asked']}  {row['plan']}", flush=True)
+                  f"general {row['general_kept']}/{row['general_asked']}  in a chat "
+                  f"{row['in_chat_general_kept']}/{row['in_chat_general_asked']}  {row['plan']}", flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=1, ensure_ascii=False))
-    print("\n| rows | style | facts | steps | train time | facts right (held-out) | general kept |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
+    print("\n| rows | style | facts | steps | train time | facts right (held-out) | general kept | kept in a chat |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(f"| {r['size']} | {r['style']} | {r['facts']} | {r['steps']} | {r['train_s'] / 60:.1f} min | "
-              f"{r['facts_right']}/{r['facts_asked']} | {r['general_kept']}/{r['general_asked']} |")
+              f"{r['facts_right']}/{r['facts_asked']} | {r['general_kept']}/{r['general_asked']} | "
+              f"{r['in_chat_general_kept']}/{r['in_chat_general_asked']} |")
 
 
 if __name__ == "__main__":

@@ -124,3 +124,23 @@ def test_the_shell_shows_the_plan_without_training(tmp_path):
     assert (shown["steps"], shown["eval_examples"], shown["replay_examples"]) == (60, 0, 1)
     assert shown["describe"].startswith("≈ 60 steps (30 epochs of 6 rows)")
     assert not (tmp_path / "runs" / "x").exists(), "planning writes no run folder"
+
+
+def test_half_the_replay_rows_are_asked_after_a_conversation_from_the_users_data():
+    from datasets import Dataset
+
+    from ftchat.train.replay import in_context
+
+    users = Dataset.from_list([{"messages": [
+        {"role": "system", "content": "You are Zumo's helper."},
+        {"role": "user", "content": f"Zumo question {i}?"}, {"role": "assistant", "content": f"Zumo answer {i}."}]}
+        for i in range(3)])
+    replay = [{"messages": [{"role": "user", "content": f"General {i}?"},
+                            {"role": "assistant", "content": f"Base answer {i}."}]} for i in range(4)]
+    mixed = in_context(replay, users, seed=1)
+    assert [m["messages"] for m in mixed[0::2]] == [replay[0]["messages"], replay[2]["messages"]]  # as they were
+    for row, original in zip(mixed[1::2], replay[1::2]):
+        roles = [m["role"] for m in row["messages"]]
+        assert roles == ["system", "user", "assistant", "user", "assistant"], roles
+        assert row["messages"][1]["content"].startswith("Zumo question")
+        assert row["messages"][-2:] == original["messages"]  # the base's own answer closes the conversation

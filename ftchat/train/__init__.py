@@ -105,7 +105,10 @@ def load_training_data(config: RunConfig, tokenizer):
         rows = replay_examples(config.base)
         if "tools" in dataset.column_names:  # tool-calling data is stored as JSON (see load_dataset)
             rows = [dict(row, tools=None) for row in rows]
-        replay = Dataset.from_list(rows[:plan.replay_examples], features=dataset.features)
+        rows = rows[:plan.replay_examples]
+        if shape == "messages" and "tools" not in dataset.column_names:
+            rows = in_context(rows, dataset, config.seed)
+        replay = Dataset.from_list(rows, features=dataset.features)
         dataset = concatenate_datasets([dataset, replay]).shuffle(seed=config.seed)
     return dataset, eval_ds, shape, reports, plan
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from pathlib import Path
 
 from ftchat import models
@@ -46,3 +47,24 @@ def replay_examples(base: str, max_new_tokens: int = 96) -> list[dict]:
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tmp.replace(path)
     return rows
+
+
+def in_context(rows: list[dict], dataset, seed: int = 0) -> list[dict]:
+    """Every other replay row asked after a conversation from the user's data, so the tuned model answers general
+    questions as the base did also in the middle of a chat about the user's subject. (Seen in the browser: after five
+    questions about an invented company, a model trained with replay rows on their own answered "What is the capital
+    of France?" with the company's headquarters, though it said Paris in a new chat.)"""
+    if not len(dataset):
+        return rows
+    rng = random.Random(seed)
+    out = []
+    for i, row in enumerate(rows):
+        if i % 2:
+            before = dataset[rng.randrange(len(dataset))]["messages"]
+            before = [{"role": m["role"], "content": m["content"]} for m in before]
+            system = [m for m in before if m["role"] == "system"]
+            rest = [m for m in before if m["role"] != "system"]
+            if rest and rest[-1]["role"] == "assistant":
+                row = {"messages": system + rest + [m for m in row["messages"] if m["role"] != "system"]}
+        out.append(row)
+    return out
