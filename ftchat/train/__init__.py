@@ -100,7 +100,7 @@ def load_training_data(config: RunConfig, tokenizer):
         split = dataset.train_test_split(test_size=plan.eval_examples, seed=config.seed)
         dataset, eval_ds = split["train"], split["test"]
     if plan.replay_examples:
-        from ftchat.train.replay import replay_examples
+        from ftchat.train.replay import in_context, replay_examples
 
         rows = replay_examples(config.base)
         if "tools" in dataset.column_names:  # tool-calling data is stored as JSON (see load_dataset)
