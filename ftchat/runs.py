@@ -220,6 +220,39 @@ def launch(config: RunConfig, resume: bool = False) -> subprocess.Popen:
     return process
 
 
+def launch_chain(configs: list[RunConfig], poll_s: float = 1.0) -> subprocess.Popen:
+    """Train `configs` one after another, each in its own process as `launch` does; a later one starts only when the
+    one before it finished `done` (else it is marked cancelled, saying why). The later runs show as queued until
+    then. Used by a reward-RL round: the reward model first, then the policy trained against it. The chain lives in
+    this process: if the app stops meanwhile, the runs not yet started stay queued (start them from the shell with
+    `python -m ftchat train RUN/requested.yaml`)."""
+    for later in configs[1:]:
+        run_dir = Path(later.out)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        later.save(run_dir / "requested.yaml")
+        write_status(run_dir, "queued", started=time.time(), error=None, cancel_requested=None,
+                     phase=f"waiting for {Path(configs[0].out).name}")
+    first = launch(configs[0])
+
+    def go():
+        process = first
+        for before, after in zip(configs, configs[1:]):
+            while process.poll() is None:
+                time.sleep(poll_s)
+            state = load_run(before.out).state
+            waiting = read_status(after.out)
+            if state != "done" or waiting.get("cancel_requested"):
+                why = "cancelled" if waiting.get("cancel_requested") else f"{Path(before.out).name} ended {state}"
+                for rest in configs[configs.index(after):]:
+                    write_status(rest.out, "cancelled", error=None if waiting.get("cancel_requested") else why,
+                                 phase="not started: " + why)
+                return
+            process = launch(after)
+
+    threading.Thread(target=go, name=f"chain-{Path(configs[0].out).name}", daemon=True).start()
+    return first
+
+
 def _exit_code(run_dir: str | Path, pid: int | None) -> int | None:
     """The exit code of a trainer this process launched and that has ended; None if it was launched elsewhere."""
     process = _launched.get(str(Path(run_dir).resolve()))

@@ -234,3 +234,48 @@ def test_a_reward_rl_round_trains_a_reward_model_then_rloo_from_the_rated_run(tm
     assert [p["prompt"][-1]["content"] for p in prompts] == QUESTIONS  # the prompts the run was rated on
     assert runs.lineage(workspace / "runs", rl_dir.name) == [f"base:{tiny_model_dir}", "zumo-sft", rl_dir.name]
     assert any("reward" in m for m in runs.read_metrics(rl_dir))
+
+
+@pytest.mark.slow
+def test_a_reward_rl_round_started_from_the_feedback_tab_trains_the_reward_model_then_grpo(tmp_path, tiny_model_dir,
+                                                                                             chats_file):
+    """The Feedback tab's third round method: readiness first, then the reward model and, once it is done, GRPO
+    from the rated run against it — two runs the Train tab shows one after the other."""
+    import time
+
+    from test_ui_api import AppProcess
+
+    from ftchat.feedback import FeedbackStore
+
+    workspace = tmp_path / "workspace"
+    parent, _ = train(workspace, chats_file, tiny_model_dir, "zumo-sft", adapter="lora", lr=1e-2)
+    store = FeedbackStore.for_workspace(workspace)
+    rate(store, "zumo-sft", 5)
+    app = AppProcess(workspace)
+    try:
+        client = app.client()
+        not_yet = client.predict("zumo-sft", "reward-rl", api_name="/round_readiness")
+        assert "Not yet" in not_yet and "need 3 more decisive vote" in not_yet, not_yet
+        rate(store, "zumo-sft", 8)  # 13 pairs now, 8 distinct rated prompts
+        ready = client.predict("zumo-sft", "reward-rl", api_name="/round_readiness")
+        assert ready.startswith("Ready: 13 pairs") and "8 rated prompts" in ready, ready
+        policy, message = client.predict("zumo-sft", "reward-rl", 2, api_name="/start_round")
+        rm_dir, rl_dir = workspace / "runs" / "zumo-sft-r1-grpo-rm", workspace / "runs" / "zumo-sft-r1-grpo"
+        assert policy == str(rl_dir) and "zumo-sft-r1-grpo-rm" in message, message
+        states = []
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            states.append((runs.load_run(rm_dir).state, runs.load_run(rl_dir).state))
+            if states[-1][1] in ("done", "failed", "cancelled"):
+                break
+            time.sleep(0.5)
+        assert states[-1] == ("done", "done"), (states[-1], (rl_dir / "train.log").read_text()[-2000:]
+                                                 if (rl_dir / "train.log").exists() else "")
+        # the policy waited, queued, while the reward model trained
+        assert ("running", "queued") in states or ("queued", "queued") in states, sorted(set(states))
+        assert runs.load_run(rm_dir).summary["eval_accuracy"] is not None
+        config = runs.load_run(rl_dir).config
+        assert (config["method"], config["parent"], config["reward"]) == ("grpo", str(parent), [str(rm_dir)])
+        assert config["max_steps"] == 2 and any("reward" in m for m in runs.read_metrics(rl_dir))
+    finally:
+        app.stop()

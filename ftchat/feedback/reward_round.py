@@ -37,6 +37,24 @@ def rated_prompts(rows: list[dict]) -> list[list[dict]]:
     return prompts
 
 
+def shortfall(pairs: int, prompts: int, run_name: str) -> str | None:
+    """What a reward-RL round still lacks (None: nothing): pairs for the reward model, rated prompts for the policy."""
+    if pairs < MIN_DPO_PAIRS:
+        return (f"need {MIN_DPO_PAIRS - pairs} more decisive vote(s) (left or right is better) or written better "
+                f"answers: a reward model needs {MIN_DPO_PAIRS} pairs and the ratings give {pairs}.")
+    if prompts < MIN_PROMPTS:
+        return (f"need {MIN_PROMPTS - prompts} more rated prompt(s) for {run_name}: the policy practises on the "
+                "prompts it was rated on.")
+    return None
+
+
+def readiness(store: FeedbackStore, run_name: str) -> tuple[str | None, int, int]:
+    """(what is missing or None, reward-model pairs, rated prompts of `run_name`) for a reward-RL round now."""
+    pairs = len(to_dpo(store.ratings()))
+    prompts = len(rated_prompts(store.ratings(model=run_name)))
+    return shortfall(pairs, prompts, run_name), pairs, prompts
+
+
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
@@ -74,15 +92,11 @@ def reward_rl_round(workspace: str | Path, run: str, rl_method: str = "grpo", **
     store = FeedbackStore.for_workspace(workspace)
     rated = store.ratings()
     pairs = to_dpo(rated)
-    if len(pairs) < MIN_DPO_PAIRS:
-        raise RoundError(f"need {MIN_DPO_PAIRS - len(pairs)} more decisive vote(s) (left or right is better) or "
-                         f"written better answers: a reward model needs {MIN_DPO_PAIRS} pairs and the ratings give "
-                         f"{len(pairs)}.")
     own = store.ratings(model=run_name)
     prompts = rated_prompts(own)
-    if len(prompts) < MIN_PROMPTS:
-        raise RoundError(f"need {MIN_PROMPTS - len(prompts)} more rated prompt(s) for {run_name}: the policy "
-                         f"practises on the prompts it was rated on.")
+    problem = shortfall(len(pairs), len(prompts), run_name)
+    if problem:
+        raise RoundError(problem)
     name = round_name(run_name, rl_method, runs_root)
     data_dir = workspace / "feedback-data"
     rm = RunConfig(

@@ -11,7 +11,7 @@ from pathlib import Path
 import gradio as gr
 
 from ftchat import runs
-from ftchat.feedback import export, leaderboard, rounds
+from ftchat.feedback import export, leaderboard, reward_round, rounds
 from ftchat.feedback.store import UNUSED, FeedbackError
 from ftchat.reward_model import reward_runs
 from ftchat.ui.charts import interval_chart
@@ -104,7 +104,9 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
             round_run = gr.Dropdown(rated_runs(), value=None, label="Start the next round from this rated model",
                                     elem_id="round-run", scale=2, allow_custom_value=True)
             round_method = gr.Radio([("DPO (pairs from votes and written answers)", "dpo"),
-                                     ("KTO (thumbs and votes)", "kto")], value="dpo", label="Method",
+                                     ("KTO (thumbs and votes)", "kto"),
+                                     ("Reward model from the votes, then GRPO against it", "reward-rl")],
+                                    value="dpo", label="Method",
                                     elem_id="round-method", scale=2)
             round_steps = gr.Number(0, precision=0, minimum=0, label="Max steps (0: planned from the data)", elem_id="round-steps",
                                     scale=1)
@@ -314,6 +316,12 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
         """Whether the ratings of `run` are enough for a round of `method`, and how many more it needs if not."""
         if not run:
             return "Pick a rated model to start a round from."
+        if method == "reward-rl":
+            missing, pairs, prompts = reward_round.readiness(ctx.feedback(), run)
+            if missing:
+                return f"Not yet: {missing}"
+            return (f"Ready: {plural(pairs, 'pair')} from all votes train the reward model; **{short(run)}** then "
+                    f"practises on its {plural(prompts, 'rated prompt')} with GRPO.")
         rows = ctx.feedback().ratings(model=run)
         have = len(rounds.training_rows(method, rows))
         needed = rounds.min_ratings_needed(method, rows)
@@ -330,6 +338,8 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
         if not run:
             raise gr.Error("Pick the rated model to start the round from.")
         flags = {"max_steps": int(max_steps)} if max_steps else {}
+        if method == "reward-rl":
+            return start_reward_rl_round(run, flags)
         try:
             config = rounds.next_round_config(ctx.workspace.root, run, method, **flags)
         except rounds.RoundError as exc:
@@ -341,6 +351,22 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
         return config.out, (f"✓ started **{name}**: {method.upper()} on the ratings of {short(run)} "
                             f"({Path(config.data[0]).name}), parent {short(run)}. Watch it in **2. Train**; when it "
                             "is done it appears in **3. Chat**, paired against its parent.")
+
+    def start_reward_rl_round(run: str, flags: dict):
+        """A reward model on every vote, then GRPO from `run` on its rated prompts against it: two runs, one after
+        the other (the second waits, queued, for the first)."""
+        try:
+            reward_config, policy_config = reward_round.reward_rl_round(ctx.workspace.root, run, "grpo", **flags)
+        except rounds.RoundError as exc:
+            return "", f"⚠ {exc}"
+        except (ValueError, OSError) as exc:
+            raise gr.Error(str(exc)) from None
+        runs.launch_chain([reward_config, policy_config])
+        rm, policy = Path(reward_config.out).name, Path(policy_config.out).name
+        return policy_config.out, (
+            f"✓ started **{rm}**: a reward model on the votes ({Path(reward_config.data[0]).name}); then **{policy}**: "
+            f"GRPO from {short(run)} against it (queued until the reward model is done). Watch both in **2. Train**: "
+            "the reward model's held-out accuracy, then the policy's mean reward per step.")
 
     # -- export / import --------------------------------------------------------------------------------------------
     def export_ratings(kind: str, model: str = ""):
