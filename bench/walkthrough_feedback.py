@@ -26,6 +26,12 @@ from test_browser import CHROMIUM_ARGS, chromium_path, pick  # noqa: E402
 from test_ui_api import AppProcess  # noqa: E402
 
 VOTE_READY = "() => !document.querySelector('#vote-left').disabled"
+ASKED = """text => !document.querySelector('#vote-left').disabled && ['left', 'right'].every(side => {
+  const users = document.querySelectorAll(`#${side}-chat .message.user`);
+  const bots = document.querySelectorAll(`#${side}-chat .message.bot`);
+  return users.length && users[users.length - 1].innerText.trim() === text && bots.length === users.length
+         && !['', '…'].includes(bots[bots.length - 1].innerText.trim());
+})"""
 
 
 def rule_vote(left: str, right: str, key: str) -> str:
@@ -43,7 +49,7 @@ def load_queue(page, prompts: list[str]):
     page.locator("#queue-text textarea").fill("\n".join(prompts))
     page.locator("#queue-load").click()
     page.locator("#queue-progress").get_by_text(f"{len(prompts)} prompts loaded").wait_for()
-    page.locator("#queue-next").click()
+    page.locator("#queue-next").click()  # asks the first prompt; each vote then asks the next
     page.locator("#queue-progress").get_by_text(f"prompt 1 of {len(prompts)}").wait_for()
 
 
@@ -53,10 +59,9 @@ def rate_queue(page, items: list[tuple[str, str]], log: list[dict], stop_after: 
     for i, (prompt, key) in enumerate(items):
         if stop_after is not None and done == stop_after:
             break
-        page.wait_for_function("text => document.querySelector('#chat-message textarea').value === text", arg=prompt)
+        # the queue asks each prompt by itself (Next prompt, then after every vote): wait for it and both replies
         started = time.time()
-        page.locator("#chat-send").click()
-        page.wait_for_function(VOTE_READY, timeout=180_000, polling=250)
+        page.wait_for_function(ASKED, arg=prompt, timeout=180_000, polling=250)
         replied = time.time()
         left = page.locator("#left-chat .message.bot").all_inner_texts()[-1].strip()
         right = page.locator("#right-chat .message.bot").all_inner_texts()[-1].strip()
