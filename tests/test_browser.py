@@ -232,3 +232,46 @@ def check_what_training_showed(seen: list[dict], run_name: str):
     assert len({line["stroke"] for line in final["lines"]}) == 2 and None not in {l["stroke"] for l in final["lines"]}
     steps = [float(text) for text, _, _ in final["axes"]["step"]]
     assert steps == sorted(steps) and steps[-1] >= 35
+
+
+def finished_run(runs_root: Path, name: str, base: Path, steps: int, method: str, **scores):
+    """A finished run folder as training leaves it, weights aside: config, status, one metrics line per step."""
+    import json as json_
+
+    from ftchat import runs
+    from ftchat.config import RunConfig
+
+    run_dir = runs_root / name
+    run_dir.mkdir(parents=True)
+    RunConfig(data=["x.jsonl"], out=str(run_dir), base=str(base), method=method, adapter="lora").save(
+        run_dir / "config.yaml")
+    lines = [{"step": s, "loss": 2.0 / s, **{k: v * s for k, v in scores.items()}} for s in range(1, steps + 1)]
+    (run_dir / "metrics.jsonl").write_text("".join(json_.dumps(line) + "\n" for line in lines))
+    runs.write_status(run_dir, "done", started=1.0, step=steps)
+
+
+PLOT_POINTS = """id => [...document.querySelectorAll(`#${id} svg .mark-line path`)]
+  .map(p => ((p.getAttribute('d') || '').match(/[ML]/g) || []).length)"""
+
+
+@pytest.mark.slow
+def test_picking_another_finished_run_draws_that_runs_lines(tmp_path, tiny_model_dir, browser_page):
+    """Moving the picker from one finished run to another once drew the new legend over the old run's lines."""
+    workspace = make_workspace(tmp_path, tiny_model_dir)
+    base = workspace / "models" / "tiny"
+    finished_run(workspace / "runs", "a-dpo", base, 15, "dpo", rewards_margins=0.1, rewards_accuracies=0.05)
+    finished_run(workspace / "runs", "b-grpo", base, 8, "grpo", reward=-0.5, kl=0.01)
+    app = AppProcess(workspace)
+    page = browser_page
+    try:
+        with screenshot_on_failure(page, "test_picking_another_finished_run"):
+            page.goto(app.url)
+            page.get_by_role("tab", name="2. Train").click()
+            for name, steps in (("a-dpo", 15), ("b-grpo", 8), ("a-dpo", 15)):
+                page.locator("#run-picker input").click()
+                page.locator("#run-picker").get_by_role("option", name=f"{name} · done").click()
+                page.locator("#run-progress").get_by_text(f"step {steps} / ").wait_for()
+                page.wait_for_function(f"() => ({PLOT_POINTS})('score-plot').join() === '{steps},{steps}'",
+                                       timeout=30_000)
+    finally:
+        app.stop()

@@ -479,7 +479,19 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
         inputs_kwargs={"name": run_name, "parent_run": parent, **advanced},
         outputs=[run_path, run, timer, runs_table], api_name="start_training",
     )
-    run.change(run_status, inputs=[run], outputs=status_outputs, api_name="run_status", show_progress="hidden")
+    def replot(run_dir: str | None):
+        """The two plots of the picked run, sent once more: when the picker moves to another finished run, the
+        browser drew the new legend over the previous run's lines (seen in a walk-through: a GRPO run's reward plot
+        showing the DPO run's 15 steps); a second update of the same values draws them."""
+        run_dir = ctx.workspace.run_dir(run_dir)
+        if run_dir is None or not (run_dir / "status.json").exists():
+            return gr.skip(), gr.skip()
+        metrics = runs.read_metrics(str(run_dir))
+        scores = score_frame(metrics)
+        return plot_update(loss_frame(metrics)), plot_update(scores, visible=not scores.empty)
+
+    run.change(run_status, inputs=[run], outputs=status_outputs, api_name="run_status", show_progress="hidden") \
+        .then(replot, inputs=[run], outputs=[plot, score_plot], api_visibility="private", show_progress="hidden")
     ticked = timer.tick(run_status, inputs=[run, last_seen], outputs=status_outputs, show_progress="hidden",
                         api_visibility="private")
     cancel.click(cancel_run, inputs=[run], outputs=[gr.State()], api_name="cancel_run").then(

@@ -139,12 +139,16 @@ class Workspace:
     def stored_file(self, path: str | Path) -> StoredFile:
         """What is known of a stored upload: its original name (from the stored name), size, hash, time."""
         path = Path(path)
-        stat = path.stat()
+        try:
+            stat = path.stat()
+            size, added = stat.st_size, stat.st_mtime
+        except OSError:  # a run's data file deleted or moved since: its name is still worth showing
+            size, added = 0, 0.0
         ext = data_extension(path.name)
         stem = path.name[: len(path.name) - len(ext)]
         match = re.match(r"(.*)-([0-9a-f]{10})$", stem)
         original = (match.group(1) if match else stem) + ext
-        return StoredFile(path, original, stat.st_size, match.group(2) if match else "", stat.st_mtime)
+        return StoredFile(path, original, size, match.group(2) if match else "", added)
 
     def uploads(self) -> list[StoredFile]:
         """Stored uploads, newest first."""
