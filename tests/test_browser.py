@@ -121,7 +121,10 @@ def app(tmp_path, tiny_model_dir):
 
 
 def bot_texts(page, side: str) -> list[str]:
-    return [t.strip() for t in page.locator(f"#{side}-chat .message.bot").all_inner_texts()]
+    """The replies a pane shows. Gradio 6's Chatbot may keep a "Loading content" placeholder element beside a long
+    reply it has rendered (it is not drawn); it is not a reply."""
+    return [t.strip() for t in page.locator(f"#{side}-chat .message.bot").all_inner_texts()
+            if t.strip() != "Loading content"]
 
 
 def pick(page, dropdown_id: str, option: str):
