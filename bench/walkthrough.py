@@ -34,6 +34,15 @@ PANES_DONE = """n => !document.querySelector('#vote-left').disabled && ['left', 
 })"""
 
 
+def new_page(playwright):
+    """Debian's Chromium through Playwright, one page the size of a laptop screen, patient with a busy CPU; the
+    walk-throughs share it."""
+    browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    return browser, page
+
+
 def ask(page, question: str, n: int) -> dict[str, str]:
     page.locator("#chat-message textarea").fill(question)
     page.locator("#chat-send").click()
@@ -86,9 +95,7 @@ def main() -> None:
 
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
+            browser, page = new_page(playwright)
             page.goto(app.url)
             if args.reuse:
                 seen = json.loads((out / "train-states.json").read_text())

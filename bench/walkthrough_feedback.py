@@ -22,8 +22,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 from fictional_facts import GENERAL_CHECKS, conversations  # noqa: E402
-from test_browser import CHROMIUM_ARGS, chromium_path, pick  # noqa: E402
+from test_browser import pick  # noqa: E402
 from test_ui_api import AppProcess  # noqa: E402
+from walkthrough import new_page  # noqa: E402
 
 VOTE_READY = "() => !document.querySelector('#vote-left').disabled"
 ASKED = """text => !document.querySelector('#vote-left').disabled && ['left', 'right'].every(side => {
@@ -119,9 +120,7 @@ def main() -> None:
     app = AppProcess(workspace)
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
+            browser, page = new_page(playwright)
             page.goto(app.url)
             page.get_by_role("tab", name="3. Chat").click()
             page.wait_for_function(f"() => document.querySelector('#right-model input')?.value.includes('{sft.name}')")

@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from test_browser import CHROMIUM_ARGS, chromium_path  # noqa: E402
 from test_ui_api import AppProcess  # noqa: E402
+from walkthrough import new_page  # noqa: E402
 
 SCORE_PLOT = """() => {
   const svg = document.querySelector('#score-plot svg');
@@ -69,9 +69,7 @@ def main() -> None:
     app = AppProcess(workspace)
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
+            browser, page = new_page(playwright)
             page.goto(app.url)
             page.get_by_role("tab", name="4. Feedback").click()
             choose(page, "round-run", sft)
