@@ -220,7 +220,6 @@ def next_round_config(workspace: str | Path, run: str, method: str, **training_f
     data_file = workspace / "feedback-data" / f"{name}.jsonl"
     data_file.parent.mkdir(parents=True, exist_ok=True)
     data_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in data), encoding="utf-8")
-
     values = {**inherited, "data": [str(data_file)], "out": str(runs_root / name), "method": method, "parent": parent}
     if inherited.get("adapter") is None and parent is None:
         values["adapter"] = "lora"  # a round from a base starts a fresh adapter
