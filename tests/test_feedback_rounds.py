@@ -127,6 +127,7 @@ def test_a_round_remembers_the_ratings_it_was_built_from(tmp_path):
     assert [r["id"] for r in store.ratings(round=UNUSED)] == [tie, other]
     later = store.add_vote([{"role": "user", "content": "Again?"}], "zumo-sft", "zumo-sft-r1-dpo", "x", "y", "b")
     assert [r["id"] for r in store.ratings(round=UNUSED)] == [tie, other, later]
+    assert store.unused_count() == 3
     store.delete(3)
     assert store.rounds_used() == [("zumo-sft-r1-dpo", 7)]
 

@@ -259,6 +259,12 @@ class FeedbackStore:
                 db.execute("ROLLBACK")
                 raise
 
+    def unused_count(self) -> int:
+        """How many live ratings no round has been built from yet."""
+        with closing(self._connect()) as db:
+            return int(db.execute("SELECT COUNT(*) FROM ratings WHERE deleted = 0 AND id NOT IN "
+                                  "(SELECT rating_id FROM round_ratings)").fetchone()[0])
+
     def rounds_used(self) -> list[tuple[str, int]]:
         """(round, number of live ratings it was built from), oldest round first."""
         with closing(self._connect()) as db:

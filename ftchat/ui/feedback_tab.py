@@ -182,7 +182,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
         models = [("all", "")] + [(short(m), m) for m in store.models()]
         raters = [("all", "")] + [(r, r) for r in store.counts()["raters"]]
         used = store.rounds_used()
-        unused = len(store.ratings(round=UNUSED))
+        unused = store.unused_count()  # a COUNT, not every row: this runs on each filter change
         round_choices = [("all", ""), (f"not used by a round yet ({unused})", UNUSED)] + \
             [(f"{name} ({plural(n, 'rating')})", name) for name, n in used]
         return (counts_text(), gr.Dropdown(choices=models, value=model), gr.Dropdown(choices=raters, value=rater),
