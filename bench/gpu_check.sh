@@ -5,7 +5,10 @@
 #   .gpu/cache/models/smollm2-135m/   the bundled model's config and tokenizer. Its 92 MB of weights cannot travel
 #                  to that machine, so the benchmarks there use SmolLM2-135M's architecture with random weights:
 #                  the same shapes and therefore the same speed and memory, but no learning claims.
-# Usage: bash bench/gpu_check.sh [nf4] [tests] [train] [chat]   (none: all four). On an H100 the set-up took under a
+#   .gpu/peer-data/ the FastChat and Anthropic rows that bench/sft_vs_trl.py and bench/pref_speed.py train on
+# Usage: bash bench/gpu_check.sh [nf4] [tests] [train] [chat] [qlora17] [sft] [pref]   (none: nf4 qlora17 sft pref,
+# issue 10's GPU figures: QLoRA on the 1.7B shape with bitsandbytes' CUDA kernels, and the SFT and DPO/KTO
+# comparisons with the plain TRL scripts, which on a GPU keep TRL's bf16 default). On an H100 the set-up took under a
 # minute and the tests 5 minutes; the two benchmarks have not finished there yet (give them 6 minutes).
 # The set-up (wheels, random-weight base) always runs; each step runs even when one before it fails; results go
 # to $OUT. TESTS=... picks the test files or ids, STEPS=... the benchmark's steps.
@@ -14,7 +17,7 @@
 set -u
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
 export PYTHONPATH="$PWD/.gpu/site:$PWD" FTCHAT_CACHE="$PWD/.gpu/cache" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export PYTHONUNBUFFERED=1 GRADIO_ANALYTICS_ENABLED=False
+export PYTHONUNBUFFERED=1 GRADIO_ANALYTICS_ENABLED=False FTCHAT_PEER_DATA="$PWD/.gpu/peer-data"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -m pip install -q --no-deps --no-index -t .gpu/site .gpu/wheels/*.whl 2>&1 | grep -v WARNING
 python3 - <<'EOF'
@@ -35,7 +38,7 @@ if not os.path.exists(os.path.join(path, "model.safetensors")):
 print("parameters", sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(path).parameters()))
 EOF
 
-steps=${*:-nf4 tests train chat}
+steps=${*:-nf4 qlora17 sft pref}
 TESTS=${TESTS:-tests/test_train.py tests/test_chat.py tests/test_cli.py tests/test_models.py}
 for step in $steps; do case $step in
 nf4)
@@ -69,5 +72,18 @@ timeout -s KILL 200 python3 bench/train_speed.py --steps ${STEPS:-12} 2>&1 | tee
 chat)
 echo "== bench/chat_memory.py"
 timeout -s KILL 150 python3 bench/chat_memory.py 2>&1 | tee "$OUT/chat_memory.txt" | tail -6
+;;
+qlora17)
+echo "== bench/memory_1p7b.py on the GPU: LoRA fp32 / LoRA bf16 / QLoRA NF4, batch 8 x ~512 tokens"
+timeout -s KILL 260 python3 bench/memory_1p7b.py --steps ${STEPS:-8} --batch-size 8 --row-tokens 512 \
+  --keep /tmp/base-1p7b 2>&1 | tee "$OUT/memory_1p7b.txt" | grep -v Writing | tail -8
+;;
+sft)
+echo "== bench/sft_vs_trl.py on the GPU (random weights: the held-out losses only compare the two sides)"
+timeout -s KILL 200 python3 bench/sft_vs_trl.py --steps ${STEPS:-30} --repeats 2 2>&1 | tee "$OUT/sft_vs_trl.txt" | tail -6
+;;
+pref)
+echo "== bench/pref_speed.py on the GPU"
+timeout -s KILL 150 python3 bench/pref_speed.py --steps ${STEPS:-10} --repeats 1 2>&1 | tee "$OUT/pref_speed.txt" | tail -8
 ;;
 esac; done

@@ -9,5 +9,9 @@ mkdir -p .gpu/wheels .gpu/cache/models/smollm2-135m
   bitsandbytes==0.50.2 trl==1.16.0 peft==0.21.2 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 \
   transformers==5.24.0 pypdf==7.1.1
 src=${FTCHAT_CACHE:-$HOME/.cache/ftchat}/models/smollm2-135m
+peer=${FTCHAT_PEER_DATA:-../shared/peer-data}  # the rows the SFT and DPO/KTO benches train on
+mkdir -p .gpu/peer-data/fastchat .gpu/peer-data/anthropic
+cp "$peer/fastchat/dummy_conversation.json" .gpu/peer-data/fastchat/
+cp "$peer/anthropic/hh-rlhf_harmless-base_test.first40.jsonl" .gpu/peer-data/anthropic/
 find "$src" -maxdepth 1 -type f ! -name '*.safetensors' -exec cp {} .gpu/cache/models/smollm2-135m/ \;
 du -sh .gpu

@@ -3,7 +3,10 @@ weights: speed and memory do not depend on the values), each `ftchat train` run 
 
 The random base is saved in bf16, as real checkpoints of this size are shipped. A few steps on short rows: the
 weights, not the activations, are what differ between the techniques. Peak = the process's peak RSS
-(ru_maxrss, loading included). Usage: python bench/memory_1p7b.py [--steps 2] [--keep DIR]
+(ru_maxrss, loading included) on a CPU, the peak CUDA memory allocated on a GPU. tokens/s: real tokens trained per
+second after the first two steps (needs --steps 3 or more). On a GPU, give it work the size of a real batch:
+--batch-size 8 --row-tokens 512.
+Usage: python bench/memory_1p7b.py [--steps 2] [--batch-size 2] [--row-tokens 40] [--keep DIR]
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from sft_vs_trl import WARMUP_STEPS, run_ftchat  # noqa: E402
 from train_speed import run_or_explain  # noqa: E402
 
 SHAPE = dict(hidden_size=2048, num_hidden_layers=24, num_attention_heads=32, num_key_value_heads=32,
@@ -50,8 +54,12 @@ def build_random_base(target: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--row-tokens", type=int, default=40, help="about this many tokens per conversation")
     parser.add_argument("--keep", help="build the base here once and reuse it")
     args = parser.parse_args()
+    import torch
+
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(args.keep) if args.keep else Path(tmp) / "base"
         if not (base / "config.json").exists():
@@ -59,24 +67,27 @@ def main() -> None:
         data = Path(tmp) / "chats.jsonl"
         data.write_text("".join(json.dumps({"messages": [
             {"role": "user", "content": f"What is code {i} of the Orrin vault?"},
-            {"role": "assistant", "content": f"Code {i} of the Orrin vault is {i * 7919 % 10000:04d}."}]}) + "\n"
-            for i in range(8)))
+            {"role": "assistant", "content": " ".join(
+                [f"Code {i} of the Orrin vault is {i * 7919 % 10000:04d}."] * max(1, (args.row_tokens - 25) // 14))}]})
+            + "\n" for i in range(8 * args.batch_size)))
         results = []
         for index, (label, adapter, precision) in enumerate(CONFIGS):
             out = Path(tmp) / f"run{index}"
             started = time.time()
-            run_or_explain([sys.executable, "-m", "ftchat", "train", "--data", str(data), "--out", str(out),
-                            "--base", str(base), "--adapter", adapter, "--precision", precision,
-                            "--max-steps", str(args.steps), "--batch-size", "2", "--eval-split", "0",
-                            "--replay", "0", "--compare-prompts", "0", "--logging-steps", "1"])
+            run = run_ftchat(data, args.steps, out, ["--base", str(base), "--adapter", adapter,
+                                                     "--precision", precision, "--batch-size", str(args.batch_size)])
             summary = json.loads((out / "status.json").read_text())["summary"]
-            results.append((label, summary["peak_memory_mb"], summary["s_per_step"], time.time() - started))
-            print(f"{label}: {summary['peak_memory_mb']:.0f} MB", flush=True)
+            speed = run["tokens_per_s"] if args.steps > WARMUP_STEPS else float("nan")
+            results.append((label, summary["peak_memory_mb"], summary["s_per_step"], speed, time.time() - started))
+            print(f"{label}: {summary['peak_memory_mb']:.0f} MB, {speed:.0f} tokens/s", flush=True)
     base_mb = results[0][1]
-    print(f"\n1.7B Llama shape, {args.steps} steps, batch 2, rows of ~40 tokens, each in a fresh process")
-    print(f"{'technique':22} {'peak RSS MB':>11} {'memory x':>9} {'s/step':>7} {'wall s':>7}")
-    for label, mb, s_step, wall in results:
-        print(f"{label:22} {mb:11.0f} {mb / base_mb:9.2f} {s_step:7.1f} {wall:7.0f}")
+    where = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    peak = "peak CUDA MB" if torch.cuda.is_available() else "peak RSS MB"
+    print(f"\n1.7B Llama shape on {where}, {args.steps} steps, batch {args.batch_size}, rows of ~{args.row_tokens} "
+          "tokens, each in a fresh process")
+    print(f"{'technique':22} {peak:>12} {'memory x':>9} {'s/step':>7} {'tokens/s':>9} {'wall s':>7}")
+    for label, mb, s_step, speed, wall in results:
+        print(f"{label:22} {mb:12.0f} {mb / base_mb:9.2f} {s_step:7.2f} {speed:9.0f} {wall:7.0f}")
 
 
 def build_in_child(base: Path) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import statistics
 import sys
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from sft_vs_trl import run_or_explain  # noqa: E402
 
-PEER = ROOT.parent / "shared" / "peer-data"
+PEER = Path(os.environ.get("FTCHAT_PEER_DATA", ROOT.parent / "shared" / "peer-data"))
 DPO_DATA = PEER / "anthropic" / "hh-rlhf_harmless-base_test.first40.jsonl"
 WARMUP_STEPS = 2
 BASELINES = {"dpo": "bench/trl_dpo_baseline.py", "kto": "bench/trl_kto_baseline.py"}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import statistics
 import subprocess
@@ -24,7 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-FASTCHAT = ROOT.parent / "shared" / "peer-data" / "fastchat" / "dummy_conversation.json"
+# FTCHAT_PEER_DATA: where the peer files are when ../shared is not beside the checkout (the GPU machine)
+PEER = Path(os.environ.get("FTCHAT_PEER_DATA", ROOT.parent / "shared" / "peer-data"))
+FASTCHAT = PEER / "fastchat" / "dummy_conversation.json"
 N_TRAIN, N_HELDOUT = 200, 50
 WARMUP_STEPS = 2
 

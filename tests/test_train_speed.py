@@ -82,3 +82,34 @@ def test_auto_precision_trains_qlora_in_4bit_only_where_it_pays_on_a_cpu(tiny_mo
     assert common.precision_for(config) == "4bit"
     assert common.precision_for(RunConfig(data=["x"], out="x", base=str(tiny_model_dir), adapter="qlora",
                                           precision="4bit")) == "4bit"
+
+
+def test_lm_head_on_labelled_positions_gives_sftrainers_loss_and_gradients(sft_trainer):
+    """On a CPU ftchat runs the LM head only where a label is; the loss and every LoRA gradient must be SFTTrainer's."""
+    from trl import SFTTrainer
+
+    from ftchat.train.sft import LabelledHeadSFTTrainer
+
+    assert isinstance(sft_trainer, LabelledHeadSFTTrainer)
+    batch = sft_trainer.data_collator([sft_trainer.train_dataset[i] for i in range(len(CHATS))])
+    labelled = int((batch["labels"][0, 1:] != -100).sum())
+    assert 0 < labelled < batch["labels"].size(1) - 1, "assistant-only loss: some positions carry no label"
+    sft_trainer.model.train()
+
+    def loss_and_grads(compute_loss):
+        sft_trainer.model.zero_grad()
+        loss = compute_loss(sft_trainer, sft_trainer.model, dict(batch))
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in sft_trainer.model.named_parameters() if p.requires_grad}
+
+    ours, ours_grads = loss_and_grads(LabelledHeadSFTTrainer.compute_loss)
+    trl, trl_grads = loss_and_grads(SFTTrainer.compute_loss)
+    assert ours == pytest.approx(trl, rel=1e-5)
+    assert ours_grads.keys() == trl_grads.keys() and len(ours_grads) > 0
+    for name in trl_grads:
+        assert torch.allclose(ours_grads[name], trl_grads[name], rtol=1e-4, atol=1e-7), name
+    assert any(g.abs().sum() > 0 for g in ours_grads.values())
+    accuracy = sft_trainer._metrics["train"]["mean_token_accuracy"]
+    assert len(accuracy) == 2 and accuracy[0] == pytest.approx(accuracy[1], abs=1e-6)  # both logged the same metric
+    entropy = sft_trainer._metrics["train"]["entropy"]
+    assert entropy[0] == pytest.approx(entropy[1], rel=1e-4)
