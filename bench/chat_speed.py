@@ -34,14 +34,16 @@ def measure(answer, panes: int, n_tokens: int) -> tuple[float, float]:
     return statistics.mean(rates), ttft
 
 
-def llama_cpp_row(n_tokens: int, rounds: int):
+def llama_cpp_row(n_tokens: int, rounds: int, threads: int | None = None):
+    """llama-cpp-python's own chat completion on the shipped GGUF (threads None: its default, half the cores)."""
     try:
         from llama_cpp import Llama
     except ImportError:
         return None
     from ftchat.models import _bundled_gguf, spec_for
 
-    llm = Llama(model_path=str(_bundled_gguf(spec_for("smollm2-135m"))), n_ctx=512, verbose=False)
+    extra = {"n_threads": threads} if threads else {}
+    llm = Llama(model_path=str(_bundled_gguf(spec_for("smollm2-135m"))), n_ctx=512, verbose=False, **extra)
     rates, ttfts = [], []
     for _ in range(rounds):
         started = time.perf_counter()
@@ -92,6 +94,81 @@ def agreement(packed, reference, tokenizer, n_tokens: int) -> dict:
                 teacher_forced=forced_same / forced_total)
 
 
+def llamacpp_agreement(model, reference, tokenizer, n_tokens: int) -> dict:
+    """`agreement` for ftchat.llamacpp: the shipped Q4_1 GGUF through llama.cpp against the fp32 model (the same
+    4-bit values dequantized) - identical greedy answers, and teacher-forced next-token agreement."""
+    import llama_cpp
+    import numpy as np
+
+    from ftchat.chat import _left_padded, render_prompts
+    from ftchat.decode import decode
+
+    same_answers, prefix, forced_same, forced_total = 0, [], 0, 0
+    for prompt in PROMPTS:
+        inputs = _left_padded(tokenizer, render_prompts(tokenizer, [[{"role": "user", "content": prompt}]]), "cpu")
+        ids = inputs["input_ids"][0].tolist()
+        expected = decode(reference, inputs["input_ids"], inputs["attention_mask"], max_new_tokens=n_tokens,
+                          stop_ids={tokenizer.eos_token_id}, pad_token_id=tokenizer.pad_token_id)[0].tolist()
+        got = []
+        model.generate(ids, max_new_tokens=n_tokens, repetition_penalty=1.0, temperature=0.0, top_p=1.0,
+                       on_token=got.append)
+        got = got[:len(got) - (got[-1:] == [tokenizer.eos_token_id])]
+        expected = expected[:len(expected) - (expected[-1:] == [tokenizer.eos_token_id])]
+        same_answers += got == expected
+        prefix.append(next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected))))
+        llm = model.acquire()
+        try:
+            llm.reset()
+            llm.eval(ids)
+            for token in expected:
+                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
+                forced_same += int(logits.argmax()) == token
+                forced_total += 1
+                llm.eval([token])
+        finally:
+            model.release(llm)
+    return dict(prompts=len(PROMPTS), same_answers=same_answers, mean_prefix=statistics.mean(prefix),
+                teacher_forced=forced_same / forced_total)
+
+
+def llamacpp_side(tuned_dir: Path, tokenizer, settings) -> tuple[dict, object] | None:
+    """The chat's llama.cpp backend (ftchat.llamacpp) on the shipped GGUF, the tuned run as a GGUF LoRA adapter."""
+    import json
+    import os
+    import threading
+
+    from ftchat import llamacpp, models
+    from ftchat.chat import _stop_ids, llamacpp_answer
+
+    if not llamacpp.available():
+        return None
+    from transformers import GenerationConfig
+
+    shipped = llamacpp.shipped_gguf(models.DEFAULT_BASE)
+    config = json.loads((models.resolve_base() / "config.json").read_text())
+    adapter = llamacpp.lora_to_gguf(tuned_dir, config, tuned_dir.parent / "tuned.gguf")
+    stops = _stop_ids(None, tokenizer, GenerationConfig.from_pretrained(models.resolve_base()))
+    base = llamacpp.LlamaCppModel(shipped, None, tokenizer, stops, threads=1)
+    tuned = llamacpp.LlamaCppModel(shipped, adapter, tokenizer, stops, threads=1)
+
+    cores = os.cpu_count() or 1  # as ChatEngine.stream: a pane alone on every core, two panes half each
+
+    def together(cb):
+        threads = [threading.Thread(target=llamacpp_answer, args=(model, QUESTION, settings),
+                                    kwargs={"on_text": lambda _row, text, row=row: cb(row, text),
+                                            "threads": max(1, cores // 2)})
+                   for row, model in enumerate((base, tuned))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    return {"base pane alone": (1, lambda cb: llamacpp_answer(base, QUESTION, settings, on_text=cb, threads=cores)),
+            "tuned pane alone": (1, lambda cb: llamacpp_answer(tuned, QUESTION, settings, on_text=cb,
+                                                               threads=cores)),
+            "base + tuned together": (2, together)}, base
+
+
 def main() -> None:
     import os
 
@@ -138,6 +215,7 @@ def main() -> None:
                 sys.exit(f"cannot pack the bundled model as {precision}: {problem}")
             attach_lora(model, Path(tmp) / "tuned", "tuned")
             packed_models[precision] = model
+        fast_backend = llamacpp_side(Path(tmp) / "tuned", tokenizer, settings)  # loads its files before they go
 
     def after(model):
         return {"base pane alone": (1, lambda cb: fast_generate_batch(model, tokenizer, [QUESTION], settings,
@@ -157,6 +235,8 @@ def main() -> None:
         "decode": after(fast)}
     for precision, model in packed_models.items():
         sides[f"packed {precision}"] = after(model)
+    if fast_backend:
+        sides["llama.cpp backend"] = fast_backend[0]
     cases = list(sides["decode"])
     results = {(label, side): [] for label in cases for side in sides}
     loads = [os.getloadavg()[0]]
@@ -172,7 +252,10 @@ def main() -> None:
            for key, rs in results.items()}
     agreements = {precision: agreement(model, fast, tokenizer, args.tokens)
                   for precision, model in packed_models.items()}
-    anchor = llama_cpp_row(args.tokens, args.rounds)
+    if fast_backend:
+        agreements["llama.cpp backend"] = llamacpp_agreement(fast_backend[1], fast, tokenizer, args.tokens)
+    anchor = llama_cpp_row(args.tokens, args.rounds, threads=os.cpu_count())
+    anchor_default = llama_cpp_row(args.tokens, args.rounds)
 
     print(f"Chat decoding, bundled SmolLM2-135M (fp32 weights), up to {args.tokens} new tokens, greedy, median of "
           f"{args.rounds} interleaved rounds; {time.strftime('%Y-%m-%d %H:%M')}, torch threads "
@@ -186,7 +269,9 @@ def main() -> None:
                                       for side in sides))
     print(f"{'time to first token, s':24}" + "".join(f"{med[('base pane alone', side)][1]:22.3f}" for side in sides))
     for precision, found in agreements.items():
-        print(f"packed {precision}: packed in {pack_seconds[precision]:.1f} s; against the fp32 model on "
+        packing = f"packed {precision}: packed in {pack_seconds[precision]:.1f} s" if precision in pack_seconds \
+            else precision
+        print(f"{packing}; against the fp32 model on "
               f"{found['prompts']} prompts x {args.tokens} tokens: {found['same_answers']}/{found['prompts']} "
               f"identical answers, first difference after {found['mean_prefix']:.1f} tokens on average, "
               f"teacher-forced next-token agreement {found['teacher_forced']:.1%}")
@@ -200,7 +285,9 @@ def main() -> None:
         if anchor:
             print(f"  base alone / llama.cpp             {base_alone / anchor[0]:5.2f}  (>= 0.5)")
     if anchor:
-        print(f"\nllama.cpp (Q4_1 GGUF): {anchor[0]:.1f} tok/s, TTFT {anchor[1]:.3f} s")
+        print(f"\nllama.cpp (Q4_1 GGUF, llama-cpp-python's create_chat_completion): {anchor[0]:.1f} tok/s on "
+              f"{os.cpu_count()} threads (the anchor above), {anchor_default[0]:.1f} tok/s on its default threads; "
+              f"TTFT {anchor[1]:.3f} s")
     else:
         print("\nllama.cpp anchor: llama-cpp-python not installed (pip install llama-cpp-python builds it, ~5 min)")
 

@@ -19,9 +19,11 @@ from typing import Iterator
 from ftchat import methods, models, runs
 
 BASE_PREFIX = "base:"
-# how ChatEngine decodes: auto packs Llama bases (int4 where the weights are 4-bit already, as the bundled GGUF base,
-# else fp32); fp32 / int8 / int4 force that precision (ftchat.packed_llama); plain keeps transformers' forward
-DECODERS = ("auto", "fp32", "int8", "int4", "plain")
+# how ChatEngine decodes: auto answers the bundled GGUF base and LoRA runs on it through llama.cpp where
+# llama-cpp-python is installed (ftchat.llamacpp), and packs other Llama bases (int4 where the weights are 4-bit
+# already, else fp32); llamacpp also converts other Llama bases and full runs to GGUF; fp32 / int8 / int4 force the
+# packed decoder's precision (ftchat.packed_llama); plain keeps transformers' forward
+DECODERS = ("auto", "llamacpp", "fp32", "int8", "int4", "plain")
 MAX_NEW_TOKENS = 4096  # per reply; the Chat tab's slider stops at 1024
 
 
@@ -70,8 +72,8 @@ def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[str]:
     return [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
 
 
-def _stop_ids(model, tokenizer) -> set[int]:
-    ids = model.generation_config.eos_token_id
+def _stop_ids(model, tokenizer, generation_config=None) -> set[int]:
+    ids = (generation_config or model.generation_config).eos_token_id
     ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
@@ -165,6 +167,29 @@ def fast_generate_batch(model, tokenizer, conversations, settings: GenerationSet
     return texts
 
 
+def llamacpp_answer(model, conversation: list[dict], settings: GenerationSettings, on_text=None,
+                    threads: int | None = None) -> str:
+    """One reply through ftchat.llamacpp: the same prompt tokens and token choice as `fast_generate_batch`."""
+    import torch
+
+    tokenizer = model.tokenizer
+    ids = tokenizer(render_prompts(tokenizer, [conversation])[0], add_special_tokens=False)["input_ids"]
+    reply = [""]
+
+    def record(_row, text):
+        reply[0] = text
+        if on_text:
+            on_text(0, text)
+
+    streamer = RowStreamer(tokenizer, model.stop_ids, record)
+    streamer.prompt_seen = True
+    sampling = bool(settings.temperature and settings.temperature > 0)
+    model.generate(ids, max_new_tokens=int(settings.max_new_tokens), repetition_penalty=settings.repetition_penalty,
+                   temperature=float(settings.temperature) if sampling else 0.0, top_p=float(settings.top_p),
+                   on_token=lambda token: streamer.put(torch.tensor([token])), threads=threads)
+    return reply[0]
+
+
 @dataclass
 class _Loaded:
     model: object
@@ -252,13 +277,65 @@ class ChatEngine:
                 if packed and self.decoder != "plain":
                     from ftchat.decode import pack_for_decoding
 
-                    pack_for_decoding(model, self.decoder)  # a model it cannot pack decodes through its own forward
+                    # a model it cannot pack decodes through its own forward; llama.cpp's fallback is auto's
+                    pack_for_decoding(model, "auto" if self.decoder == "llamacpp" else self.decoder)
+                self._loaded[key] = _Loaded(model, tokenizer)
+            return self._loaded[key]
+
+    def _llamacpp(self, choice: str, base: str) -> _Loaded | None:
+        """The llama.cpp model that answers for a choice, or None where llama.cpp does not: not installed, another
+        decoder asked for, or a model it cannot take (then the chat decodes with ftchat.decode, as without it)."""
+        from ftchat import llamacpp
+
+        if self.decoder not in ("auto", "llamacpp") or not llamacpp.available():
+            return None
+        forced = self.decoder == "llamacpp"
+        try:
+            shipped = llamacpp.shipped_gguf(base)
+            if choice.startswith(BASE_PREFIX):
+                source, gguf, lora = base, shipped, None
+                if gguf is None and forced:
+                    gguf = llamacpp.model_gguf(models.resolve_base(base))
+            else:
+                weights = runs.weights_dir(choice)
+                models.require_safetensors(weights)
+                adapter_type = _adapter_type(weights)
+                from ftchat.decode import lora_supported
+
+                if adapter_type is None:  # a full or layer-wise run: a GGUF of its own
+                    source, gguf, lora = weights, llamacpp.model_gguf(weights) if forced else None, None
+                elif adapter_type == "LORA" and lora_supported(weights):
+                    gguf = shipped if shipped is not None or not forced else \
+                        llamacpp.model_gguf(models.resolve_base(base))
+                    source, lora = base, llamacpp.adapter_gguf(weights, base) if gguf is not None else None
+                else:
+                    return None
+        except Exception as exc:  # noqa: BLE001 - a model llama.cpp cannot take is answered the other way
+            if forced:
+                raise ChatError(f"llama.cpp cannot answer for {choice}: {exc}") from exc
+            return None
+        if gguf is None:
+            return None
+        key = f"llamacpp::{gguf}::{lora}"
+        with self._lock:
+            if key not in self._loaded:
+                from transformers import GenerationConfig
+
+                folder = models.resolve_base(source) if source == base else Path(source)
+                tokenizer = models.load_tokenizer(folder)
+                generation = GenerationConfig.from_pretrained(folder) \
+                    if (folder / "generation_config.json").exists() else GenerationConfig()
+                model = llamacpp.LlamaCppModel(gguf, lora, tokenizer, _stop_ids(None, tokenizer, generation),
+                                               threads=self.decode_threads)
                 self._loaded[key] = _Loaded(model, tokenizer)
             return self._loaded[key]
 
     def _resolve(self, choice: str) -> tuple[_Loaded, str | None]:
         """The loaded model that answers for a choice and the adapter name to use (None: no adapter)."""
         base = self.base_of(choice)
+        fast = self._llamacpp(choice, base)
+        if fast is not None:
+            return fast, None
         if choice.startswith(BASE_PREFIX):
             return self._load("base::" + base, base), None
         weights = runs.weights_dir(choice)
@@ -298,9 +375,16 @@ class ChatEngine:
         """
         settings = (settings or GenerationSettings()).check()
         resolved = [self._resolve(choice) for choice, _ in requests]
-        groups: dict[int, list[int]] = {}
-        for index, (loaded, _) in enumerate(resolved):
-            groups.setdefault(id(loaded), []).append(index)
+        from ftchat.llamacpp import LlamaCppModel
+
+        groups: dict[tuple, list[int]] = {}
+        for index, (loaded, _) in enumerate(resolved):  # llama.cpp answers each row in a context of its own
+            own = isinstance(loaded.model, LlamaCppModel)
+            groups.setdefault((id(loaded), index if own else None), []).append(index)
+        # llama.cpp rows share the cores: one pane alone decodes on all of them (~1.6x one thread's tokens/s on 2
+        # cores, even beside a training job), two panes one core each (bench/chat_speed.py)
+        llama_rows = sum(isinstance(loaded.model, LlamaCppModel) for loaded, _ in resolved)
+        llama_threads = max(1, (os.cpu_count() or 1) // max(llama_rows, 1))
         texts = [""] * len(requests)
         events: queue.Queue = queue.Queue()
 
@@ -309,6 +393,11 @@ class ChatEngine:
             conversations = [requests[i][1] for i in indices]
             on_text = lambda row, text: (texts.__setitem__(indices[row], text), events.put("tick"))  # noqa: E731
             try:
+                if isinstance(loaded.model, LlamaCppModel):
+                    llamacpp_answer(loaded.model, conversations[0], settings, on_text=on_text,
+                                    threads=llama_threads)
+                    events.put(("done", None))
+                    return
                 with loaded.lock:
                     if _is_peft(loaded.model):
                         generate_batch(loaded.model, loaded.tokenizer, conversations, settings, on_text=on_text)
