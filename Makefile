@@ -29,7 +29,7 @@ test: $(STAMP)
 	$(PY) -m pytest tests $(ARGS)
 
 # every bench prints a table of ratios against a baseline measured in the same run (~30 min on 2 quiet cores, plus
-# pref_speed and scaling: estimated 40-70 and ~15 min, not yet timed on a quiet machine)
+# pref_speed ~26 min (13 min with --repeats 1 on 2026-11-28) and scaling, estimated ~15 min, not yet timed)
 bench: $(STAMP)
 	$(PY) bench/sft_vs_trl.py
 	$(PY) bench/chat_speed.py

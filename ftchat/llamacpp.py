@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 
 from ftchat import models
+from ftchat.to_gguf import _permute, finish
 
 N_BATCH = 128  # prompt tokens per llama.cpp batch; llama-cpp-python keeps an n_batch x vocabulary float buffer
 
@@ -94,12 +95,6 @@ def model_gguf(folder: str | Path) -> Path:
     return target
 
 
-def _permute_rows(weights, n_head: int):
-    """Rows from transformers' rotary layout (halves) to llama.cpp's (pairs): ftchat.to_gguf._permute on output rows."""
-    return (weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
-            .swapaxes(1, 2).reshape(weights.shape))
-
-
 def lora_to_gguf(adapter_dir: str | Path, base_config: dict, target: str | Path) -> Path:
     """Write a peft LoRA adapter as a llama.cpp GGUF LoRA adapter, as llama.cpp's convert_lora_to_gguf.py does:
     general.type "adapter", adapter.type "lora", adapter.lora.alpha; blk.N.<tensor>.weight.lora_a = peft's lora_A
@@ -133,18 +128,13 @@ def lora_to_gguf(adapter_dir: str | Path, base_config: dict, target: str | Path)
         if name is None or set(pair) != {"A", "B"} or path.endswith("lm_head"):
             raise ValueError(f"{adapter_dir}: LoRA on {path} has no llama.cpp adapter tensor.")
         down, up = pair["A"], pair["B"]
-        if path.endswith("q_proj"):
-            up = _permute_rows(up, n_head)
+        if path.endswith("q_proj"):  # B's rows are the projection's outputs: permuted as the base's rows are
+            up = _permute(up, n_head, n_head)
         elif path.endswith("k_proj"):
-            up = _permute_rows(up, n_kv)
+            up = _permute(up, n_head, n_kv)
         writer.add_tensor(name + ".lora_a", np.ascontiguousarray(down, dtype=np.float32))
         writer.add_tensor(name + ".lora_b", np.ascontiguousarray(up, dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    partial.replace(target)
-    return target
+    return finish(writer, partial, target)
 
 
 def adapter_gguf(adapter_dir: str | Path, base: str) -> Path:

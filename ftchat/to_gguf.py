@@ -167,6 +167,11 @@ def write_gguf(model_dir: str | Path, target: str | Path, quant: str = "f16", na
                     writer.add_tensor(new_name, data.astype(np.float16))
                 else:
                     writer.add_tensor(new_name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
+    return finish(writer, partial, target)
+
+
+def finish(writer, partial: Path, target: Path) -> Path:
+    """Write out a GGUFWriter that was filled at `partial`, then move it to `target` (never a half-written target)."""
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

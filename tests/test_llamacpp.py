@@ -81,7 +81,7 @@ def test_lora_as_gguf_adapter_gives_the_peft_models_logits(tiny_model_dir, tmp_p
     assert tuned.argmax() == tuned_ref.argmax() and base.argmax() == base_ref.argmax()
 
     # the check has teeth: without llama.cpp's rotary row order on Q and K, the tuned logits are off
-    monkeypatch.setattr(llamacpp, "_permute_rows", lambda weights, n_head: weights)
+    monkeypatch.setattr(llamacpp, "_permute", lambda weights, n_head, n_kv=None: weights)
     wrong_gguf = llamacpp.lora_to_gguf(adapter, config, tmp_path / "unpermuted.gguf")
     wrong = llamacpp_logits(llamacpp.LlamaCppModel(base_gguf, wrong_gguf, tokenizer, set()), ids)
     assert (wrong - tuned_ref).abs().max() > 5 * (tuned - tuned_ref).abs().max()

@@ -172,7 +172,8 @@ class AppContext:
                 log.warning("could not save upload verdicts: %s", exc)
 
     def warm(self) -> None:
-        """Convert the bundled model once (the first time takes ~30 s) and load its tokenizer."""
+        """Convert the bundled model once (the first time takes ~30 s), load its tokenizer, and try llama.cpp (the
+        chat's fast backend: a child process loads the shipped GGUF) so the first reply does not wait for it."""
         try:
             from ftchat.models import resolve_base
 
@@ -180,3 +181,6 @@ class AppContext:
         except Exception as exc:  # the app works without it; the user sees the error when picking that base
             log.warning("could not prepare the bundled model: %s", exc)
         self.tokenizer()
+        from ftchat import llamacpp
+
+        llamacpp.available()
