@@ -325,8 +325,13 @@ class ChatEngine:
                 tokenizer = models.load_tokenizer(folder)
                 generation = GenerationConfig.from_pretrained(folder) \
                     if (folder / "generation_config.json").exists() else GenerationConfig()
-                model = llamacpp.LlamaCppModel(gguf, lora, tokenizer, _stop_ids(None, tokenizer, generation),
-                                               threads=self.decode_threads)
+                try:  # llama.cpp refuses a file it cannot load (a wrong-shaped adapter, say) here, not mid-reply
+                    model = llamacpp.LlamaCppModel(gguf, lora, tokenizer, _stop_ids(None, tokenizer, generation),
+                                                   threads=self.decode_threads)
+                except Exception as exc:  # noqa: BLE001
+                    if forced:
+                        raise ChatError(f"llama.cpp cannot load {gguf.name} ({lora}): {exc}") from exc
+                    return None
                 self._loaded[key] = _Loaded(model, tokenizer)
             return self._loaded[key]
 
