@@ -58,7 +58,9 @@ def _probe() -> bool:
     except models.ModelError:
         return True  # nothing to try it on; a model it cannot load is answered the other way
     try:
-        result = subprocess.run([sys.executable, "-c", PROBE, str(gguf)], capture_output=True, text=True, timeout=120)
+        # at the lowest priority: the app's warm-up probes while the page starts, and must not slow it
+        result = subprocess.run([sys.executable, "-c", PROBE, str(gguf)], capture_output=True, text=True, timeout=120,
+                                preexec_fn=lambda: os.nice(19))
     except subprocess.TimeoutExpired:
         result = None
     if result is None or result.returncode != 0:
