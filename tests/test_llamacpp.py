@@ -186,3 +186,42 @@ def test_a_llamacpp_build_that_crashes_here_leaves_the_chat_on_ftchats_decoder(t
     settings = GenerationSettings(max_new_tokens=8)
     packed = ChatEngine("runs-none", default_base=str(tiny_model_dir), decoder="auto")
     assert engine.answer(request, settings) == packed.answer(request, settings)
+
+
+@pytest.mark.slow
+def test_chat_tab_shows_llamacpps_answers_for_the_bundled_base_and_its_run(bundled_with_lora, tmp_path):
+    """In the browser: the Chat tab pairs the bundled base with the run, and each pane shows, word for word, the
+    answer ChatEngine gives through llama.cpp with the tab's defaults (greedy, 128 new tokens, both panes at once)."""
+    from test_browser import CHROMIUM_ARGS, bot_texts, chromium_path
+    from test_ui_api import AppProcess
+
+    _, run_dir = bundled_with_lora
+    question = QUESTIONS[2]
+    engine = ChatEngine(run_dir.parent)
+    expected = engine.answer([(BASE_PREFIX + models.DEFAULT_BASE, question), (str(run_dir), question)],
+                             GenerationSettings(max_new_tokens=128))
+    assert isinstance(engine._resolve(str(run_dir))[0].model, llamacpp.LlamaCppModel)
+    assert expected[0] != expected[1]
+    if chromium_path() is None:
+        pytest.skip("Chromium is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    app = AppProcess(run_dir.parent.parent)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(60_000)
+            page.goto(app.url)
+            page.get_by_role("tab", name="3. Chat").click()
+            assert page.locator("#left-model input").input_value() == "base · SmolLM2-135M-Instruct (bundled)"
+            assert page.locator("#right-model input").input_value() == "run · lora-run · sft/lora"
+            page.locator("#chat-message textarea").fill(question[0]["content"])
+            page.locator("#chat-send").click()
+            page.wait_for_function("() => !document.querySelector('#vote-left').disabled", timeout=180_000)
+            shown = [" ".join(bot_texts(page, side)[-1].split()) for side in ("left", "right")]
+            page.screenshot(path=str(tmp_path / "chat.png"))
+            browser.close()
+    finally:
+        app.stop()
+    assert shown == [" ".join(text.split()) for text in expected]
