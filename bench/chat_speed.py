@@ -147,7 +147,7 @@ def llamacpp_side(tuned_dir: Path, tokenizer, settings) -> tuple[dict, object] |
     shipped = llamacpp.shipped_gguf(models.DEFAULT_BASE)
     config = json.loads((models.resolve_base() / "config.json").read_text())
     adapter = llamacpp.lora_to_gguf(tuned_dir, config, tuned_dir.parent / "tuned.gguf")
-    stops = _stop_ids(None, tokenizer, GenerationConfig.from_pretrained(models.resolve_base()))
+    stops = _stop_ids(GenerationConfig.from_pretrained(models.resolve_base()), tokenizer)
     base = llamacpp.LlamaCppModel(shipped, None, tokenizer, stops, threads=1)
     tuned = llamacpp.LlamaCppModel(shipped, adapter, tokenizer, stops, threads=1)
 

@@ -72,8 +72,8 @@ def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[str]:
     return [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
 
 
-def _stop_ids(model, tokenizer, generation_config=None) -> set[int]:
-    ids = (generation_config or model.generation_config).eos_token_id
+def _stop_ids(generation_config, tokenizer) -> set[int]:
+    ids = generation_config.eos_token_id
     ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
@@ -131,7 +131,7 @@ def _prepare(model, tokenizer, conversations, on_text):
         if on_text:
             on_text(row, text)
 
-    return inputs, texts, RowStreamer(tokenizer, _stop_ids(model, tokenizer), record)
+    return inputs, texts, RowStreamer(tokenizer, _stop_ids(model.generation_config, tokenizer), record)
 
 
 def generate_batch(model, tokenizer, conversations, settings: GenerationSettings | None = None, adapter_names=None,
@@ -292,10 +292,11 @@ class ChatEngine:
         forced = self.decoder == "llamacpp"
         try:
             shipped = llamacpp.shipped_gguf(base)
+            folder = models.resolve_base(base)  # tokenizer and generation config; a full run's own folder below
             if choice.startswith(BASE_PREFIX):
-                source, gguf, lora = base, shipped, None
+                gguf, lora = shipped, None
                 if gguf is None and forced:
-                    gguf = llamacpp.model_gguf(models.resolve_base(base))
+                    gguf = llamacpp.model_gguf(folder)
             else:
                 weights = runs.weights_dir(choice)
                 models.require_safetensors(weights)
@@ -303,11 +304,10 @@ class ChatEngine:
                 from ftchat.decode import lora_supported
 
                 if adapter_type is None:  # a full or layer-wise run: a GGUF of its own
-                    source, gguf, lora = weights, llamacpp.model_gguf(weights) if forced else None, None
+                    folder, gguf, lora = weights, llamacpp.model_gguf(weights) if forced else None, None
                 elif adapter_type == "LORA" and lora_supported(weights):
-                    gguf = shipped if shipped is not None or not forced else \
-                        llamacpp.model_gguf(models.resolve_base(base))
-                    source, lora = base, llamacpp.adapter_gguf(weights, base) if gguf is not None else None
+                    gguf = shipped if shipped is not None or not forced else llamacpp.model_gguf(folder)
+                    lora = llamacpp.adapter_gguf(weights, base) if gguf is not None else None
                 else:
                     return None
         except Exception as exc:  # noqa: BLE001 - a model llama.cpp cannot take is answered the other way
@@ -321,12 +321,11 @@ class ChatEngine:
             if key not in self._loaded:
                 from transformers import GenerationConfig
 
-                folder = models.resolve_base(source) if source == base else Path(source)
                 tokenizer = models.load_tokenizer(folder)
                 generation = GenerationConfig.from_pretrained(folder) \
                     if (folder / "generation_config.json").exists() else GenerationConfig()
                 try:  # llama.cpp refuses a file it cannot load (a wrong-shaped adapter, say) here, not mid-reply
-                    model = llamacpp.LlamaCppModel(gguf, lora, tokenizer, _stop_ids(None, tokenizer, generation),
+                    model = llamacpp.LlamaCppModel(gguf, lora, tokenizer, _stop_ids(generation, tokenizer),
                                                    threads=self.decode_threads)
                 except Exception as exc:  # noqa: BLE001
                     if forced:
