@@ -23,6 +23,9 @@ from pathlib import Path
 from ftchat import models
 from ftchat.to_gguf import _permute, finish
 
+# llama-cpp-python's verbose=False swaps sys.stdout/stderr (and fds 1/2) for /dev/null while it loads; two loads at
+# once would restore each other's /dev/null and leave the process silent, so one load at a time
+_CONSTRUCTING = threading.Lock()
 N_BATCH = 128  # prompt tokens per llama.cpp batch; llama-cpp-python keeps an n_batch x vocabulary float buffer
 
 
@@ -172,8 +175,10 @@ class LlamaCppModel:
                 return self._free.pop()
         from llama_cpp import Llama
 
-        return Llama(model_path=str(self.gguf), lora_path=str(self.lora) if self.lora else None, n_ctx=self.n_ctx,
-                     n_batch=N_BATCH, n_threads=self.threads, n_threads_batch=os.cpu_count() or 1, verbose=False)
+        with _CONSTRUCTING:
+            return Llama(model_path=str(self.gguf), lora_path=str(self.lora) if self.lora else None, n_ctx=self.n_ctx,
+                         n_batch=N_BATCH, n_threads=self.threads, n_threads_batch=os.cpu_count() or 1,
+                         verbose=False)
 
     def release(self, llm) -> None:
         with self._lock:
