@@ -6,15 +6,10 @@ of 3 rounds. Usage: python bench/chat_memory.py
 """
 from __future__ import annotations
 
-import statistics
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from train_speed import run_or_explain  # noqa: E402  (bench/ is on sys.path when run as a script)
+from common import SAME_ROWS, SUPPORT_DATA, ftchat_train, median_seconds
 
 QUESTION = [{"role": "user", "content": "Tell me about Quorvane Labs."}]
 
@@ -30,25 +25,14 @@ def weight_bytes(*modules) -> int:
 
 
 def train_run(out: Path, lr: str) -> None:
-    run_or_explain([sys.executable, "-m", "ftchat", "train", "--data", str(ROOT / "data" / "quorvane_support.jsonl"),
-                    "--out", str(out), "--adapter", "lora", "--max-steps", "3", "--lr", lr, "--eval-split", "0",
-                    "--compare-prompts", "0", "--replay", "0"])
-
-
-def median_seconds(action, rounds: int = 3) -> float:
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    ftchat_train(SUPPORT_DATA, out, "--adapter", "lora", "--max-steps", "3", "--lr", lr, *SAME_ROWS)
 
 
 def main() -> None:
     from peft import PeftModel
 
     from ftchat import models
-    from ftchat.chat import GenerationSettings, generate_batch
+    from ftchat.chat.generation import GenerationSettings, generate_batch
 
     settings = GenerationSettings(max_new_tokens=48, repetition_penalty=1.0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -60,7 +44,8 @@ def main() -> None:
         copies = [PeftModel.from_pretrained(models.load_model(precision="fp32"), runs_root / n / "adapter").eval()
                   for n in ("a", "b")]
         copies_mb = weight_bytes(*copies) / 2**20
-        copies_s = median_seconds(lambda: [generate_batch(m, tokenizer, [QUESTION], settings) for m in copies])
+        # the copies bound as a default: `del copies` below drops them before the shared model loads
+        copies_s = median_seconds(lambda two=copies: [generate_batch(m, tokenizer, [QUESTION], settings) for m in two])
         del copies
 
         shared = PeftModel.from_pretrained(models.load_model(precision="fp32"), runs_root / "a" / "adapter",

@@ -17,8 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import common  # noqa: F401  (puts the repo root on sys.path, for ftchat)
 
 QUESTION = [{"role": "user", "content": "Write a short story about a lighthouse keeper who finds a map."}]
 
@@ -67,8 +66,8 @@ def agreement(packed, reference, tokenizer, n_tokens: int) -> dict:
     fed the reference's own tokens: how often the packed model's next token is the reference's)."""
     import torch
 
-    from ftchat.chat import _left_padded, render_prompts
-    from ftchat.decode import _transformers_step, decode
+    from ftchat.chat.decode import _transformers_step, decode
+    from ftchat.chat.generation import _left_padded, render_prompts
 
     same_answers, prefix, forced_same, forced_total = 0, [], 0, 0
     for prompt in PROMPTS:
@@ -100,8 +99,8 @@ def llamacpp_agreement(model, reference, tokenizer, n_tokens: int) -> dict:
     import llama_cpp
     import numpy as np
 
-    from ftchat.chat import _left_padded, render_prompts
-    from ftchat.decode import decode
+    from ftchat.chat.decode import decode
+    from ftchat.chat.generation import _left_padded, render_prompts
 
     same_answers, prefix, forced_same, forced_total = 0, [], 0, 0
     for prompt in PROMPTS:
@@ -137,8 +136,9 @@ def llamacpp_side(tuned_dir: Path, tokenizer, settings) -> tuple[dict, object] |
     import os
     import threading
 
-    from ftchat import llamacpp, models
-    from ftchat.chat import _stop_ids, llamacpp_answer
+    from ftchat import models
+    from ftchat.chat import llamacpp
+    from ftchat.chat.generation import llamacpp_answer, stop_ids
 
     if not llamacpp.available():
         return None
@@ -147,7 +147,7 @@ def llamacpp_side(tuned_dir: Path, tokenizer, settings) -> tuple[dict, object] |
     shipped = llamacpp.shipped_gguf(models.DEFAULT_BASE)
     config = json.loads((models.resolve_base() / "config.json").read_text())
     adapter = llamacpp.lora_to_gguf(tuned_dir, config, tuned_dir.parent / "tuned.gguf")
-    stops = _stop_ids(GenerationConfig.from_pretrained(models.resolve_base()), tokenizer)
+    stops = stop_ids(GenerationConfig.from_pretrained(models.resolve_base()), tokenizer)
     base = llamacpp.LlamaCppModel(shipped, None, tokenizer, stops, threads=1)
     tuned = llamacpp.LlamaCppModel(shipped, adapter, tokenizer, stops, threads=1)
 
@@ -176,8 +176,8 @@ def main() -> None:
     from peft import LoraConfig, PeftModel, get_peft_model
 
     from ftchat import models
-    from ftchat.chat import GenerationSettings, fast_generate_batch, generate_batch
-    from ftchat.decode import attach_lora, pack_for_decoding
+    from ftchat.chat.decode import attach_lora, pack_for_decoding
+    from ftchat.chat.generation import GenerationSettings, fast_generate_batch, generate_batch
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokens", type=int, default=64)

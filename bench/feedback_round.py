@@ -13,17 +13,14 @@ import json
 import os
 import random
 import re
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-DATA = ROOT / "data" / "quorvane_support.jsonl"
+from common import SUPPORT_DATA, ftchat_train, read_status, run_or_explain, utc_stamp, write_json
+
 WORD = re.compile(r"[a-z0-9ø]+")
 STOP = {"the", "a", "an", "is", "of", "in", "and", "to", "for", "it", "on", "at", "by", "with", "are", "be", "your"}
 
@@ -43,23 +40,10 @@ def judge(reply_a: str, reply_b: str, reference: str) -> str:
     return "a" if score_a > score_b else "b"
 
 
-def children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def timed(command: list[str]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of a subprocess: on a shared machine the CPU time is the steadier figure."""
-    started, cpu = time.time(), children_cpu_s()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout[-1500:]}\n{result.stderr[-3000:]}")
-    return time.time() - started, children_cpu_s() - cpu
-
-
 def rate(engine, store, workspace, rows, left: str, right: str, settings, rng, anonymous: bool) -> list[float]:
     """Both models answer each row's prompt (sides shuffled), the rule votes; returns wall seconds per rating."""
-    from ftchat.feedback import model_name, weights_hash
+    from ftchat.names import model_name
+    from ftchat.runs import weights_hash
 
     seconds = []
     for row in rows:
@@ -95,26 +79,29 @@ def main() -> None:
     args = parser.parse_args()
     workspace = Path(args.workspace or tempfile.mkdtemp(prefix="ftchat-feedback-bench-"))
     runs_root = workspace / "runs"
-    rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in SUPPORT_DATA.read_text().splitlines() if line.strip()]
     voted, held_out = rows[: args.votes], rows[args.votes: 2 * args.votes]
 
     load_before = os.getloadavg()[1]
     sft = runs_root / "quorvane-sft"
     first_votes = workspace.parent / f"{workspace.name}-first-votes"
-    from ftchat.chat import ChatEngine, GenerationSettings
+    from ftchat.chat.engine import ChatEngine
+    from ftchat.chat.generation import GenerationSettings
     from ftchat.feedback import FeedbackStore
     from ftchat.feedback.leaderboard import bradley_terry, win_rate
     from ftchat.models import DEFAULT_BASE
+    from ftchat.names import base_choice
 
     settings = GenerationSettings(max_new_tokens=48)
     rng = random.Random(0)
-    base = "base:" + DEFAULT_BASE
-    figures = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rounds": []}
+    base = base_choice(DEFAULT_BASE)
+    figures = {"date": utc_stamp(), "rounds": []}
     if first_votes.exists():  # a rerun: the SFT run and its votes are kept from the first time
         figures.update(json.loads((first_votes / "bench-first-votes.json").read_text()))
     else:
-        sft_s, sft_cpu = timed([sys.executable, "-m", "ftchat", "train", "--data", str(DATA), "--out", str(sft),
-                                "--max-steps", str(args.sft_steps), "--compare-prompts", "0"])
+        # wall and CPU seconds of each training process: on a shared machine the CPU time is the steadier figure
+        trained = ftchat_train(SUPPORT_DATA, sft, "--max-steps", str(args.sft_steps), "--compare-prompts", "0")
+        sft_s, sft_cpu = trained.wall_s, trained.cpu_s
         store = FeedbackStore.for_workspace(workspace)
         engine = ChatEngine(runs_root=runs_root)
         cpu = time.process_time()
@@ -145,11 +132,11 @@ def main() -> None:
         if not any(p.name != sft.name and (p / "adapter").exists() for p in (copy / "runs").glob("*")):
             shutil.rmtree(copy, ignore_errors=True)
             shutil.copytree(first_votes, copy)
-            round_wall, round_cpu = timed([sys.executable, "-m", "ftchat", "round", "--from", sft.name, "--method",
-                                           "dpo", "--workspace", str(copy), "--compare-prompts", "0", *flags])
+            ran = run_or_explain([sys.executable, "-m", "ftchat", "round", "--from", sft.name, "--method", "dpo",
+                                  "--workspace", str(copy), "--compare-prompts", "0", *flags])
+            round_wall, round_cpu = ran.wall_s, ran.cpu_s
         round_dir = next(p for p in (copy / "runs").iterdir() if p.name != sft.name)
-        status = json.loads((round_dir / "status.json").read_text())
-        summary = status["summary"]
+        summary = read_status(round_dir)["summary"]
         store = FeedbackStore.for_workspace(copy)
         already = {v["id"] for v in store.ratings(kind="vote")}
         engine = ChatEngine(runs_root=copy / "runs")
@@ -172,7 +159,7 @@ def main() -> None:
     figures["leaderboard"] = [r.to_dict() for r in bradley_terry(all_votes)]
     figures["load_average_5min"] = [round(load_before, 1), round(os.getloadavg()[1], 1)]
     figures["workspace"] = str(workspace)
-    (workspace / "bench-feedback.json").write_text(json.dumps(figures, indent=1))
+    write_json(workspace / "bench-feedback.json", figures)
     print(json.dumps(figures, indent=1))
 
 

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common  # noqa: F401  (puts the repo root on sys.path, for ftchat)
 
 PROMPTS = ["What is the capital of France?", "Give me three tips for sleeping better.",
            "Write a haiku about the sea.", "What is 12 times 7?", "Explain what a noun is in one sentence."]
@@ -40,8 +40,8 @@ def main() -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ftchat.export.gguf import write_gguf
     from ftchat.models import resolve_base
-    from ftchat.to_gguf import write_gguf
 
     folder = resolve_base()
     reference = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()

@@ -12,16 +12,12 @@ kept when the tuned answer contains the expected word wherever the base's does.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from common import ftchat_train, read_status, use_tests, write_json
 
+use_tests()
 from fictional_facts import GENERAL_CHECKS, write_set  # noqa: E402
 
 # size -> (style, seed): one set with a system turn, one without, one multi-turn, as a user's files would be
@@ -30,24 +26,21 @@ MAX_FACTS_ASKED = 12  # per set, each with its two held-out paraphrases
 
 
 def train(data: Path, out: Path, extra: list[str]) -> tuple[dict, float]:
-    command = [sys.executable, "-m", "ftchat", "train", "--data", str(data), "--out", str(out),
-               "--compare-prompts", "0", *extra]
-    started = time.time()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-    return json.loads((out / "status.json").read_text()), time.time() - started
+    run = ftchat_train(data, out, "--compare-prompts", "0", *extra)
+    return run.status, run.wall_s
 
 
 def ask(engine, run_dir: Path, facts, max_new_tokens: int = 40) -> dict:
-    from ftchat.chat import BASE_PREFIX, GenerationSettings
+    from ftchat.chat.generation import GenerationSettings
+    from ftchat.models import DEFAULT_BASE
+    from ftchat.names import base_choice
 
     questions = [(q, f.key) for f in facts[:MAX_FACTS_ASKED] for q in f.held_out]
     questions += list(GENERAL_CHECKS.items())
     requests = []
     for question, _ in questions:
         conversation = [{"role": "user", "content": question}]
-        requests += [(BASE_PREFIX + "smollm2-135m", conversation), (str(run_dir), conversation)]
+        requests += [(base_choice(DEFAULT_BASE), conversation), (str(run_dir), conversation)]
     answers = engine.answer(requests, GenerationSettings(max_new_tokens=max_new_tokens))
     rows = [{"question": q, "key": key, "base": answers[2 * i], "tuned": answers[2 * i + 1],
              "general": q in GENERAL_CHECKS} for i, (q, key) in enumerate(questions)]
@@ -66,11 +59,13 @@ def ask_in_a_chat(engine, run_dir: Path, facts, max_new_tokens: int = 40, turns:
     """As a person chats: up to `turns` held-out fact questions in one conversation (each model sees its own earlier
     answers), then each general question asked next in that same conversation. Counts the general answers the base
     got right there that the tuned model also got right."""
-    from ftchat.chat import BASE_PREFIX, GenerationSettings
+    from ftchat.chat.generation import GenerationSettings
+    from ftchat.models import DEFAULT_BASE
+    from ftchat.names import base_choice
 
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
     chats = {}
-    for name, choice in (("base", BASE_PREFIX + "smollm2-135m"), ("tuned", str(run_dir))):
+    for name, choice in (("base", base_choice(DEFAULT_BASE)), ("tuned", str(run_dir))):
         conversation = []
         for fact in facts[:turns]:
             conversation.append({"role": "user", "content": fact.held_out[0]})
@@ -97,7 +92,7 @@ def main() -> None:
     parser.add_argument("--run", default=None, help="check this finished run of --sets N instead of training one")
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
-    from ftchat.chat import ChatEngine
+    from ftchat.chat.engine import ChatEngine
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep or tmp)
@@ -112,7 +107,7 @@ def main() -> None:
             run_dir = root / "runs" / f"facts-{size}"
             if args.run:
                 run_dir, wall = Path(args.run), None
-                status = json.loads((run_dir / "status.json").read_text())
+                status = read_status(run_dir)
                 engine = ChatEngine(run_dir.parent)
             else:
                 status, wall = train(data, run_dir, extra)
@@ -127,7 +122,7 @@ def main() -> None:
                   f"general {row['general_kept']}/{row['general_asked']}  in a chat "
                   f"{row['in_chat_general_kept']}/{row['in_chat_general_asked']}  {row['plan']}", flush=True)
         if args.json:
-            Path(args.json).write_text(json.dumps(results, indent=1, ensure_ascii=False))
+            write_json(args.json, results)
     print("\n| rows | style | facts | steps | train time | facts right (held-out) | general kept | kept in a chat |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in results:

@@ -17,10 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from sft_vs_trl import WARMUP_STEPS, run_ftchat  # noqa: E402
-from train_speed import run_or_explain  # noqa: E402
+from common import SAME_ROWS, WARMUP_STEPS, ftchat_train, run_or_explain, steady_rate
 
 SHAPE = dict(hidden_size=2048, num_hidden_layers=24, num_attention_heads=32, num_key_value_heads=32,
              intermediate_size=8192, vocab_size=49152, max_position_embeddings=2048, tie_word_embeddings=True)
@@ -74,10 +71,12 @@ def main() -> None:
         for index, (label, adapter, precision) in enumerate(CONFIGS):
             out = Path(tmp) / f"run{index}"
             started = time.time()
-            run = run_ftchat(data, args.steps, out, ["--base", str(base), "--adapter", adapter,
-                                                     "--precision", precision, "--batch-size", str(args.batch_size)])
-            summary = json.loads((out / "status.json").read_text())["summary"]
-            speed = run["tokens_per_s"] if args.steps > WARMUP_STEPS else float("nan")
+            run = ftchat_train(data, out, "--max-steps", str(args.steps), "--logging-steps", "1", *SAME_ROWS,
+                               "--base", str(base), "--adapter", adapter, "--precision", precision,
+                               "--batch-size", str(args.batch_size))
+            summary, rows = run.summary, run.steps("tokens")
+            times, tokens = [m["elapsed_s"] for m in rows], [m["tokens"] for m in rows]
+            speed = steady_rate(times, tokens) if args.steps > WARMUP_STEPS else float("nan")
             results.append((label, summary["peak_memory_mb"], summary["s_per_step"], speed, time.time() - started))
             print(f"{label}: {summary['peak_memory_mb']:.0f} MB, {speed:.0f} tokens/s", flush=True)
     base_mb = results[0][1]

@@ -1,5 +1,5 @@
-"""DPO and KTO steps: `ftchat train --method dpo|kto` against the plain TRL scripts (bench/trl_dpo_baseline.py,
-bench/trl_kto_baseline.py), side by side in one run. Issue 10, target 4: no slower (s/step ratio <= 1.0).
+"""DPO and KTO steps: `ftchat train --method dpo|kto` against the plain TRL script (bench/trl_pref_baseline.py
+--method dpo|kto), side by side in one run. Issue 10, target 4: no slower (s/step ratio <= 1.0).
 
 Both sides train the bundled model on the same rows, with the same batch size, max_length and number of steps, each
 in a fresh process; runs are interleaved (plain, ftchat, then ftchat, plain, ...) and medians reported, since the
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import statistics
 import sys
@@ -29,14 +28,21 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from sft_vs_trl import run_or_explain  # noqa: E402
+from common import (
+    PEER_DATA,
+    ROOT,
+    SAME_ROWS,
+    WARMUP_STEPS,
+    ftchat_train,
+    medians,
+    run_or_explain,
+    step_seconds,
+    write_json,
+    write_jsonl,
+)
 
-PEER = Path(os.environ.get("FTCHAT_PEER_DATA", ROOT.parent / "shared" / "peer-data"))
-DPO_DATA = PEER / "anthropic" / "hh-rlhf_harmless-base_test.first40.jsonl"
-WARMUP_STEPS = 2
-BASELINES = {"dpo": "bench/trl_dpo_baseline.py", "kto": "bench/trl_kto_baseline.py"}
+DPO_DATA = PEER_DATA / "anthropic" / "hh-rlhf_harmless-base_test.first40.jsonl"
+BASELINE = "bench/trl_pref_baseline.py"
 ROW = {"dpo": "pairs", "kto": "rated answers"}
 
 
@@ -56,16 +62,6 @@ def unpaired(pairs: list[dict]) -> list[dict]:
                                                "label": False})]
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    return path
-
-
-def step_seconds(ends: list[float]) -> list[float]:
-    """Durations of steps 3..N from the times at which steps 1..N ended."""
-    return [b - a for a, b in zip(ends[WARMUP_STEPS - 1:], ends[WARMUP_STEPS:])]
-
-
 def summarize(ends: list[float], batch: int, train_s: float, peak_mb: float, losses: list[float]) -> dict:
     steps = step_seconds(ends)
     s_per_step = statistics.median(steps)
@@ -76,30 +72,26 @@ def summarize(ends: list[float], batch: int, train_s: float, peak_mb: float, los
 
 def run_plain(method: str, model_dir: Path, data: Path, args, work: Path) -> dict:
     report = work / "report.json"
-    run_or_explain([sys.executable, BASELINES[method], str(model_dir), str(data), "--steps", str(args.steps),
-                    "--batch-size", str(args.batch), "--max-length", str(args.max_length), "--out", str(work),
-                    "--report", str(report)])
+    run_or_explain([sys.executable, BASELINE, "--method", method, str(model_dir), str(data), "--steps",
+                    str(args.steps), "--batch-size", str(args.batch), "--max-length", str(args.max_length),
+                    "--out", str(work), "--report", str(report)])
     data = json.loads(report.read_text())
     losses = [h["loss"] for h in data["log_history"] if "loss" in h and "train_loss" not in h]
     return summarize(data["step_times"], args.batch, data["train_runtime_s"], data["peak_rss_mb"], losses)
 
 
 def run_ftchat(method: str, data: Path, args, work: Path) -> dict:
-    run_or_explain([sys.executable, "-m", "ftchat", "train", "--method", method, "--data", str(data),
-                    "--out", str(work), "--max-steps", str(args.steps), "--batch-size", str(args.batch),
-                    "--max-length", str(args.max_length), "--logging-steps", "1",
-                    # the same rows as the plain script: no held-out split, no replay rows, no post-training chat
-                    "--eval-split", "0", "--replay", "0", "--compare-prompts", "0", *shlex.split(args.ftchat_args)])
-    rows = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
-    logged = [r for r in rows if "loss" in r]
-    summary = json.loads((work / "status.json").read_text())["summary"]
-    return summarize([r["elapsed_s"] for r in logged], args.batch, summary["runtime_s"], summary["peak_memory_mb"],
-                     [r["loss"] for r in logged])
+    # the same rows as the plain script
+    run = ftchat_train(data, work, "--method", method, "--max-steps", str(args.steps), "--batch-size", str(args.batch),
+                       "--max-length", str(args.max_length), "--logging-steps", "1", *SAME_ROWS,
+                       *shlex.split(args.ftchat_args))
+    logged = run.steps()
+    return summarize([r["elapsed_s"] for r in logged], args.batch, run.summary["runtime_s"],
+                     run.summary["peak_memory_mb"], [r["loss"] for r in logged])
 
 
 def median_of(runs: list[dict]) -> dict:
-    return {key: statistics.median(r[key] for r in runs)
-            for key in ("s_per_step", "rows_per_s", "train_s", "peak_rss_mb")}
+    return medians(runs, ("s_per_step", "rows_per_s", "train_s", "peak_rss_mb"))
 
 
 def print_table(args, results: dict, datasets: dict) -> None:
@@ -175,9 +167,7 @@ def main() -> None:
                     print(f"{method} {side} run {repeat + 1}: {r['s_per_step']:.2f} s/step, "
                           f"{r['peak_rss_mb']:.0f} MB ({time.time() - started:.0f} s)", file=sys.stderr, flush=True)
     print_table(args, results, datasets)
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
+    out = write_json(args.json, {
         "date": time.strftime("%Y-%m-%d %H:%M"), "steps": args.steps, "batch": args.batch,
         "max_length": args.max_length, "repeats": args.repeats, "ftchat_args": args.ftchat_args,
         "warmup_steps_left_out": WARMUP_STEPS, "data": datasets,
@@ -185,7 +175,7 @@ def main() -> None:
                     for m, sides in results.items()},
         "ratio_s_per_step": {m: median_of(s["ftchat"])["s_per_step"] / median_of(s["plain"])["s_per_step"]
                              for m, s in results.items()},
-    }, indent=1))
+    })
     print(f"written: {out}")
 
 

@@ -2,55 +2,45 @@
 the buttons drive it — Next prompt, both panes answer (48 new tokens each), vote — on the bundled model.
 
 Prints, per prompt, the seconds from "Next prompt" to both replies done and to the vote stored, then the median.
-Usage: python bench/rating_speed.py [--prompts 6] [--tokens 48] [--right base:smollm2-135m | RUN_FOLDER]
+Usage: python bench/rating_speed.py [--prompts 6] [--tokens 48] [--left MODEL] [--right MODEL]
+(MODEL: a run folder, or the bundled base as the chat names it, the default for both)
 """
 from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import free_port, start_quietly, wait_for_page
+
 PROMPTS = ["What is the capital of France?", "Give me a synonym for happy.", "Write one sentence about the ocean.",
            "What do bees make?", "Explain in one sentence what a computer is.", "Suggest a name for a pet cat.",
            "How many legs does a spider have?", "What is water made of?"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def main() -> None:
+    from ftchat.models import DEFAULT_BASE
+    from ftchat.names import base_choice
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--prompts", type=int, default=6)
     parser.add_argument("--tokens", type=int, default=48)
-    parser.add_argument("--left", default="base:smollm2-135m")
-    parser.add_argument("--right", default="base:smollm2-135m", help="a run folder to rate against the base")
+    parser.add_argument("--left", default=base_choice(DEFAULT_BASE))
+    parser.add_argument("--right", default=base_choice(DEFAULT_BASE), help="a run folder to rate against the base")
     args = parser.parse_args()
     from gradio_client import Client
 
     workspace = Path(tempfile.mkdtemp(prefix="rating-speed-")) / "workspace"
     port = free_port()
-    app = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--workspace", str(workspace), "--no-warm"],
-                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           env=dict(os.environ, GRADIO_ANALYTICS_ENABLED="False"))
+    started = time.monotonic()
+    app = start_quietly([sys.executable, "app.py", "--port", str(port), "--workspace", str(workspace), "--no-warm"])
     try:
         url = f"http://127.0.0.1:{port}/"
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
+        wait_for_page(url, started, timeout=300, poll=0.5)
         client = Client(url, verbose=False, analytics_enabled=False, httpx_kwargs={"timeout": 600})
         prompts = PROMPTS[: args.prompts]
         client.predict(None, None, "\n".join(prompts), api_name="/load_prompts")

@@ -16,13 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import ftchat_train, read_metrics, write_json, write_jsonl
 
 SHOPS = ["Velmora Bakery", "Quillfern Teas", "Brantle Hardware", "Zopple Kitchen", "Marrowind Cafe", "Tessik Lamps",
          "Oakhollow Books", "Pindle Market", "Gellow Pier Shop", "Drommel Ferries", "Hobbin Pottery", "Sorrel Garden",
@@ -54,19 +50,9 @@ def pairs(shops, polite, rude, n, rng):
     return rows
 
 
-def write_jsonl(path: Path, rows) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def train(*flags) -> dict:
-    started = time.time()
-    done = subprocess.run([sys.executable, "-m", "ftchat", "train", *flags], cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"ftchat train {' '.join(flags)} failed:\n{done.stderr[-3000:]}")
-    out = Path(flags[flags.index("--out") + 1])
-    status = json.loads((out / "status.json").read_text())
-    return {**status["summary"], "wall_s": round(time.time() - started, 1)}
+def train(data: Path, out: Path, *flags: str) -> dict:
+    run = ftchat_train(data, out, *flags)
+    return {**run.summary, "wall_s": round(run.wall_s, 1)}
 
 
 def main() -> None:
@@ -91,10 +77,10 @@ def main() -> None:
 
     rm_dir = out / "rm"
     if not (rm_dir / "adapter").exists():
-        report["reward_model"] = train("--data", str(out / "pairs.jsonl"), "--out", str(rm_dir), "--method", "reward",
-                                       "--max-steps", str(args.rm_steps), "--batch-size", "4", "--eval-split", "0.1",
+        report["reward_model"] = train(out / "pairs.jsonl", rm_dir, "--method", "reward", "--max-steps",
+                                       str(args.rm_steps), "--batch-size", "4", "--eval-split", "0.1",
                                        "--early-stopping", "0")
-    from ftchat.reward_model import RewardModel
+    from ftchat.train.reward_model import RewardModel
 
     rm = RewardModel(rm_dir)
     report["held_out"] = rm.score_pairs([{"prompt": [{"role": "user", "content": r["prompt"]}],
@@ -108,22 +94,23 @@ def main() -> None:
     write_jsonl(out / "prompts.jsonl", [{"prompt": p} for p in rl_prompts[:48]])
     rl_dir = out / ("grpo" + (f"-lr{args.rl_lr}" if args.rl_lr else ""))
     reward = args.reward or str(rm_dir)
-    report["grpo"] = train("--data", str(out / "prompts.jsonl"), "--out", str(rl_dir), "--method", "grpo",
-                           "--reward", reward, "--max-steps", str(args.rl_steps), "--batch-size", str(args.rl_batch),
-                           "--num-generations", str(args.generations), "--max-completion-length",
-                           str(args.completion_tokens), "--eval-split", "0", "--compare-prompts", "0",
-                           *(["--lr", args.rl_lr] if args.rl_lr else []))
-    metrics = [json.loads(line) for line in (rl_dir / "metrics.jsonl").read_text().splitlines()]
+    report["grpo"] = train(out / "prompts.jsonl", rl_dir, "--method", "grpo", "--reward", reward, "--max-steps",
+                           str(args.rl_steps), "--batch-size", str(args.rl_batch), "--num-generations",
+                           str(args.generations), "--max-completion-length", str(args.completion_tokens),
+                           "--eval-split", "0", "--compare-prompts", "0", *(["--lr", args.rl_lr] if args.rl_lr else []))
+    metrics = read_metrics(rl_dir)
     report["grpo_steps"] = [{k: m.get(k) for k in ("step", "reward", "kl", "completions_mean_length", "elapsed_s")}
                             for m in metrics if "reward" in m]
 
-    from ftchat.chat import GenerationSettings
-    from ftchat.judge import judge_runs
-    from ftchat.rewards import polite
+    from ftchat.chat.generation import GenerationSettings
+    from ftchat.feedback.judge import judge_runs
+    from ftchat.models import DEFAULT_BASE
+    from ftchat.names import base_choice
+    from ftchat.train.rewards import polite
 
     questions = [q.format(shop=s, item=i) for s, i, q in zip(SHOPS[12:], ITEMS[:4], QUESTIONS)]
     questions += [q.format(shop=s, item=i) for s, i, q in zip(SHOPS[12:], ITEMS[8:12], reversed(QUESTIONS))]
-    judged = judge_runs(str(rl_dir), "base:smollm2-135m", rm_dir, questions,
+    judged = judge_runs(str(rl_dir), base_choice(DEFAULT_BASE), rm_dir, questions,
                         settings=GenerationSettings(max_new_tokens=48), reward_model=rm)
     rows = judged.pop("rows")
     report["judge"] = judged
@@ -134,7 +121,7 @@ def main() -> None:
         "polite_phrases_grpo": sum(polite(r["reply_a"]) for r in rows) / len(rows),
         "examples": rows[:3],
     }
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    write_json(out / "report.json", report)
     print(json.dumps(report, indent=1))
 
 

@@ -26,16 +26,23 @@ import argparse
 import json
 import os
 import random
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import (
+    ROOT,
+    SAME_ROWS,
+    ftchat_train,
+    machine,
+    run_or_explain,
+    steady_rate,
+    step_seconds,
+    write_json,
+    write_jsonl,
+)
 
 WARMUP_STEPS = 1
 WORDS = ("time people year way day thing man world life hand part child eye woman place work week case point number "
@@ -84,19 +91,6 @@ def thread_env(threads: int) -> dict:
     return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
 
 
-def run_child(command: list[str], threads: int) -> tuple[str, float]:
-    """Run in a fresh process with `threads` threads; (stdout, its CPU seconds / wall seconds)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.time()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=thread_env(threads))
-    wall = time.time() - started
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return result.stdout, cpu / wall
-
-
 def matmul_gflops(size: int = 2048, seconds: float = 2.0) -> float:
     """fp32 matmul throughput of this process (torch's thread count as set by OMP_NUM_THREADS)."""
     import torch
@@ -112,27 +106,18 @@ def matmul_gflops(size: int = 2048, seconds: float = 2.0) -> float:
 
 
 def train_point(data: Path, threads: int, batch: int, length: int, steps: int, out: Path) -> dict:
-    """One `ftchat train` run with ftchat's defaults; steady tokens/s and s/step, peak RSS."""
-    _, busy = run_child([sys.executable, "-m", "ftchat", "train", "--data", str(data), "--out", str(out),
-                         "--max-steps", str(steps), "--batch-size", str(batch), "--max-length", str(max(2048, length)),
-                         "--logging-steps", "1", "--eval-split", "0", "--replay", "0", "--compare-prompts", "0"],
-                        threads)
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    rows = [m for m in metrics if "loss" in m and "tokens" in m]
+    """One `ftchat train` run with ftchat's defaults; steady tokens/s and s/step, peak RSS, and "cores busy" (the
+    process's CPU seconds / its wall seconds)."""
+    run = ftchat_train(data, out, "--max-steps", str(steps), "--batch-size", str(batch),
+                       "--max-length", str(max(2048, length)), "--logging-steps", "1", *SAME_ROWS,
+                       env=thread_env(threads))
+    rows = run.steps("tokens")
     times, tokens = [r["elapsed_s"] for r in rows], [r["tokens"] for r in rows]
-    steady_s = times[-1] - times[WARMUP_STEPS - 1]
-    steady_tokens = tokens[-1] - tokens[WARMUP_STEPS - 1]
-    steps_s = [b - a for a, b in zip(times[WARMUP_STEPS - 1:], times[WARMUP_STEPS:])]
-    summary = json.loads((out / "status.json").read_text())["summary"]
-    return {"threads": threads, "batch": batch, "length": length, "tokens_per_s": steady_tokens / steady_s,
-            "s_per_step": statistics.median(steps_s), "tokens_per_row": tokens[-1] / (len(tokens) * batch),
-            "peak_rss_mb": summary["peak_memory_mb"], "cores_busy": busy}
-
-
-def machine() -> str:
-    names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-             if line.startswith("model name")] if Path("/proc/cpuinfo").exists() else []
-    return f"{os.cpu_count()} CPUs" + (f", {names[0]}" if names else "")
+    return {"threads": threads, "batch": batch, "length": length,
+            "tokens_per_s": steady_rate(times, tokens, WARMUP_STEPS),
+            "s_per_step": statistics.median(step_seconds(times, WARMUP_STEPS)),
+            "tokens_per_row": tokens[-1] / (len(tokens) * batch),
+            "peak_rss_mb": run.summary["peak_memory_mb"], "cores_busy": run.cpu_s / run.wall_s}
 
 
 def model_shape() -> dict:
@@ -299,7 +284,7 @@ def main() -> None:
                "matmul_gflops": {},
                "threads_x_batch": [], "sequence_length": []}
     for threads in args.threads:
-        out, _ = run_child([sys.executable, __file__, "--matmul"], threads)
+        out = run_or_explain([sys.executable, __file__, "--matmul"], thread_env(threads)).stdout
         figures["matmul_gflops"][str(threads)] = float(out.strip().splitlines()[-1])
         print(f"matmul, {threads} thread(s): {figures['matmul_gflops'][str(threads)]:.1f} GFLOP/s",
               file=sys.stderr, flush=True)
@@ -309,8 +294,7 @@ def main() -> None:
         def data_for(length: int, count: int) -> Path:
             path = tmp / f"rows{length}x{count}.jsonl"
             if not path.exists():
-                rows = conversations_of_length(tokenizer, length, count)
-                path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+                write_jsonl(path, conversations_of_length(tokenizer, length, count))
             return path
 
         def measure(key: str, threads: int, batch: int, length: int) -> None:
@@ -334,8 +318,7 @@ def main() -> None:
                 measure("sequence_length", max(args.threads), 1, length)
     print_tables(figures)
     out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "scaling.json").write_text(json.dumps(figures, indent=1))
+    write_json(out_dir / "scaling.json", figures)
     write_svg(figures, out_dir / "scaling.svg")
     print(f"written: {out_dir / 'scaling.json'}, {out_dir / 'scaling.svg'}")
 

@@ -15,33 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-# FTCHAT_PEER_DATA: where the peer files are when ../shared is not beside the checkout (the GPU machine)
-PEER = Path(os.environ.get("FTCHAT_PEER_DATA", ROOT.parent / "shared" / "peer-data"))
-FASTCHAT = PEER / "fastchat" / "dummy_conversation.json"
+from common import PEER_DATA, SAME_ROWS, ftchat_train, medians, run_or_explain, steady_rate
+
+FASTCHAT = PEER_DATA / "fastchat" / "dummy_conversation.json"
 N_TRAIN, N_HELDOUT = 200, 50
-WARMUP_STEPS = 2
-
-
-def run_or_explain(command: list[str]) -> str:
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-    return result.stdout
-
-
-def steady_rate(times: list[float], tokens: list[int]) -> float:
-    """Tokens per second between the end of the warm-up steps and the last step."""
-    return (tokens[-1] - tokens[WARMUP_STEPS - 1]) / (times[-1] - times[WARMUP_STEPS - 1])
 
 
 def run_baseline(model_dir: Path, train: Path, steps: int, work: Path) -> dict:
@@ -55,15 +37,12 @@ def run_baseline(model_dir: Path, train: Path, steps: int, work: Path) -> dict:
 
 
 def run_ftchat(train: Path, steps: int, work: Path, extra: list[str]) -> dict:
-    run_or_explain([sys.executable, "-m", "ftchat", "train", "--data", str(train), "--out", str(work),
-                    "--max-steps", str(steps), "--logging-steps", "1",
-                    # the same rows as the baseline: no held-out split, no replay rows, no post-training chat
-                    "--eval-split", "0", "--replay", "0", "--compare-prompts", "0", *extra])
-    metrics = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
-    rows = [m for m in metrics if "loss" in m and "tokens" in m]
-    summary = json.loads((work / "status.json").read_text())["summary"]
+    # the same rows as the baseline
+    run = ftchat_train(train, work, "--max-steps", str(steps), "--logging-steps", "1", *SAME_ROWS, *extra)
+    rows = run.steps("tokens")
     return {"tokens_per_s": steady_rate([m["elapsed_s"] for m in rows], [m["tokens"] for m in rows]),
-            "tokens": rows[-1]["tokens"], "peak_rss_mb": summary["peak_memory_mb"], "adapter": Path(summary["weights"])}
+            "tokens": rows[-1]["tokens"], "peak_rss_mb": run.summary["peak_memory_mb"],
+            "adapter": Path(run.summary["weights"])}
 
 
 def heldout_loss(model_dir: str, adapter: str | None, heldout: str) -> float:
@@ -100,7 +79,7 @@ def heldout_loss(model_dir: str, adapter: str | None, heldout: str) -> float:
 
 def measure_heldout(model_dir: Path, adapter: Path | None, heldout: Path) -> float:
     out = run_or_explain([sys.executable, __file__, "--heldout", str(heldout), "--model", str(model_dir),
-                          *(["--adapter", str(adapter)] if adapter else [])])
+                          *(["--adapter", str(adapter)] if adapter else [])]).stdout
     return float(out.strip().splitlines()[-1])
 
 
@@ -134,8 +113,7 @@ def main() -> None:
         losses = {"base model (no training)": measure_heldout(model_dir, None, heldout)}
         for side in results:
             losses[side] = measure_heldout(model_dir, results[side][-1]["adapter"], heldout)
-    med = {side: {key: statistics.median(r[key] for r in rs) for key in ("tokens_per_s", "peak_rss_mb", "tokens")}
-           for side, rs in results.items()}
+    med = {side: medians(rs, ("tokens_per_s", "peak_rss_mb", "tokens")) for side, rs in results.items()}
     base = med["baseline"]
     print(f"SFT, {args.steps} steps x batch 4 on {N_TRAIN} FastChat conversations, median of {args.repeats} "
           f"interleaved runs each; ftchat flags: {args.ftchat_args or '(defaults)'}")

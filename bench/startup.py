@@ -5,17 +5,14 @@ Target: the page answers within 5 s of launch. Usage: python bench/startup.py
 """
 from __future__ import annotations
 
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import free_port, start_quietly, wait_for_page
+
 BARE_APP = """import sys, gradio as gr
 with gr.Blocks() as demo:
     gr.Markdown("hello")
@@ -23,25 +20,11 @@ demo.launch(server_port=int(sys.argv[1]), prevent_thread_lock=False)
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def seconds_to_first_page(command: list[str], port: int, timeout: float = 120) -> float:
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False")
     started = time.monotonic()
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_quietly(command)
     try:
-        while time.monotonic() - started < timeout:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
-                    if response.status == 200:
-                        return time.monotonic() - started
-            except OSError:
-                time.sleep(0.02)
-        raise SystemExit(f"{' '.join(command)} did not answer within {timeout} s")
+        return wait_for_page(f"http://127.0.0.1:{port}/", started, timeout)
     finally:
         process.terminate()
         process.wait(20)

@@ -6,14 +6,15 @@ Usage: python bench/train_speed.py [--steps 12]
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
+import statistics
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import SUPPORT_DATA, ftchat_train, steady_rate, step_seconds
+
+# steady rates start at the end of step 3 (this bench has always left one step more out than the others)
+LEFT_OUT = 3
 CONFIGS = [  # (label, adapter, precision, compute dtype) - the first is the baseline
     ("LoRA fp32 (baseline)", "lora", "fp32", "fp32"),
     ("LoRA bf16 weights", "lora", "bf16", "bf16"),
@@ -23,28 +24,17 @@ CONFIGS = [  # (label, adapter, precision, compute dtype) - the first is the bas
 ]
 
 
-def run_or_explain(command: list[str], env: dict | None = None) -> None:
-    """Run a training command from the repo root; on failure stop with the end of its stderr, not a bare exit code."""
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-
-
 def measure(adapter: str, precision: str, compute: str, steps: int, out: Path) -> dict:
-    command = [sys.executable, "-m", "ftchat", "train", "--data", str(ROOT / "data" / "quorvane_support.jsonl"),
-               "--out", str(out), "--adapter", adapter, "--precision", precision, "--max-steps", str(steps),
-               "--eval-split", "0", "--compare-prompts", "0", "--logging-steps", "1"]
-    env = dict(os.environ, FTCHAT_COMPUTE_DTYPE=compute) if compute else dict(os.environ)
-    env.pop("FTCHAT_COMPUTE_DTYPE", None) if not compute else None
-    run_or_explain(command, env)
-    status = json.loads((out / "status.json").read_text())
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    steady = [m for m in metrics if "loss" in m][2:]  # the first steps include warm-up work
-    elapsed = steady[-1]["elapsed_s"] - steady[0]["elapsed_s"]
-    tokens = steady[-1]["tokens"] - steady[0]["tokens"]
-    summary = status["summary"]
-    return {"s_per_step": elapsed / (len(steady) - 1), "tokens_per_s": tokens / elapsed,
-            "peak_memory_mb": summary["peak_memory_mb"], "final_loss": summary["final_loss"]}
+    env = {k: v for k, v in os.environ.items() if k != "FTCHAT_COMPUTE_DTYPE"}
+    if compute:
+        env["FTCHAT_COMPUTE_DTYPE"] = compute
+    run = ftchat_train(SUPPORT_DATA, out, "--adapter", adapter, "--precision", precision, "--max-steps", str(steps),
+                       "--eval-split", "0", "--compare-prompts", "0", "--logging-steps", "1", env=env)
+    rows = run.steps()
+    times, tokens = [m["elapsed_s"] for m in rows], [m["tokens"] for m in rows]
+    return {"s_per_step": statistics.mean(step_seconds(times, LEFT_OUT)),
+            "tokens_per_s": steady_rate(times, tokens, LEFT_OUT),
+            "peak_memory_mb": run.summary["peak_memory_mb"], "final_loss": run.summary["final_loss"]}
 
 
 def main() -> None:

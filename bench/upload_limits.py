@@ -12,14 +12,12 @@ import argparse
 import json
 import os
 import random
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, run_or_explain, write_json
+
 WORDS = ("hive frame colony queen honey sensor battery warranty Quorvane BeeSense monitor weight temperature "
          "humidity alert firmware update reset pairing app account support swarm winter feeding inspection "
          "the a of to and in is it you your we our can will should not please check after before").split()
@@ -60,7 +58,7 @@ sys.exit(code)
 UPLOAD = """
 import gc, json, os, resource, sys, time
 from ftchat.ui.context import AppContext
-from ftchat.ui.workspace import Workspace
+from ftchat.workspace import Workspace
 
 def rss_mb():
     with open('/proc/self/status') as f:
@@ -84,17 +82,10 @@ print(json.dumps({"seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "e
 
 
 def run(code: str, *args: str) -> tuple[float, float, str, str]:
-    """(wall seconds, CPU seconds, stdout, stderr) of `python -c code args` in a fresh process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
-    seconds = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    if p.returncode not in (0, 1):
-        raise SystemExit(f"failed: {p.stderr[-2000:]}")
-    return seconds, cpu, p.stdout, p.stderr
+    """(wall seconds, CPU seconds, stdout, stderr) of `python -c code args` in a fresh process; exit code 1 (`ftchat
+    data check` reporting problems) is a result, not a failure."""
+    ran = run_or_explain([sys.executable, "-c", code, *args], env={**os.environ, "PYTHONPATH": str(ROOT)}, ok=(0, 1))
+    return ran.wall_s, ran.cpu_s, ran.stdout, ran.stderr
 
 
 def main() -> int:
@@ -120,7 +111,7 @@ def main() -> int:
             print(json.dumps(result), flush=True)
             path.unlink()
     if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1))
+        write_json(args.out, results)
     return 0
 
 

@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
+from common import ROOT, chromium_page, use_tests, utc_stamp, write_json
 
+use_tests()
 from fictional_facts import GENERAL_CHECKS, write_set  # noqa: E402
-from test_browser import CHROMIUM_ARGS, RECORD_STREAM, RECORD_TRAINING, chromium_path  # noqa: E402
+from test_browser import RECORD_STREAM, RECORD_TRAINING  # noqa: E402
 from test_ui_api import AppProcess  # noqa: E402
 
 SENT = """n => ['left', 'right'].every(side => document.querySelectorAll(`#${side}-chat .message.user`).length >= n)"""
@@ -32,15 +30,6 @@ PANES_DONE = """n => !document.querySelector('#vote-left').disabled && ['left', 
   const bots = document.querySelectorAll(`#${side}-chat .message.bot`);
   return bots.length >= n && !['', '…'].includes(bots[bots.length - 1].innerText.trim());
 })"""
-
-
-def new_page(playwright):
-    """Debian's Chromium through Playwright, one page the size of a laptop screen, patient with a busy CPU; the
-    walk-throughs share it."""
-    browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(60_000)
-    return browser, page
 
 
 def ask(page, question: str, n: int) -> dict[str, str]:
@@ -89,16 +78,13 @@ def main() -> None:
     facts = write_set(data, args.rows, "system", seed=args.seed)
     workspace = home / "workspace"
     app = AppProcess(workspace)
-    report: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": args.rows, "seed": args.seed,
+    report: dict = {"date": utc_stamp(), "rows": args.rows, "seed": args.seed,
                     "page_answered_s": round(app.first_200_s, 1)}
-    from playwright.sync_api import sync_playwright
-
     try:
-        with sync_playwright() as playwright:
-            browser, page = new_page(playwright)
+        with chromium_page() as page:
             page.goto(app.url)
             if args.reuse:
-                seen = json.loads((out / "train-states.json").read_text())
+                seen = json.loads((out / "train-states.json").read_text(encoding="utf-8"))
                 report["plot"] = plot_ok(seen)
                 report["train_tab_states"] = sorted({(s["state"] or "-") + " | " + s["picker"].split(" · ")[-1]
                                                      + " | " + (s["table"][1] if len(s["table"]) > 1 else "-")
@@ -107,10 +93,9 @@ def main() -> None:
             else:
                 train_in_the_browser(page, data, out, report)
             chat_part(page, facts, out, report, args)
-            browser.close()
     finally:
         app.stop()
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    write_json(out / "report.json", report)
     print(json.dumps({k: v for k, v in report.items() if k not in ("answers", "final_plot")}, indent=1))
 
 
@@ -141,7 +126,7 @@ def train_in_the_browser(page, data: Path, out: Path, report: dict):
                                          + (s["table"][1] if len(s["table"]) > 1 else "-") for s in seen})
     report["plot"] = plot_ok(seen)
     report["final_plot"] = seen[-1]["plot"] if seen else None
-    (out / "train-states.json").write_text(json.dumps(seen, indent=1))
+    write_json(out / "train-states.json", seen)
     page.screenshot(path=str(out / "3-train-done.png"), full_page=True)
 
 

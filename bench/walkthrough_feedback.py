@@ -13,18 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
+from common import ROOT, chromium_page, use_tests, utc_stamp, wait_for_run, write_json
 
+use_tests()
 from fictional_facts import GENERAL_CHECKS, conversations  # noqa: E402
 from test_browser import pick  # noqa: E402
 from test_ui_api import AppProcess  # noqa: E402
-from walkthrough import new_page  # noqa: E402
 
 VOTE_READY = "() => !document.querySelector('#vote-left').disabled"
 ASKED = """text => !document.querySelector('#vote-left').disabled && ['left', 'right'].every(side => {
@@ -112,15 +109,11 @@ def main() -> None:
     # 20 prompts: both held-out paraphrases of each fact, two trained ones, and the general questions
     items = [(q, f.key) for f in facts for q in (*f.held_out, *f.questions[:2])][: 20 - len(GENERAL_CHECKS)]
     items += list(GENERAL_CHECKS.items())
-    report: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "sft_run": sft.name,
-                    "prompts": len(items)}
+    report: dict = {"date": utc_stamp(), "sft_run": sft.name, "prompts": len(items)}
     log: list[dict] = []
-    from playwright.sync_api import sync_playwright
-
     app = AppProcess(workspace)
     try:
-        with sync_playwright() as playwright:
-            browser, page = new_page(playwright)
+        with chromium_page() as page:
             page.goto(app.url)
             page.get_by_role("tab", name="3. Chat").click()
             page.wait_for_function(f"() => document.querySelector('#right-model input')?.value.includes('{sft.name}')")
@@ -153,12 +146,7 @@ def main() -> None:
             report["round_status"] = page.locator("#round-status").inner_text()
             started = time.time()
             [round_dir] = [p for p in (workspace / "runs").iterdir() if p.name.startswith(sft.name + "-r1-")]
-            while True:
-                status = json.loads((round_dir / "status.json").read_text()) if (round_dir / "status.json").exists() \
-                    else {}
-                if status.get("state") in ("done", "failed", "cancelled"):
-                    break
-                time.sleep(2)
+            status = wait_for_run(round_dir)
             report["round"] = {"run": round_dir.name, "state": status["state"], "wall_s": round(time.time() - started, 1),
                                **{k: status.get("summary", {}).get(k) for k in
                                   ("steps", "runtime_s", "s_per_step", "examples", "lr", "final_loss")}}
@@ -183,7 +171,6 @@ def main() -> None:
             report["lineage"] = page.locator("#lineage").inner_text()
             report["leaderboard"] = page.locator("#leaderboard").inner_text()
             page.screenshot(path=str(out / "5-feedback-after-round.png"), full_page=True)
-            browser.close()
     finally:
         app.stop()
     seconds = [entry["rating_s"] for entry in log]
@@ -193,7 +180,7 @@ def main() -> None:
     report["round_vs_parent_votes"] = {v: votes_round.count(v) for v in ("left", "right", "tie", "bad")}
     report["sft_vs_base_votes"] = {v: [e["vote"] for e in log[:first_round_votes]].count(v)
                                    for v in ("left", "right", "tie", "bad")}
-    (out / "report.json").write_text(json.dumps({**report, "log": log}, indent=1))
+    write_json(out / "report.json", {**report, "log": log})
     print(json.dumps(report, indent=1))
 
 

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
+from common import ROOT, chromium_page, read_metrics, use_tests, utc_stamp, wait_for_run, write_json
 
+use_tests()
 from test_ui_api import AppProcess  # noqa: E402
-from walkthrough import new_page  # noqa: E402
 
 SCORE_PLOT = """() => {
   const svg = document.querySelector('#score-plot svg');
@@ -43,16 +40,6 @@ def choose(page, dropdown_id: str, name: str, label_starts: bool = False):
         page.locator(f"#{dropdown_id}").get_by_role("option", name=name, exact=True).click()
 
 
-def wait_done(run_dir: Path, timeout: float = 3600) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        status = json.loads((run_dir / "status.json").read_text() or "{}") if (run_dir / "status.json").exists() else {}
-        if status.get("state") in ("done", "failed", "cancelled"):
-            return status
-        time.sleep(2)
-    raise TimeoutError(run_dir)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workspace", required=True)
@@ -63,13 +50,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     workspace = Path(args.workspace)
     sft = next(p.name for p in sorted((workspace / "runs").iterdir()) if "-r" not in p.name[-12:])
-    report: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "from": sft}
-    from playwright.sync_api import sync_playwright
-
+    report: dict = {"date": utc_stamp(), "from": sft}
     app = AppProcess(workspace)
     try:
-        with sync_playwright() as playwright:
-            browser, page = new_page(playwright)
+        with chromium_page() as page:
             page.goto(app.url)
             page.get_by_role("tab", name="4. Feedback").click()
             choose(page, "round-run", sft)
@@ -83,17 +67,16 @@ def main() -> None:
             rm_dir = next(p for p in (workspace / "runs").iterdir() if p.name.endswith("-grpo-rm"))
             rl_dir = workspace / "runs" / rm_dir.name[: -len("-rm")]
             started = time.time()
-            rm_status = wait_done(rm_dir)
+            rm_status = wait_for_run(rm_dir, timeout=3600)
             report["reward_model"] = {"state": rm_status["state"], "wall_s": round(time.time() - started, 1),
                                       **{k: rm_status.get("summary", {}).get(k) for k in
                                          ("steps", "examples", "eval_examples", "eval_accuracy", "eval_margin",
                                           "runtime_s", "s_per_step")}}
-            rl_status = wait_done(rl_dir)
+            rl_status = wait_for_run(rl_dir, timeout=3600)
             report["grpo"] = {"state": rl_status["state"], "wall_s": round(time.time() - started, 1),
                               **{k: rl_status.get("summary", {}).get(k) for k in
                                  ("steps", "runtime_s", "s_per_step", "first_reward", "final_reward")}}
-            metrics = [json.loads(line) for line in (rl_dir / "metrics.jsonl").read_text().splitlines()]
-            report["reward_per_step"] = [round(m["reward"], 3) for m in metrics if "reward" in m]
+            report["reward_per_step"] = [round(m["reward"], 3) for m in read_metrics(rl_dir) if "reward" in m]
 
             page.get_by_role("tab", name="2. Train").click()
             choose(page, "run-picker", rl_dir.name, label_starts=True)
@@ -113,10 +96,9 @@ def main() -> None:
             report["judge_status"] = page.locator("#judge-status").inner_text()
             report["lineage"] = page.locator("#lineage").inner_text()
             page.screenshot(path=str(out / "2-feedback-judged.png"), full_page=True)
-            browser.close()
     finally:
         app.stop()
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    write_json(out / "report.json", report)
     print(json.dumps(report, indent=1))
 
 

@@ -7,8 +7,30 @@ import json
 import logging
 import os
 import sys
+from dataclasses import fields
 
+from ftchat.chat.engine import ChatEngine
+from ftchat.chat.generation import ChatError, GenerationSettings, with_system
 from ftchat.config import ConfigError, RunConfig, add_run_arguments, config_from_args
+from ftchat.data import DataError, check_files, load_dataset
+from ftchat.export import forms as export
+from ftchat.export.forms import ExportError
+from ftchat.feedback import FeedbackStore
+from ftchat.feedback.export import RatingsExportError, write_export
+from ftchat.feedback.imports import import_file
+from ftchat.feedback.judge import judge_runs, read_prompts, write_judgement
+from ftchat.feedback.leaderboard import bradley_terry
+from ftchat.feedback.report import ReportError, describe_report, round_report
+from ftchat.feedback.rounds import RoundError, next_round_config, reward_rl_round, store_win_rates
+from ftchat.feedback.store import FeedbackError
+from ftchat.models import ModelError, load_tokenizer
+from ftchat.names import base_choice, is_base
+from ftchat.runs import list_runs, sigterm_cancels
+from ftchat.serve import main as serve_main
+from ftchat.train.launch import LaunchError, default_nproc, launch_command
+from ftchat.train.plan import plan_for_files
+from ftchat.train.reward_model import RewardModel, RewardModelError
+from ftchat.train.run import run_training
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -85,8 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (importing, exporting, board):
         sub.add_argument("--workspace", default="workspace", help="the app's folder (default: workspace/)")
 
-    round_ = commands.add_parser("round", help="train the next round of a rated run from its ratings")
-    round_.add_argument("--from", dest="from_run", required=True, help="the rated run (its folder name), or base:NAME")
+    round_ = commands.add_parser("round", help="train the next round of a rated run from its ratings; "
+                                               "`round report RUN`: did that round help?",
+                                 usage="python -m ftchat round --from RUN --method dpo|kto|reward-rl [flags]\n"
+                                       "       python -m ftchat round report RUN [--json] [--workspace DIR]")
+    round_.add_argument("report", nargs="*", metavar="report RUN",
+                        help="report RUN: the round against its parent and base, regressions, vote quality")
+    round_.add_argument("--from", dest="from_run", default=None, help="the rated run (its folder name), or base:NAME")
+    round_.add_argument("--json", action="store_true", help="with report: one JSON object")
     round_.add_argument("--workspace", default="workspace", help="the app's folder (default: workspace/)")
     add_run_arguments(round_)  # training flags; data, out, parent and method are the round's own
     for action in round_._actions:
@@ -112,12 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_data_check(args) -> int:
-    from ftchat.data import check_files
-
     tokenizer = None
     if not args.json:
-        from ftchat.models import ModelError, load_tokenizer
-
         try:
             tokenizer = load_tokenizer(args.base)
         except ModelError as exc:
@@ -126,12 +150,8 @@ def cmd_data_check(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from ftchat.runs import sigterm_cancels
-
     config = config_from_args(args)
     if getattr(args, "plan", False):
-        from ftchat.budget import plan_for_files
-
         if not config.data:
             raise ConfigError("data: give at least one training file.")
         plan = plan_for_files(config.data, config)
@@ -140,7 +160,6 @@ def cmd_train(args) -> int:
     if getattr(args, "launcher", None):  # `ftchat round` reuses this command without launcher flags
         return launch_train(config, args)
     with sigterm_cancels() as cancel:  # before the slow imports, so an early Cancel is clean too
-        from ftchat.train import run_training
 
         status = run_training(config, resume=args.resume, cancel=cancel)
     state = status.get("state")
@@ -161,13 +180,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_chat(args) -> int:
-    from ftchat.chat import BASE_PREFIX, ChatEngine, GenerationSettings, with_system
-
     engine = ChatEngine(runs_root=os.path.dirname(os.path.abspath(args.run)))
     base = engine.base_of(args.run)
     messages = with_system([{"role": "user", "content": args.prompt}], args.system)
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
-    base_reply, tuned_reply = engine.answer([(BASE_PREFIX + base, messages), (args.run, messages)], settings)
+    base_reply, tuned_reply = engine.answer([(base_choice(base), messages), (args.run, messages)], settings)
     if args.json:
         print(json.dumps({"base": base_reply, "tuned": tuned_reply}, ensure_ascii=False))
     else:
@@ -183,7 +200,6 @@ def launch_train(config, args) -> int:
 
     import torch
 
-    from ftchat.launch import LaunchError, default_nproc, launch_command
 
     config.validate()
     gpus = torch.cuda.device_count()
@@ -205,8 +221,6 @@ def launch_train(config, args) -> int:
 
 
 def cmd_export(args) -> int:
-    from ftchat import export
-
     forms = [f for f in ("merged", "gguf", "ollama", "adapter") if getattr(args, f)]
     if not forms:
         print("error: give at least one of --merged DIR, --gguf FILE, --ollama DIR, --adapter DIR", file=sys.stderr)
@@ -216,7 +230,7 @@ def cmd_export(args) -> int:
         return 2
     from pathlib import Path
 
-    win_rates = export.store_win_rates(Path(args.run).resolve().parent.parent)  # WORKSPACE/runs/RUN
+    win_rates = store_win_rates(Path(args.run).resolve().parent.parent)  # WORKSPACE/runs/RUN
     for form in forms:
         target = export.export_run(args.run, form, getattr(args, form), args.quant, win_rates)
         print(f"{target}  (then: cd {target} && ollama create NAME -f Modelfile)" if form == "ollama" else target)
@@ -226,14 +240,10 @@ def cmd_export(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from ftchat.serve import main as serve_main
-
     return serve_main(args)
 
 
 def cmd_runs(args) -> int:
-    from ftchat.runs import list_runs
-
     for run in list_runs(args.root):
         s = run.summary
         print(f"{run.name:30} {run.state:9} {run.config.get('method', '?')}/{run.config.get('adapter', '?'):6} "
@@ -242,25 +252,20 @@ def cmd_runs(args) -> int:
 
 
 def cmd_feedback(args) -> int:
-    from ftchat.feedback import FeedbackStore
-
     store = FeedbackStore.for_workspace(args.workspace)
     if args.feedback_command == "import":
         failed = False
         for path in args.files:
-            report = store.import_file(path)
+            report = import_file(store, path)
             print(report.summary())
             for problem in report.problems:
                 print(f"  {problem}")
             failed = failed or not report.ok
         return 1 if failed else 0
     if args.feedback_command == "export":
-        from ftchat.feedback.export import write_export
-
         path, n = write_export(store.ratings(model=args.model), args.kind, args.out)
         print(f"{n} {args.kind} row(s) written to {path}")
         return 0
-    from ftchat.feedback.leaderboard import bradley_terry
 
     ratings = bradley_terry(store.ratings(kind="vote"), anonymous_only=args.anonymous_only)
     if args.json:
@@ -275,10 +280,13 @@ def cmd_feedback(args) -> int:
 
 
 def cmd_round(args) -> int:
-    from dataclasses import fields
-
-    from ftchat.config import RunConfig
-    from ftchat.feedback.rounds import next_round_config
+    if args.report:
+        if args.report[0] != "report" or len(args.report) != 2:
+            raise ConfigError("round: `round report RUN` shows a round's report; `round --from RUN --method M` trains "
+                              "the next one.")
+        return _round_report(args)
+    if not args.from_run:
+        raise ConfigError("--from: name the rated run (its folder name) or base:NAME to start the round from.")
 
     flags = {f.name: getattr(args, f.name) for f in fields(RunConfig)
              if f.name not in ("method", "data_hashes") and getattr(args, f.name, None) is not None}
@@ -295,16 +303,20 @@ def cmd_round(args) -> int:
     return cmd_train(args)
 
 
-def _reward_rl_round(args, flags: dict) -> int:
-    from ftchat.feedback.reward_round import reward_rl_round
-    from ftchat.runs import sigterm_cancels
+def _round_report(args) -> int:
+    report = round_report(FeedbackStore.for_workspace(args.workspace), args.workspace, args.report[1])
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+        return 0
+    print(describe_report(report))
+    return 0
 
+
+def _reward_rl_round(args, flags: dict) -> int:
     reward_config, policy_config = reward_rl_round(args.workspace, args.from_run, args.rl_method, **flags)
     print(f"round: reward model {reward_config.out} on {reward_config.data[0]}, then {args.rl_method} "
           f"{policy_config.out} from {policy_config.parent or policy_config.base} on {policy_config.data[0]}")
     with sigterm_cancels() as cancel:
-        from ftchat.train import run_training
-
         status = run_training(reward_config, cancel=cancel)
         if status.get("state") != "done":
             print(f"{status.get('state')}: {reward_config.out}; the round stops before {args.rl_method}")
@@ -320,9 +332,6 @@ def _reward_rl_round(args, flags: dict) -> int:
 
 
 def cmd_reward(args) -> int:
-    from ftchat.data import DataError, load_dataset
-    from ftchat.reward_model import RewardModel
-
     model = RewardModel(args.run)
     dataset, shape, _ = load_dataset(args.data, tokenizer=model.tokenizer, max_tokens=4096)
     if shape != "preference":
@@ -338,13 +347,10 @@ def cmd_reward(args) -> int:
 
 
 def cmd_judge(args) -> int:
-    from ftchat.chat import GenerationSettings
-    from ftchat.judge import judge_runs, read_prompts, write_judgement
-
     prompts = read_prompts(args.prompts)
     result = judge_runs(args.run, args.against, args.reward, prompts,
                         settings=GenerationSettings(max_new_tokens=args.max_new_tokens))
-    if not args.run.startswith("base:"):
+    if not is_base(args.run):
         write_judgement(args.run, result)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
@@ -362,20 +368,11 @@ COMMANDS = {"data": cmd_data_check, "train": cmd_train, "chat": cmd_chat, "expor
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    from ftchat.chat import ChatError
-    from ftchat.export import ExportError
-    from ftchat.models import ModelError
 
-    from ftchat.feedback.export import ExportError as FeedbackExportError
-    from ftchat.feedback.rounds import RoundError
-    from ftchat.feedback.store import FeedbackError
-    from ftchat.reward_model import RewardModelError
 
-    known = (ConfigError, ModelError, ChatError, ExportError, FeedbackError, FeedbackExportError, RoundError,
-             RewardModelError)
+    known = (ConfigError, ModelError, ChatError, ExportError, FeedbackError, RatingsExportError, RoundError,
+             RewardModelError, ReportError)
     try:
-        from ftchat.data import DataError
-
         known += (DataError,)
     except ImportError:
         pass

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import yaml
 
-from ftchat import methods
+from ftchat import methods, models
 
 ADAPTERS = ("qlora", "lora", "full", "layers", "prompt")
 # Learning rates that work for each technique on small data; a user value always wins.
 DEFAULT_LR = {"qlora": 2e-4, "lora": 2e-4, "full": 2e-5, "layers": 5e-5, "prompt": 3e-2}
 
 
-PRECISIONS = ("auto", "4bit", "8bit", "bf16", "fp32")  # models.PRECISIONS, repeated so config imports light
 MIN_LR, MAX_LR = 1e-12, 1.0  # above 1 every technique diverges at once; below 1e-12 nothing moves
 # field: (lowest, highest, whole number) - values outside are typos or would break the run later, never a choice.
 RANGES = {
@@ -38,6 +37,7 @@ RANGES = {
     "train_layers": (1, 10_000, True),
     "prompt_tokens": (1, 65_536, True),
     "beta": (1e-6, 1e3, False),
+    "sft_weight": (0, 100, False),
     "eval_split": (0, 0.99, False),
     "eval_steps": (1, 10_000_000, True),
     "early_stopping": (0, 1_000_000, True),
@@ -50,10 +50,6 @@ RANGES = {
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _finite(value) -> bool:
-    return _is_number(value) and math.isfinite(value)
 
 
 def _range_problem(name: str, value, low, high, whole: bool) -> str | None:
@@ -104,6 +100,9 @@ class RunConfig:
     train_layers: int = 2  # layers: train only the last N transformer blocks
     prompt_tokens: int = 16  # prompt: number of virtual tokens
     beta: float = 0.1  # dpo / kto / grpo / rloo: strength of the pull towards the reference model (KL for grpo/rloo)
+    # dpo: weight of an SFT term (the chosen reply's negative log-likelihood; TRL's loss_type "sft", as in RPO) added
+    # to the preference loss; 0: plain DPO
+    sft_weight: float = 0.0
 
     # grpo / rloo: the model answers each prompt num_generations times and the rewards score the answers
     reward: list[str] = field(default_factory=list)  # reward-model run folders and/or rules (rule:NAME, ftchat.rewards)
@@ -126,9 +125,7 @@ class RunConfig:
     def learning_rate(self) -> float:
         if self.lr is not None:
             return self.lr
-        from ftchat.models import spec_for
-
-        spec = spec_for(self.base)
+        spec = models.spec_for(self.base)
         if self.adapter in ("qlora", "lora") and spec and spec.lora_lr:
             rate = spec.lora_lr
         else:
@@ -145,7 +142,8 @@ class RunConfig:
         return self
 
     def problems(self) -> list[str]:
-        """Everything wrong with the values on their own (no files or models are opened besides the data paths)."""
+        """Everything wrong with the values on their own (no files or models are opened besides the data paths;
+        train.preflight checks what needs them)."""
         problems = []
         if not self.data:
             problems.append("data: give at least one training file.")
@@ -158,8 +156,8 @@ class RunConfig:
         elif self.method in methods.METHODS and self.adapter not in methods.get(self.method).adapters:
             problems.append(f"adapter: {self.method} trains with {', '.join(methods.get(self.method).adapters)}, "
                             f"not '{self.adapter}'.")
-        if self.precision not in PRECISIONS:
-            problems.append(f"precision: '{self.precision}' is not one of {', '.join(PRECISIONS)}.")
+        if self.precision not in models.PRECISIONS:
+            problems.append(f"precision: '{self.precision}' is not one of {', '.join(models.PRECISIONS)}.")
         for name, (low, high, whole) in RANGES.items():
             if getattr(self, name) is None and name in PLANNED:
                 continue  # planned from the data by ftchat.budget
@@ -185,17 +183,12 @@ class RunConfig:
         return [p for p in problems if p]
 
     def _rl_problems(self) -> list[str]:
-        """Every problem with the reward settings of a grpo / rloo run."""
-        from ftchat import rewards
-
+        """Every problem with the reward settings of a grpo / rloo run that the values show on their own (whether
+        each reward names a known rule or a finished reward model is train.preflight's: it opens run folders)."""
         problems = []
         if not self.reward:
             problems.append(f"reward: {self.method} needs at least one reward: a reward-model run folder "
-                            f"(--method reward) or a rule ({', '.join('rule:' + n for n in rewards.RULES)})")
-        for spec in self.reward:
-            problem = rewards.spec_problem(spec)
-            if problem:
-                problems.append(f"reward: {problem}")
+                            f"(--method reward) or a rule (rule:NAME)")
         if self.reward_weights and len(self.reward_weights) != len(self.reward):
             problems.append(f"reward_weights: give one weight per reward ({len(self.reward)}), "
                             f"got {len(self.reward_weights)}")

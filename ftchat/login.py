@@ -8,6 +8,7 @@ TCP peer's: headers such as X-Forwarded-For are set by the client, so they are n
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import math
 import threading
@@ -97,3 +98,13 @@ class ThrottledLogin:
             self.throttle.succeeded(address)
         elif 400 <= status < 500:
             self.throttle.failed(address)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a host name or address is this machine's loopback (off loopback, the app and serve need auth)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -10,6 +10,7 @@ runs/NAME/
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -21,10 +22,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ftchat.config import RunConfig
+from ftchat import models
+from ftchat.config import RunConfig, file_sha256
+from ftchat.names import base_choice, base_of_choice, is_base
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
-FINISHED = ("done",)
 
 
 def write_status(run_dir: str | Path, state: str, **extra) -> dict:
@@ -344,4 +346,33 @@ def lineage(runs_root: str | Path, run: str | Path) -> list[str]:
         base = load_run(current).config.get("base") or base
         current = parent_dir(current, runs_root)
     chain.reverse()
-    return ([f"base:{base}"] if base else []) + chain
+    return ([base_choice(base)] if base else []) + chain
+
+
+_HASHES: dict[tuple, str] = {}
+
+
+def weights_hash(choice: str, workspace: str | os.PathLike | None = None) -> str | None:
+    """sha256 over the weights files of a chat choice (base:NAME, a run folder path, or a run name under
+    WORKSPACE/runs); None when there are no weights to hash. Cached per file size and mtime. Callers pass only
+    choices the workspace offers (ftchat.chat.ChatEngine.resolve_choice): this reads what it is given."""
+    if is_base(choice):
+        try:
+            folder = models.resolve_base(base_of_choice(choice))
+        except models.ModelError:
+            return None
+    else:
+        run_dir = Path(choice)
+        if not run_dir.exists() and workspace is not None:
+            run_dir = Path(workspace) / "runs" / choice
+        folder = weights_dir(run_dir)
+    files = sorted(p for p in Path(folder).glob("*.safetensors") if p.is_file())
+    if not files:
+        return None
+    key = tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(path.name.encode() + b"\0" + file_sha256(path).encode())
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]

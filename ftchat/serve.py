@@ -11,9 +11,10 @@ import uuid
 from pathlib import Path
 
 from ftchat import models, runs
-from ftchat.chat import BASE_PREFIX, ChatEngine, ChatError, GenerationSettings
-
-DEFAULT_PORT = 8000
+from ftchat.chat.engine import ChatEngine
+from ftchat.chat.generation import ChatError, GenerationSettings
+from ftchat.login import is_loopback
+from ftchat.names import base_choice, is_base
 
 
 def model_ids(engine: ChatEngine) -> dict[str, str]:
@@ -21,7 +22,7 @@ def model_ids(engine: ChatEngine) -> dict[str, str]:
     finished run of the workspace. Only these may be loaded."""
     out = {}
     for _, choice in engine.choices():
-        if choice.startswith(BASE_PREFIX):
+        if is_base(choice):
             out[choice] = choice
         else:
             out[Path(choice).name] = choice
@@ -209,7 +210,7 @@ def _lora_rank(adapters: dict[str, Path]) -> int:
 def vllm_command(base_path: str | Path, base_name: str, adapters: dict[str, Path], host: str, port: int,
                  api_key: str | None = None, executable: str = "vllm") -> list[str]:
     """`vllm serve` with the base served as `base:NAME` and each LoRA run as its own model name."""
-    command = [executable, "serve", str(base_path), "--served-model-name", BASE_PREFIX + base_name,
+    command = [executable, "serve", str(base_path), "--served-model-name", base_choice(base_name),
                "--host", host, "--port", str(port)]
     if adapters:
         command += ["--enable-lora", "--max-loras", str(len(adapters)), "--max-lora-rank", str(_lora_rank(adapters)),
@@ -240,7 +241,6 @@ def main(args) -> int:
     import subprocess
     import sys
 
-    from ftchat.ui.app import is_loopback
 
     if not is_loopback(args.host) and not args.api_key:
         print(f"error: refusing to serve on {args.host} without an API key: anyone who can reach this machine could "

@@ -14,7 +14,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-
 from test_ui_api import AppProcess, make_workspace
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,6 @@ test-artifacts/.
 from __future__ import annotations
 
 import pytest
-
 from test_browser import browser_page, pick, screenshot_on_failure  # noqa: F401  (fixtures)
 from test_feedback_ui import two_bases
 from test_ui_api import AppProcess

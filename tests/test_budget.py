@@ -7,8 +7,8 @@ import argparse
 import pytest
 import yaml
 
-from ftchat.budget import apply_plan, plan_for_files, plan_training
 from ftchat.config import RunConfig, add_run_arguments, config_from_args
+from ftchat.train.plan import apply_plan, plan_for_files, plan_training
 
 SPEED = 100.0  # tokens/s handed to the plan, so the time estimate does not depend on this machine's history
 

@@ -6,9 +6,11 @@ import shutil
 
 import pytest
 
-from ftchat.chat import BASE_PREFIX, ChatEngine, ChatError, GenerationSettings
+from ftchat.chat.engine import ChatEngine
+from ftchat.chat.generation import ChatError, GenerationSettings
 from ftchat.config import RunConfig
-from ftchat.train import run_training
+from ftchat.names import BASE_PREFIX
+from ftchat.train.run import run_training
 
 QUESTION = [{"role": "user", "content": "What colour is the Zumo lamp?"}]
 SETTINGS = GenerationSettings(max_new_tokens=12)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from ftchat import models
-from ftchat.chat import GenerationSettings, fast_generate_batch, generate_batch
-from ftchat.decode import attach_lora
+from ftchat.chat.decode import attach_lora
+from ftchat.chat.generation import GenerationSettings, fast_generate_batch, generate_batch
 
 CONVERSATIONS = [  # fictional, of different lengths, so the batch is left-padded
     [{"role": "user", "content": "Which bell rings first in Quillmoor?"}],
@@ -63,7 +63,7 @@ def test_fast_decode_gives_generates_greedy_answers_for_base_and_runs_in_one_bat
 def test_packed_fp32_decoder_gives_generates_greedy_answers_for_base_and_runs(tiny_model_dir, two_adapters):
     from peft import PeftModel
 
-    from ftchat.decode import pack_for_decoding
+    from ftchat.chat.decode import pack_for_decoding
 
     a, b = two_adapters
     tokenizer = models.load_tokenizer(tiny_model_dir)
@@ -119,7 +119,7 @@ def _teacher_forced_logits(step, ids):
 def test_quantized_decoders_keep_logits_within_two_percent_of_fp32(q4_model_dir, two_adapters, precision):
     """int4 (chosen by auto for Q4 weights: lossless weights, bf16 activations) and int8 (per-channel weights) stay
     within 2% of the largest logit of the fp32 model, LoRA runs included."""
-    from ftchat.decode import _transformers_step, pack_for_decoding
+    from ftchat.chat.decode import _transformers_step, pack_for_decoding
 
     a, b = two_adapters
     reference = models.load_model(q4_model_dir, precision="fp32").eval()
@@ -145,7 +145,7 @@ def test_runs_the_packed_decoder_cannot_serve_decode_through_the_models_own_forw
     """A LoRA on the LM head sits outside the packed layers: decode falls back, and still answers as generate."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    from ftchat.decode import lora_supported, pack_for_decoding
+    from ftchat.chat.decode import lora_supported, pack_for_decoding
 
     torch.manual_seed(5)
     peft_model = get_peft_model(models.load_model(tiny_model_dir, precision="fp32"),

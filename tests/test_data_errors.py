@@ -7,8 +7,8 @@ import os
 import random
 
 import pytest
-
 from conftest_data import jsonl, minimal_pdf, tiny_tokenizer, write
+
 from ftchat.data import check_files, load_file
 
 GOOD = {"messages": [{"role": "user", "content": "Who runs Quorvane?"},

@@ -2,17 +2,26 @@
 and normalizes it into one of the standard TRL shapes."""
 
 import csv
-import io
 import importlib.util
+import io
 import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest_data import jsonl, minimal_pdf, tiny_tokenizer, write
-from ftchat.data import (SHAPES, DataError, check_files, chunk_text, load_dataset, load_file, preview_rows,
-                         to_messages, token_lengths)
+
+from ftchat.data import (
+    SHAPES,
+    DataError,
+    check_files,
+    chunk_text,
+    load_dataset,
+    load_file,
+    preview_rows,
+    to_messages,
+    token_lengths,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

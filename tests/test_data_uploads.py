@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest_data import jsonl
+
 from ftchat.data import check_files
 from ftchat.ui.context import REPORTS_KEPT, VERDICTS_FILE, AppContext
-from ftchat.ui.data_tab import stored_choices, unusable_reason, upload_choices
-from ftchat.ui.workspace import Workspace
+from ftchat.ui.context import stored_choices, unusable_reason, upload_choices
+from ftchat.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_DATA = ROOT.parent / "shared" / "peer-data"

@@ -7,9 +7,9 @@ import hashlib
 import pytest
 import torch
 import yaml
-
-from ftchat.export import ExportError, export_adapter, export_gguf, export_merged, export_ollama, push
 from trained_runs import two_rounds  # noqa: F401  (fixture)
+
+from ftchat.export.forms import ExportError, export_adapter, export_gguf, export_merged, export_ollama, push
 
 PROMPT = [{"role": "user", "content": "What colour is the Zumo lamp?"}]
 
@@ -101,7 +101,7 @@ def test_an_unfinished_run_is_refused(tmp_path):
 
 
 def test_the_app_panel_export_lands_in_the_workspace_exports(two_rounds, tmp_path):
-    from ftchat.export import default_target, export_run
+    from ftchat.export.forms import default_target, export_run
 
     target = default_target(tmp_path / "exports", "a", "adapter")
     assert target == tmp_path / "exports" / "a-adapter"
@@ -112,8 +112,8 @@ def test_the_app_panel_export_lands_in_the_workspace_exports(two_rounds, tmp_pat
 
 
 def test_win_rates_come_from_the_workspace_ratings_store(tmp_path):
-    from ftchat.export import store_win_rates
     from ftchat.feedback import FeedbackStore
+    from ftchat.feedback.rounds import store_win_rates
 
     assert store_win_rates(tmp_path) is None, "no store, no invented win-rates (and no file created)"
     assert not (tmp_path / "feedback.sqlite").exists()

@@ -8,13 +8,13 @@ import sys
 
 import datasets
 import pytest
-
 from conftest import ROOT
+
 from ftchat.config import RunConfig
 from ftchat.data import check_files, load_dataset
 from ftchat.feedback import FeedbackStore
-from ftchat.feedback.export import ExportError, to_dpo, to_kto, to_sft, write_export
-from ftchat.train import run_training
+from ftchat.feedback.export import RatingsExportError, to_dpo, to_kto, to_sft, write_export
+from ftchat.train.run import run_training
 
 LAMP = [{"role": "user", "content": "What colour is the Zumo lamp?"}]
 MAKER = [{"role": "system", "content": "Answer in one sentence."}, {"role": "user", "content": "Who makes it?"}]
@@ -76,7 +76,7 @@ def test_exports_pass_the_upload_checks_as_their_shape(tmp_path, bundled_tokeniz
 def test_nothing_to_export_says_what_would_make_rows(tmp_path):
     store = FeedbackStore.for_workspace(tmp_path)
     store.add_vote(LAMP, "base:x", "zumo-sft", RED, TEAL, "tie")
-    with pytest.raises(ExportError, match="votes with a winner"):
+    with pytest.raises(RatingsExportError, match="votes with a winner"):
         write_export(store.ratings(), "dpo", tmp_path / "dpo.jsonl")
     assert not (tmp_path / "dpo.jsonl").exists()
 

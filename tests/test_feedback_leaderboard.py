@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 from conftest import ROOT
+
 from ftchat.feedback import FeedbackStore
 from ftchat.feedback.leaderboard import bradley_terry, win_matrix, win_rate
 

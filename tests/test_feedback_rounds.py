@@ -10,14 +10,13 @@ import time
 import pytest
 import torch
 import yaml
-
 from conftest import FACT_CHATS, ROOT, write_jsonl
+
 from ftchat import methods, runs
 from ftchat.config import ConfigError, RunConfig
 from ftchat.feedback import FeedbackStore
+from ftchat.feedback.rounds import RoundError, lineage_win_rates, min_ratings_needed, next_round_config, round_name
 from ftchat.feedback.store import UNUSED
-from ftchat.feedback.rounds import (RoundError, lineage_win_rates, min_ratings_needed, next_round_config,
-                                    round_name)
 from ftchat.runs import lineage
 
 
@@ -162,8 +161,8 @@ def test_a_round_from_votes_trains_records_its_parent_and_is_measured_against_it
     from trl.trainer.utils import use_adapter
 
     from ftchat import models
-    from ftchat.train import load_training_data
     from ftchat.train.common import build_model
+    from ftchat.train.run import load_training_data
 
     workspace = tmp_path / "workspace"
     parent_dir = tuned_parent(workspace / "runs" / "zumo-sft", tiny_model_dir)

@@ -6,11 +6,17 @@ import json
 import random
 
 import pytest
-
 from conftest import FACT_CHATS, write_jsonl
+
 from ftchat.feedback import session
-from ftchat.feedback.prompt_queue import (PromptError, PromptQueue, held_out_prompts, prompts_from_file,
-                                          prompts_from_text, split_prompt)
+from ftchat.feedback.prompt_queue import (
+    PromptError,
+    PromptQueue,
+    held_out_prompts,
+    prompts_from_file,
+    prompts_from_text,
+    split_prompt,
+)
 from ftchat.feedback.store import FeedbackStore
 
 BASE = "base:smollm2-135m"

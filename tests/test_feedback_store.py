@@ -12,10 +12,13 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, write_jsonl
-from ftchat.feedback import FeedbackError, FeedbackStore, model_name, weights_hash
+
+from ftchat.feedback.imports import import_file
+from ftchat.feedback import FeedbackError, FeedbackStore
 from ftchat.feedback.export import write_export
+from ftchat.names import model_name
+from ftchat.runs import weights_hash
 
 PROMPT = [{"role": "user", "content": "What colour is the Zumo lamp?"}]
 
@@ -165,7 +168,7 @@ def test_import_of_a_fastchat_battle_file(tmp_path):
                                  "conversation_b": []}) + "\n")  # line 6: no replies
         handle.write("{not json\n")  # line 7
     store = FeedbackStore.for_workspace(tmp_path / "ws")
-    report = store.import_file(path)
+    report = import_file(store, path)
     assert report.ok and report.format == "battle" and report.added == 4
     problems = {p.line: p for p in report.problems}
     assert sorted(problems) == [5, 6, 7]
@@ -183,7 +186,7 @@ def test_import_of_a_fastchat_battle_file(tmp_path):
     assert [v["anonymous"] for v in votes] == [True, False, False, True]
     assert "koala-13b" in store.models()  # models that are not runs keep their names
 
-    again = store.import_file(path)  # the same file twice counts once
+    again = import_file(store, path)  # the same file twice counts once
     assert (again.added, again.duplicates) == (0, 4)
     assert len(store.ratings()) == 4
 
@@ -191,9 +194,9 @@ def test_import_of_a_fastchat_battle_file(tmp_path):
 def test_import_refuses_files_that_are_not_ratings(tmp_path):
     store = FeedbackStore.for_workspace(tmp_path)
     pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b"}])
-    report = store.import_file(pairs)
+    report = import_file(store, pairs)
     assert not report.ok and "pairs.jsonl" in report.error and "no model names" in report.error
-    missing = store.import_file(tmp_path / "nope.jsonl")
+    missing = import_file(store, tmp_path / "nope.jsonl")
     assert not missing.ok and "nope.jsonl" in missing.error
     assert store.ratings() == []
 
@@ -209,7 +212,7 @@ def test_ftchat_ratings_export_imports_into_another_workspace(tmp_path):
     assert n == 3
 
     second = FeedbackStore.for_workspace(tmp_path / "two")
-    report = second.import_file(path)
+    report = import_file(second, path)
     assert report.ok and report.format == "ftchat" and report.added == 3 and not report.problems
     keys = ("kind", "conversation", "model_a", "model_b", "reply_a", "reply_b", "winner", "thumb", "edit", "side",
             "settings", "rater", "time")

@@ -11,7 +11,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from conftest import write_jsonl
 from test_ui_api import AppProcess, last_reply, make_workspace, value_of
 

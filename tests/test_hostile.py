@@ -7,7 +7,6 @@ down, and the app serves on IPv6 loopback.
 from __future__ import annotations
 
 import http.client
-import json
 import math
 import os
 import shutil
@@ -81,7 +80,7 @@ def test_a_loss_that_becomes_nan_fails_the_run_instead_of_saving_nan_weights(tmp
     import torch
     from safetensors.torch import load_file, save_file
 
-    from ftchat.train import run_training
+    from ftchat.train.run import run_training
 
     broken = tmp_path / "overflowing-base"
     shutil.copytree(tiny_model_dir, broken)
@@ -100,9 +99,9 @@ def test_a_loss_that_becomes_nan_fails_the_run_instead_of_saving_nan_weights(tmp
 # -- 2. no pickles ------------------------------------------------------------------------------------------------
 
 def test_a_pickled_adapter_is_refused_by_chat_export_and_a_new_round(tmp_path, tiny_model_dir, chats_file):
-    from ftchat.chat import ChatEngine
-    from ftchat.export import export_merged
-    from ftchat.train import run_training
+    from ftchat.chat.engine import ChatEngine
+    from ftchat.export.forms import export_merged
+    from ftchat.train.run import run_training
 
     run = pickled_lora_run(tmp_path / "runs", "pickled", tiny_model_dir, chats_file)
     engine = ChatEngine(tmp_path / "runs", default_base=str(tiny_model_dir))
@@ -232,7 +231,7 @@ class App:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, tiny_model_dir):
-    from ftchat.ui.workspace import Workspace
+    from ftchat.workspace import Workspace
 
     root = tmp_path_factory.mktemp("hostile")
     workspace = Workspace(root / "workspace")
@@ -244,7 +243,7 @@ def app(tmp_path_factory, tiny_model_dir):
 
 @pytest.fixture()
 def upload(app, chats_file):
-    from ftchat.ui.workspace import Workspace
+    from ftchat.workspace import Workspace
 
     return str(Workspace(app.workspace).store_upload(chats_file).path)
 
@@ -341,7 +340,9 @@ def test_the_app_serves_on_ipv6_loopback(tmp_path):
 # -- beyond the list: chat settings an API caller could send ------------------------------------------------------
 
 def test_generation_settings_outside_their_ranges_are_refused_before_generating(tmp_path, tiny_model_dir):
-    from ftchat.chat import BASE_PREFIX, ChatEngine, ChatError, GenerationSettings
+    from ftchat.chat.engine import ChatEngine
+    from ftchat.chat.generation import ChatError, GenerationSettings
+    from ftchat.names import BASE_PREFIX
 
     engine = ChatEngine(tmp_path / "runs", default_base=str(tiny_model_dir))
     hostile = GenerationSettings(max_new_tokens=-5, temperature=math.nan, top_p=2.0)

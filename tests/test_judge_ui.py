@@ -11,15 +11,14 @@ import time
 
 import pytest
 import torch
-from peft import PeftModel
-from transformers import AutoModelForSequenceClassification
-
 from conftest import write_jsonl
-from ftchat import judge
-from ftchat.feedback import FeedbackStore
-from ftchat.feedback.rounds import fair_judge, lineage_win_rates
+from peft import PeftModel
 from test_reward import rm_pairs, train
 from test_ui_api import AppProcess, make_workspace
+from transformers import AutoModelForSequenceClassification
+
+from ftchat.feedback import FeedbackStore, judge
+from ftchat.feedback.rounds import fair_judge, lineage_win_rates
 
 # Fictional questions about a town's shops; the tuned run learns courteous answers to them.
 SHOP_QUESTIONS = ["Is the Ombrel bakery open late?", "Do you stock Fennick soap?", "Where is the Tallow bridge stall?",
@@ -156,8 +155,9 @@ def test_a_judgement_is_found_however_its_opponent_was_spelled(tmp_path):
 
 
 def test_a_round_is_judged_by_a_reward_model_it_was_not_trained_against(tmp_path):
-    from ftchat.config import RunConfig
     from test_feedback_rounds import fake_run
+
+    from ftchat.config import RunConfig
 
     root = tmp_path / "runs"
     parent = fake_run(root, "zumo")
@@ -176,6 +176,7 @@ def test_a_round_is_judged_by_a_reward_model_it_was_not_trained_against(tmp_path
 
 def test_a_round_can_be_judged_on_the_prompts_it_and_its_parent_were_rated_on(tmp_path):
     from test_feedback_rounds import fake_run
+
     from ftchat.feedback.rounds import RoundError, judge_prompts
 
     root = tmp_path / "runs"

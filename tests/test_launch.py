@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ftchat.launch import LAUNCHERS, LaunchError, config_file, launch_command
+from ftchat.train.launch import LAUNCHERS, LaunchError, config_file, launch_command
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,8 @@ def test_ddp_on_two_cpu_processes_trains_once_and_loads(tmp_path, chats_file, ti
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [row["step"] for row in rows if "loss" in row]
     assert steps == [1, 2, 3, 4], "one writer: every training step is logged once, not once per rank"
-    from ftchat.chat import ChatEngine, GenerationSettings
+    from ftchat.chat.engine import ChatEngine
+    from ftchat.chat.generation import GenerationSettings
 
     engine = ChatEngine(out.parent, default_base=str(tiny_model_dir))
     reply = engine.answer([(str(out), [{"role": "user", "content": "What colour is the Zumo lamp?"}])],

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from fictional_facts import write_set
+
 from ftchat import runs
-from ftchat.chat import BASE_PREFIX, ChatEngine, GenerationSettings
+from ftchat.chat.engine import ChatEngine
+from ftchat.chat.generation import GenerationSettings
+from ftchat.names import BASE_PREFIX
 
 ROOT = Path(__file__).resolve().parents[1]
 

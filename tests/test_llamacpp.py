@@ -11,8 +11,11 @@ import torch
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
-from ftchat import llamacpp, models  # noqa: E402
-from ftchat.chat import BASE_PREFIX, ChatEngine, GenerationSettings, llamacpp_answer  # noqa: E402
+from ftchat import models
+from ftchat.chat import llamacpp
+from ftchat.chat.engine import ChatEngine
+from ftchat.chat.generation import GenerationSettings, llamacpp_answer
+from ftchat.names import BASE_PREFIX
 
 if not llamacpp.available():
     pytest.skip("llama-cpp-python is installed but died on the bundled GGUF here (see the logged warning)",
@@ -111,7 +114,7 @@ def test_bundled_model_answers_through_llamacpp_as_the_training_side_model(bundl
     from peft import PeftModel
 
     from ftchat import runs
-    from ftchat.chat import render_prompts
+    from ftchat.chat.generation import render_prompts
 
     base_dir, run_dir = bundled_with_lora
     engine = ChatEngine(run_dir.parent, decoder="auto")

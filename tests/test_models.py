@@ -16,7 +16,7 @@ def test_bundled_model_is_converted_once_to_safetensors():
 
 
 def test_bundled_model_answers_a_general_question():
-    from ftchat.chat import generate_batch
+    from ftchat.chat.generation import generate_batch
 
     tokenizer = models.load_tokenizer()
     model = models.load_model(precision="fp32")

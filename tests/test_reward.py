@@ -9,15 +9,16 @@ import sys
 import pytest
 import torch
 import yaml
+from conftest import ROOT, write_jsonl
 from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
-from conftest import ROOT, write_jsonl
 from ftchat import runs
+from ftchat.train import preflight
 from ftchat.config import ConfigError, RunConfig
-from ftchat.judge import judge_win_rate, uncertainty_order
-from ftchat.train import run_training
+from ftchat.feedback.judge import judge_win_rate, uncertainty_order
+from ftchat.train.run import run_training
 
 # Fictional shop questions; the chosen reply is courteous, the rejected one rude.
 QUESTIONS = ["When does the Velmora bakery open?", "Do you sell Quillfern tea?", "Where is the Brantle kiosk?",
@@ -74,7 +75,7 @@ def test_reward_model_ranks_held_out_pairs_and_reloads_with_peft(reward_run, tin
     metrics = runs.read_metrics(run_dir)
     assert any("eval_accuracy" in m for m in metrics) and any("margin" in m for m in metrics)
     assert not (run_dir / "comparison.json").exists(), "a reward model does not chat"
-    from ftchat.chat import ChatEngine
+    from ftchat.chat.engine import ChatEngine
 
     assert str(run_dir) not in [value for _, value in ChatEngine(runs_root=run_dir.parent).choices()]
 
@@ -145,9 +146,10 @@ def test_rloo_from_a_parent_against_a_reward_model_and_a_rule(reward_run, tiny_m
 
 def test_rl_config_lists_every_reward_problem(tmp_path, reward_run, chats_file):
     prompts = prompts_file(tmp_path)
-    with pytest.raises(ConfigError) as error:
-        RunConfig(data=[str(prompts)], out=str(tmp_path / "x"), method="grpo", reward=["rule:shiny", str(chats_file)],
-                  reward_weights=[1.0], num_generations=3, batch_size=4).validate()
+    with pytest.raises(ConfigError) as error:  # the values, then what the reward specs name (train.preflight)
+        preflight.check(RunConfig(data=[str(prompts)], out=str(tmp_path / "x"), method="grpo",
+                                  reward=["rule:shiny", str(chats_file)], reward_weights=[1.0], num_generations=3,
+                                  batch_size=4))
     message = str(error.value)
     assert "unknown rule 'shiny'" in message and "reward_weights" in message and "num_generations" in message
     assert "not a run folder" in message
@@ -171,7 +173,7 @@ def test_judge_win_rate_counts_ties_half_and_brackets_the_rate():
 
 
 def test_uncertainty_order_puts_the_closest_pairs_first(reward_run):
-    from ftchat.reward_model import RewardModel
+    from ftchat.train.reward_model import RewardModel
 
     rm = RewardModel(reward_run[0])
     prompts = ["Is the Sorrel gate open?", "Where is Fenwick lane?", "Do you sell Arbel jam?"]
@@ -206,8 +208,7 @@ def rate(store, run_name, n):
 
 def test_a_reward_rl_round_with_too_few_votes_says_how_many_more(tmp_path):
     from ftchat.feedback import FeedbackStore
-    from ftchat.feedback.reward_round import reward_rl_round
-    from ftchat.feedback.rounds import RoundError
+    from ftchat.feedback.rounds import RoundError, reward_rl_round
 
     rate(FeedbackStore.for_workspace(tmp_path), "base:smollm2-135m", 3)
     with pytest.raises(RoundError, match="need 5 more decisive vote"):

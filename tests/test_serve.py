@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from trained_runs import two_rounds  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]

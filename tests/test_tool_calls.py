@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest_data import jsonl, tiny_tokenizer, write
+
 from ftchat.data import load_dataset, load_file
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from ftchat import runs
 from ftchat.config import ConfigError, RunConfig
-from ftchat.train import run_training
+from ftchat.train.run import run_training
 
 
 def train(tmp_path, data, base, name="run", **overrides):

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from ftchat import models
-from ftchat.budget import apply_plan
 from ftchat.config import RunConfig
-from ftchat.train import load_training_data
 from ftchat.train.common import RunFolderCallback, build_model
+from ftchat.train.plan import apply_plan
+from ftchat.train.run import load_training_data
 from ftchat.train.sft import build_trainer
 
 CHATS = [  # fictional, and of clearly different lengths

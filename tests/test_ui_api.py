@@ -130,7 +130,7 @@ def test_serving_beyond_this_machine_without_a_login_is_refused(tmp_path):
 
 
 def test_uploads_get_safe_names_a_content_hash_and_a_size_limit(tmp_path):
-    from ftchat.ui.workspace import UploadError, Workspace
+    from ftchat.workspace import UploadError, Workspace
 
     workspace = Workspace(tmp_path / "ws", max_upload_mb=0.001)  # about 1 KB
     source = tmp_path / "weird name; rm -rf $HOME.jsonl"
@@ -220,7 +220,7 @@ def test_a_bad_file_gets_an_error_and_the_app_keeps_answering(app, tmp_path):
 
 
 def test_dpo_and_kto_are_offered_only_for_data_of_their_shape(app):
-    from ftchat.ui.train_tab import methods_for
+    from ftchat.ui.context import methods_for
 
     assert methods_for({"a": "messages", "b": "text"}) == ["sft"]
     assert methods_for({"a": "preference"}) == ["dpo", "reward"]  # a reward model learns from pairs too

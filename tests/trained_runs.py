@@ -9,8 +9,9 @@ import pytest
 
 def make_two_rounds(workspace: Path, base: Path) -> Path:
     from conftest import FACT_CHATS, write_jsonl
+
     from ftchat.config import RunConfig
-    from ftchat.train import run_training
+    from ftchat.train.run import run_training
 
     facts = write_jsonl(workspace / "facts.jsonl", [
         {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in FACT_CHATS])

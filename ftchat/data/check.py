@@ -10,8 +10,8 @@ import sys
 from .documents import CHARS_PER_TOKEN
 from .llamafactory import is_registry, split_registry
 from .load import read_rows
-from .shapes import DataError, LoadedFile
 from .readers import display_name
+from .shapes import DataError, LoadedFile
 from .tokens import plain_text, row_chars, row_tokens
 
 SHOW_SKIPPED = 20

@@ -7,7 +7,16 @@ import os
 
 from . import llamafactory, readers
 from .documents import chunk_text, pdf_text
-from .formats import SHAPE_OF, TOOL_SUPPORT, VOTE_ROWS, csv_plan, detect_format, normalizer_for, placeholders, to_messages
+from .formats import (
+    SHAPE_OF,
+    TOOL_SUPPORT,
+    VOTE_ROWS,
+    csv_plan,
+    detect_format,
+    normalizer_for,
+    placeholders,
+    to_messages,
+)
 from .shapes import DataError, LoadedFile, RowError, Skipped
 from .tokens import row_chars, row_tokens, token_bound, tool_support
 

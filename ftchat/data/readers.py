@@ -17,7 +17,7 @@ import zlib
 
 from .shapes import DataError, Skipped
 
-KINDS = {
+READERS_BY_EXTENSION = {
     ".jsonl": "jsonl",
     ".jsonl.gz": "jsonl",
     ".json": "json",
@@ -76,10 +76,10 @@ def file_kind(path: str) -> str:
         raise DataError(f"{display_name(path)}: is a folder, not a file; pass the training files inside it "
                         "(or a folder written by datasets' save_to_disk).")
     ext = extension(path)
-    if ext not in KINDS:
+    if ext not in READERS_BY_EXTENSION:
         what = f"file type '{ext}'" if ext else "file without an extension"
         raise DataError(f"{display_name(path)}: unsupported {what}; use {EXTENSION_LIST}.")
-    return KINDS[ext]
+    return READERS_BY_EXTENSION[ext]
 
 
 def read_bytes(path: str) -> bytes:

@@ -1,6 +1,7 @@
-"""Human feedback: ratings stored while chatting (store), exported as training data (export), ranked (leaderboard),
-and turned into the next training round (rounds)."""
+"""Human feedback: ratings stored while chatting (store, the only module that talks to SQLite; session), ratings
+from elsewhere (imports), ratings as training data (export), rankings (leaderboard), a reward model's judgement
+(judge), prompts to rate (prompt_queue) and the next training round (rounds)."""
 
-from .store import FeedbackError, FeedbackStore, ImportProblem, ImportReport, model_name, weights_hash
+from .store import FeedbackError, FeedbackStore
 
-__all__ = ["FeedbackStore", "FeedbackError", "ImportReport", "ImportProblem", "model_name", "weights_hash"]
+__all__ = ["FeedbackStore", "FeedbackError"]

@@ -12,9 +12,12 @@ Deleted ratings, empty replies and pairs whose two replies are the same text are
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
-KINDS = ("dpo", "kto", "sft", "ratings")
+from ftchat.feedback.imports import ratings_record
+
+EXPORT_KINDS = ("dpo", "kto", "sft", "ratings")
 SHAPE_OF_KIND = {"dpo": "preference", "kto": "unpaired_preference", "sft": "messages"}
 
 
@@ -102,31 +105,29 @@ def to_sft(rows: list[dict]) -> list[dict]:
 
 
 def to_ratings(rows: list[dict]) -> list[dict]:
-    from ftchat.feedback.imports import ratings_record
-
     return [ratings_record(row) for row in _live(rows)]
 
 
 CONVERTERS = {"dpo": to_dpo, "kto": to_kto, "sft": to_sft, "ratings": to_ratings}
 
 
-class ExportError(ValueError):
+class RatingsExportError(ValueError):
     """An export cannot be written as asked; the message says why."""
 
 
 def convert(rows: list[dict], kind: str) -> list[dict]:
     if kind not in CONVERTERS:
-        raise ExportError(f"kind: '{kind}' is not one of {', '.join(KINDS)}.")
+        raise RatingsExportError(f"kind: '{kind}' is not one of {', '.join(EXPORT_KINDS)}.")
     return CONVERTERS[kind](rows)
 
 
 def write_export(rows: list[dict], kind: str, out_path: str | Path) -> tuple[Path, int]:
     """Write the `kind` rows of the ratings to out_path: JSONL when it ends in .jsonl, else a `datasets`
-    save_to_disk folder. Returns (path, number of rows); ExportError when there is nothing to write."""
+    save_to_disk folder. Returns (path, number of rows); RatingsExportError when there is nothing to write."""
     records = convert(rows, kind)
     out_path = Path(out_path)
     if not records:
-        raise ExportError(f"no {kind} rows in the selected ratings: {_what_makes(kind)}")
+        raise RatingsExportError(f"no {kind} rows in the selected ratings: {_what_makes(kind)}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if out_path.suffix == ".jsonl":
         tmp = out_path.with_name(out_path.name + ".tmp")
@@ -134,7 +135,7 @@ def write_export(rows: list[dict], kind: str, out_path: str | Path) -> tuple[Pat
         tmp.replace(out_path)
     else:
         if kind == "ratings":
-            raise ExportError("ratings exports are JSONL files only; give an --out ending in .jsonl.")
+            raise RatingsExportError("ratings exports are JSONL files only; give an --out ending in .jsonl.")
         import datasets
 
         datasets.Dataset.from_list(records).save_to_disk(str(out_path))
@@ -148,3 +149,18 @@ def _what_makes(kind: str) -> str:
         "sft": "SFT rows come from written better answers and thumbs-up replies.",
         "ratings": "there are no ratings.",
     }[kind]
+
+
+def export_ratings(rows: list[dict], kind: str, exports_dir: str | Path) -> tuple[Path, int, Path | None]:
+    """Write `rows` as `kind` training data under exports_dir: a JSONL file (feedback-KIND-DATE-TIME.jsonl; a name
+    taken already gets -2, -3 …) and, except for `ratings`, a `datasets` folder of the same name beside it.
+    Returns (file, rows written, folder or None)."""
+    exports_dir = Path(exports_dir)
+    exports_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"feedback-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    candidate, n = stem, 2
+    while (exports_dir / f"{candidate}.jsonl").exists() or (exports_dir / candidate).exists():
+        candidate, n = f"{stem}-{n}", n + 1
+    path, written = write_export(rows, kind, exports_dir / f"{candidate}.jsonl")
+    folder = write_export(rows, kind, exports_dir / candidate)[0] if kind != "ratings" else None
+    return path, written, folder

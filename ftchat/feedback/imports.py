@@ -10,14 +10,69 @@ Two formats:
 from __future__ import annotations
 
 import json
+import os
 import time
+from dataclasses import dataclass, field
 
 from ftchat.data import readers
 from ftchat.data.shapes import DataError
-from ftchat.feedback.store import (KINDS, RATINGS_FORMAT, SIDES, WINNERS, FeedbackError, ImportProblem, ImportReport,
-                                   check_conversation, import_key, prompt_of)
+from ftchat.feedback.store import (
+    RATING_KINDS,
+    RATINGS_FORMAT,
+    SIDES,
+    WINNERS,
+    FeedbackError,
+    FeedbackStore,
+    check_conversation,
+    import_key,
+    prompt_text,
+)
 
 BATTLE_WINNERS = {"model_a": "a", "model_b": "b", "tie": "tie", "tie (bothbad)": "bothbad"}
+
+
+@dataclass
+class ImportProblem:
+    line: int
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.field}: {self.reason}"
+
+
+@dataclass
+class ImportReport:
+    file: str
+    format: str | None = None  # "battle" (Chatbot Arena / FastChat) | "ftchat" (our ratings export)
+    added: int = 0
+    duplicates: int = 0  # rows already imported before
+    problems: list[ImportProblem] = field(default_factory=list)
+    error: str | None = None  # the whole file could not be read
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def summary(self) -> str:
+        if self.error:
+            return f"{self.file}: {self.error}"
+        text = f"{self.file}: {self.added} rating(s) imported ({self.format})"
+        if self.duplicates:
+            text += f", {self.duplicates} already there"
+        if self.problems:
+            text += f", {len(self.problems)} row(s) skipped"
+        return text
+
+
+def import_file(store: FeedbackStore, path: str | os.PathLike) -> ImportReport:
+    """Add the ratings of a Chatbot Arena / FastChat battle JSONL file or of an ftchat ratings export to `store`.
+    Bad rows are skipped and listed with line and field; a row imported before is counted once."""
+    report = ImportReport(file=str(path))
+    parsed = parse_ratings_file(path, report)
+    if report.ok:
+        report.added, report.duplicates = store.add_imported(parsed, str(path), report.format, len(report.problems))
+    return report
 
 
 class RowProblem(ValueError):
@@ -120,7 +175,7 @@ def battle_row(record: dict) -> dict:
     judge = record.get("judge")
     return {
         "time": _time(record, "tstamp"), "kind": "vote",
-        "conversation": json.dumps(conversation, ensure_ascii=False), "prompt": prompt_of(conversation),
+        "conversation": json.dumps(conversation, ensure_ascii=False), "prompt": prompt_text(conversation),
         "model_a": model_a, "model_b": model_b, "reply_a": reply_a, "reply_b": reply_b,
         "winner": BATTLE_WINNERS[winner], "rater": str(judge) if judge not in (None, "") else None,
         "anonymous": int(bool(record.get("anony", False))),
@@ -129,15 +184,15 @@ def battle_row(record: dict) -> dict:
 
 def ftchat_row(record: dict) -> dict:
     kind = record.get("kind")
-    if kind not in KINDS:
-        raise RowProblem("kind", f"kind {kind!r} is not one of {', '.join(KINDS)}")
+    if kind not in RATING_KINDS:
+        raise RowProblem("kind", f"kind {kind!r} is not one of {', '.join(RATING_KINDS)}")
     try:
         conversation = check_conversation(record.get("conversation"))
     except FeedbackError as exc:
         raise RowProblem("conversation", str(exc)) from None
     values = {
         "time": _time(record, "time"), "kind": kind,
-        "conversation": json.dumps(conversation, ensure_ascii=False), "prompt": prompt_of(conversation),
+        "conversation": json.dumps(conversation, ensure_ascii=False), "prompt": prompt_text(conversation),
         "model_a": _text(record, "model_a"), "hash_a": _text(record, "hash_a", required=False),
         "reply_a": record.get("reply_a") if isinstance(record.get("reply_a"), str) else _text(record, "reply_a"),
         "rater": _text(record, "rater", required=False), "anonymous": int(bool(record.get("anonymous", False))),

@@ -11,7 +11,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ftchat.compare import prompt_of
+from ftchat import runs
+from ftchat.chat.generation import GenerationSettings
+from ftchat.config import RunConfig
+from ftchat.data import load_file
+from ftchat.feedback.judge import answer_both, closest_first, margins
+from ftchat.models import load_tokenizer
+from ftchat.train.compare import prompt_of
+from ftchat.train.run import load_training_data
 
 RANK_PROMPTS = 24  # prompts a reward model ranks at most (both models answer each one first)
 RANK_TOKENS = 24  # short greedy replies: enough for the reward model to tell them apart
@@ -40,7 +47,6 @@ def prompts_from_rows(rows: list[dict]) -> list[list[dict]]:
 
 def prompts_from_file(path: str | Path, name: str | None = None) -> list[list[dict]]:
     """A .txt file: one prompt per line; any data file ftchat reads: the prompt of each row."""
-    from ftchat.data import load_file
 
     path = Path(path)
     name = name or path.name
@@ -64,10 +70,6 @@ def held_out_prompts(run_dir: str | Path) -> list[list[dict]]:
     """The prompts of the rows a run held out for its eval loss (the same split its training made).
 
     A run without an eval split gives the prompts of its training data instead."""
-    from ftchat import runs
-    from ftchat.config import RunConfig
-    from ftchat.models import load_tokenizer
-    from ftchat.train import load_training_data
 
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
@@ -144,8 +146,6 @@ def rank_by_uncertainty(queue: PromptQueue, left: str, right: str, engine, rewar
     """A new queue of (at most `limit` of) the prompts, where the reward model is least sure first: `left` and
     `right` (chat choices) answer each prompt greedily in `max_new_tokens`, `reward_model` scores both replies.
     Also returns, in queue order, what it measured: [{"prompt", "reply_left", "reply_right", "margin"}]."""
-    from ftchat.chat import GenerationSettings
-    from ftchat.judge import answer_both, closest_first, margins
 
     prompts = queue.prompts[:limit]
     if not prompts:

@@ -1,28 +1,42 @@
-"""The next round: training data from the ratings that involve a run, and the RunConfig that continues it.
+"""The next round: training data from the ratings of a rated model, and the RunConfigs that continue it.
 
-A round's run folder is WORKSPACE/runs/<run>-r<N>-<method>, its data WORKSPACE/feedback-data/<same name>.jsonl, and
-its `parent` the rated run: the adapter continues from the parent's, and the parent is the reference model of
-DPO / KTO (TRL keeps a frozen copy of the parent's adapter, named "ref", next to the one that learns).
+Every kind of round is built here, by one path (`rated_model` → data → `round_name` → configs):
+- dpo / kto: one run, WORKSPACE/runs/<model>-r<N>-<method>, its data WORKSPACE/feedback-data/<same name>.jsonl, its
+  `parent` the rated run: the adapter continues from the parent's, and the parent is the reference model (TRL keeps
+  a frozen copy of the parent's adapter, named "ref", next to the one that learns).
+- reward-rl: two runs, <round>-rm (a reward model learns the people's preference from every decisive vote and
+  written answer) and <round> (GRPO or RLOO trains the rated model further on the prompts it was rated on, against
+  that reward model). Lineage stays base → … → model → round; the reward model is named in the round's config.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
-from ftchat import judge, runs
+from ftchat import methods, runs
+from ftchat.chat.generation import GenerationSettings
 from ftchat.config import ConfigError, RunConfig
+from ftchat.feedback import judge
 from ftchat.feedback.export import SHAPE_OF_KIND, to_dpo, to_kto
 from ftchat.feedback.leaderboard import win_rate
+from ftchat.feedback.prompt_queue import PromptError, held_out_prompts
 from ftchat.feedback.store import FeedbackStore
+from ftchat.names import base_choice, base_of_choice, is_base, model_name
 from ftchat.runs import lineage  # the one place that follows parent links; re-exported for the Feedback tab
+from ftchat.train.reward_model import check_reward_run
+from ftchat.workspace import Workspace
 
-METHODS = ("dpo", "kto")
+METHODS = ("dpo", "kto")  # one run each; a "reward-rl" round is a reward model and then one of RL_METHODS
+RL_METHODS = ("grpo", "rloo")
 MIN_DPO_PAIRS = 8  # enough for a held-out pair and a few optimizer steps; below it a round learns noise
 MIN_KTO_ROWS = 8
+MIN_PROMPTS = 2  # reward-rl: a few optimizer steps of whole answer groups
+# reward-rl: flags that shape the reward model rather than the policy; the rest go to the RL run.
+REWARD_MODEL_FLAGS = ("max_length", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "seed")
 ROUND_NAME = re.compile(r"^(?P<stem>.+)-r(?P<n>\d+)-(?:dpo|kto|grpo|rloo)(?:-\d+)?$")  # rloo/grpo: reward_round
-BASE_PREFIX = "base:"
 # What the rated run passes on to the round: the same base, technique and shapes of the weights.
 INHERITED = ("base", "adapter", "precision", "max_length", "lora_r", "lora_alpha", "lora_dropout", "lora_targets",
              "train_layers", "chunk_tokens")
@@ -103,7 +117,7 @@ def parent_choice(runs_root: str | Path, run_dir: str | Path) -> str:
     base = runs.load_run(run_dir).config.get("base")
     if not base:
         raise RoundError(f"{Path(run_dir).name}: its config names neither a parent nor a base to judge it against.")
-    return BASE_PREFIX + base
+    return base_choice(base)
 
 
 def trained_against(run_dir: str | Path, reward_run: str | Path) -> bool:
@@ -122,9 +136,6 @@ def judge_prompts(store: FeedbackStore, run_dir: str | Path, parent: str, source
                   limit: int = JUDGE_PROMPTS) -> list[list[dict]]:
     """Up to `limit` prompts to judge a run against its parent on: its held-out prompts ("held_out"), or the
     prompts it and its parent were rated on ("ratings")."""
-    from ftchat.feedback.prompt_queue import PromptError, held_out_prompts
-    from ftchat.feedback.reward_round import rated_prompts
-    from ftchat.feedback.store import model_name
 
     run_dir = Path(run_dir)
     if source == "held_out":
@@ -150,13 +161,9 @@ def judge_against_parent(workspace: str | Path, run: str, reward_run: str | Path
     """The reward model's judgement of a run (a name or folder under WORKSPACE/runs) against its parent on a few
     prompts, kept in the run's folder for the lineage to show; returns it. `progress(fraction, text)` hears each
     step."""
-    from ftchat import methods
-    from ftchat.chat import GenerationSettings
-    from ftchat.reward_model import check_reward_run
-
     runs_root = Path(workspace) / "runs"
-    run_dir = Path(run) if Path(run).is_dir() else runs_root / run
-    if not (run_dir / "config.yaml").is_file():
+    run_dir = Workspace(workspace).run_dir(run)
+    if run_dir is None or not (run_dir / "config.yaml").is_file():
         raise RoundError(f"{run}: no such run in this workspace.")
     info = runs.load_run(run_dir)
     method = info.config.get("method") or "sft"
@@ -180,8 +187,8 @@ def judge_against_parent(workspace: str | Path, run: str, reward_run: str | Path
 
 def round_name(run_name: str, method: str, runs_root: Path) -> str:
     """<stem>-r<N>-<method>: N counts the rounds so far; a name already taken gets -2, -3 …"""
-    if run_name.startswith(BASE_PREFIX):
-        stem, number = Path(run_name[len(BASE_PREFIX):]).name, 1
+    if is_base(run_name):
+        stem, number = Path(base_of_choice(run_name)).name, 1
     else:
         match = ROUND_NAME.match(run_name)
         stem, number = (match["stem"], int(match["n"]) + 1) if match else (run_name, 1)
@@ -192,44 +199,157 @@ def round_name(run_name: str, method: str, runs_root: Path) -> str:
     return candidate
 
 
-def next_round_config(workspace: str | Path, run: str, method: str, **training_flags) -> RunConfig:
-    """Write the round's dataset from the ratings of `run` (a run name or folder, or base:NAME) and return the
-    RunConfig that trains it (not started). `training_flags` are RunConfig fields that override the defaults."""
-    workspace = Path(workspace)
-    runs_root = workspace / "runs"
-    store = FeedbackStore.for_workspace(workspace)
-    inherited: dict = {}
-    if run.startswith(BASE_PREFIX):
-        run_name, parent = run, None
-        inherited["base"] = run[len(BASE_PREFIX):]
-    else:
-        run_dir = Path(run) if Path(run).is_dir() else runs_root / run
-        run_name = run_dir.name
-        info = runs.load_run(run_dir)
-        if info.state != "done":
-            raise RoundError(f"{run_name} is not a finished run (state: {info.state}); rate a finished run.")
-        if info.config.get("adapter") == "prompt":
-            raise RoundError(f"{run_name} was trained with prompt tuning; DPO and KTO rounds continue LoRA, QLoRA, "
-                             "full or layer-wise runs.")
-        inherited = {k: info.config[k] for k in INHERITED if k in info.config}
-        parent = str(run_dir)
-    if method not in METHODS:
-        raise RoundError(f"method: a round trains with {' or '.join(METHODS)}, not '{method}'.")
-    data, _, ids = round_data(store, run_name, method)
-    name = round_name(run_name, method, runs_root)
-    data_file = workspace / "feedback-data" / f"{name}.jsonl"
-    data_file.parent.mkdir(parents=True, exist_ok=True)
-    data_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in data), encoding="utf-8")
-    values = {**inherited, "data": [str(data_file)], "out": str(runs_root / name), "method": method, "parent": parent}
-    if inherited.get("adapter") is None and parent is None:
-        values["adapter"] = "lora"  # a round from a base starts a fresh adapter
-    for key in ("data", "out", "parent", "method"):
-        if training_flags.get(key) is not None:
+@dataclass
+class RatedModel:
+    """The model a round continues: its rating name, its run folder (None for a base) and what the round inherits."""
+    name: str
+    parent: str | None
+    inherited: dict
+
+
+def round_sources(store: FeedbackStore, workspace: str | Path) -> list[str]:
+    """What a round can start from: the finished chat runs of this workspace that have ratings (newest first),
+    then the rated bases the workspace offers. A name in a rating never becomes a model to load by itself."""
+    rated = set(store.models())
+    space = Workspace(workspace)
+    out = [run.name for run in runs.list_runs(space.runs_dir)
+           if run.state == "done" and run.name in rated and run.config.get("method", "sft") in methods.policy_methods()]
+    return out + [name for name in sorted(rated) if is_base(name) and space.offers_base(base_of_choice(name))]
+
+
+def rated_model(workspace: str | Path, model: str, kind: str) -> RatedModel:
+    """The rated model a round of `kind` (dpo, kto, reward-rl) continues: a finished run of this workspace (its
+    folder name or path) or base:NAME of a base the workspace offers; RoundError for anything else."""
+    space = Workspace(workspace)
+    allowed = methods.get(RL_METHODS[0] if kind == "reward-rl" else kind).adapters
+    if is_base(model):
+        base = base_of_choice(model)
+        if not space.offers_base(base):
+            raise RoundError(f"{model}: not a base this workspace offers (the bundled model or a folder in its "
+                             "models/).")
+        return RatedModel(model, None, {"base": base, "adapter": "lora"})  # a round from a base starts an adapter
+    run_dir = space.run_dir(model)
+    if run_dir is None or not (run_dir / "config.yaml").is_file():
+        raise RoundError(f"{model}: no such run in this workspace.")
+    info = runs.load_run(run_dir)
+    if info.state != "done":
+        raise RoundError(f"{run_dir.name} is not a finished run (state: {info.state}); rate a finished run.")
+    if info.config.get("method", "sft") not in methods.policy_methods():
+        raise RoundError(f"{run_dir.name} is a {info.config.get('method')} run: it scores replies, it does not chat.")
+    adapter = info.config.get("adapter")
+    if adapter not in allowed:
+        raise RoundError(f"{run_dir.name} was trained with {adapter}; a {kind} round continues "
+                         f"{', '.join(allowed)} runs.")
+    return RatedModel(run_dir.name, str(run_dir), {k: info.config[k] for k in INHERITED if k in info.config})
+
+
+def _check_flags(training_flags: dict, own: tuple[str, ...]) -> dict:
+    """The training flags that are given (not None); RoundError for one the round sets itself."""
+    for key in own:
+        if training_flags.get(key) not in (None, [], ""):
             raise RoundError(f"{key}: a round sets its own {key}; leave it out.")
     unknown = sorted(set(training_flags) - {f.name for f in dataclasses.fields(RunConfig)})
     if unknown:
         raise ConfigError(f"unknown training flag(s) {', '.join(unknown)}.")
-    values.update({k: v for k, v in training_flags.items() if v is not None})
+    return {k: v for k, v in training_flags.items() if v is not None}
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def next_round_config(workspace: str | Path, run: str, method: str, **training_flags) -> RunConfig:
+    """Write the round's dataset from the ratings of `run` (a run name or folder, or base:NAME) and return the
+    RunConfig that trains it (not started). `training_flags` are RunConfig fields that override the defaults."""
+    if method not in METHODS:
+        raise RoundError(f"method: a round trains with {' or '.join(METHODS)}, not '{method}'.")
+    flags = _check_flags(training_flags, ("data", "out", "parent", "method"))
+    workspace = Path(workspace)
+    rated = rated_model(workspace, run, method)
+    store = FeedbackStore.for_workspace(workspace)
+    data, _, ids = round_data(store, rated.name, method)
+    name = round_name(rated.name, method, workspace / "runs")
+    values = {**rated.inherited, **flags, "method": method, "parent": rated.parent, "out": str(workspace / "runs" / name),
+              "data": [_write_jsonl(workspace / "feedback-data" / f"{name}.jsonl", data)]}
     config = RunConfig(**values).validate()
     store.mark_used(name, ids)
     return config
+
+
+def rated_prompts(rows: list[dict]) -> list[list[dict]]:
+    """The distinct conversations (up to the prompt) of the live ratings, oldest first."""
+    seen, prompts = set(), []
+    for row in rows:
+        if row.get("deleted"):
+            continue
+        prompt = [{"role": m["role"], "content": m["content"]} for m in row["conversation"]]
+        key = json.dumps(prompt, sort_keys=True)
+        if prompt and prompt[-1]["role"] == "user" and key not in seen:
+            seen.add(key)
+            prompts.append(prompt)
+    return prompts
+
+
+def shortfall(pairs: int, prompts: int, run_name: str) -> str | None:
+    """What a reward-RL round still lacks (None: nothing): pairs for the reward model, rated prompts for the policy."""
+    if pairs < MIN_DPO_PAIRS:
+        return (f"need {MIN_DPO_PAIRS - pairs} more decisive vote(s) (left or right is better) or written better "
+                f"answers: a reward model needs {MIN_DPO_PAIRS} pairs and the ratings give {pairs}.")
+    if prompts < MIN_PROMPTS:
+        return (f"need {MIN_PROMPTS - prompts} more rated prompt(s) for {run_name}: the policy practises on the "
+                "prompts it was rated on.")
+    return None
+
+
+def readiness(store: FeedbackStore, run_name: str) -> tuple[str | None, int, int]:
+    """(what is missing or None, reward-model pairs, rated prompts of `run_name`) for a reward-RL round now."""
+    pairs = len(to_dpo(store.ratings()))
+    prompts = len(rated_prompts(store.ratings(model=run_name)))
+    return shortfall(pairs, prompts, run_name), pairs, prompts
+
+
+def reward_rl_round(workspace: str | Path, run: str, rl_method: str = "grpo", **training_flags
+                    ) -> tuple[RunConfig, RunConfig]:
+    """Write the round's data and return (reward-model config, RL config), neither started; the RL config is
+    validated only once the reward model is trained (its `reward` names that run). RoundError when the ratings are
+    too few: it says how many more are needed."""
+    if rl_method not in RL_METHODS:
+        raise RoundError(f"a reward-RL round trains its policy with {' or '.join(RL_METHODS)}, not '{rl_method}'.")
+    flags = _check_flags(training_flags, ("data", "out", "parent", "method", "reward"))
+    workspace = Path(workspace)
+    rated = rated_model(workspace, run, "reward-rl")
+    store = FeedbackStore.for_workspace(workspace)
+    everything = store.ratings()
+    pairs = to_dpo(everything)
+    own = store.ratings(model=rated.name)
+    prompts = rated_prompts(own)
+    problem = shortfall(len(pairs), len(prompts), rated.name)
+    if problem:
+        raise RoundError(problem)
+    name = round_name(rated.name, rl_method, workspace / "runs")
+    data_dir, runs_root = workspace / "feedback-data", workspace / "runs"
+    rm = RunConfig(
+        data=[_write_jsonl(data_dir / f"{name}-rm.jsonl", pairs)], out=str(runs_root / f"{name}-rm"),
+        method="reward", base=rated.inherited["base"], adapter="lora", compare_prompts=0,
+        **{k: v for k, v in {**rated.inherited, **flags}.items() if k in REWARD_MODEL_FLAGS},
+    )
+    policy = RunConfig(**{
+        **rated.inherited, **flags,
+        "data": [_write_jsonl(data_dir / f"{name}.jsonl", [{"prompt": p} for p in prompts])],
+        "out": str(runs_root / name), "method": rl_method, "parent": rated.parent, "reward": [rm.out],
+    })
+    rm.validate()
+    store.mark_used(name, sorted({r["id"] for r in everything if to_dpo([r])} | {r["id"] for r in own}))
+    return rm, policy
+
+
+def store_win_rates(workspace: str | Path):
+    """Each round's win-rate against its parent from the workspace's votes, as model cards show them
+    (ftchat.export.modelcard.WinRates), or None where nobody rated yet."""
+    path = Path(workspace) / "feedback.sqlite"
+    if not path.exists():
+        return None
+    votes = FeedbackStore(path).ratings(kind="vote")
+    return lambda child, parent: win_rate(votes, child, parent)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass, field
 
-from ftchat.feedback.store import FeedbackStore, model_name, weights_hash
+from ftchat.feedback.store import FeedbackStore
+from ftchat.names import model_name
+from ftchat.runs import weights_hash
 
 # The pane a button names → the `winner` a vote stores (model_a always answered in the left pane).
 WINNER_OF = {"left": "a", "right": "b", "tie": "tie", "bothbad": "bothbad"}

@@ -20,16 +20,14 @@ import os
 import sqlite3
 import time
 from contextlib import closing
-from dataclasses import dataclass, field
 from pathlib import Path
 
 SCHEMA_VERSION = 2  # 2: round_ratings (version 1 files gain the table when opened)
-KINDS = ("vote", "thumb", "edit")
+RATING_KINDS = ("vote", "thumb", "edit")
 WINNERS = ("a", "b", "tie", "bothbad")
 SIDES = ("a", "b")  # a: the left pane, b: the right pane
-SOURCES = ("ftchat", "import")
 BUSY_TIMEOUT_S = 60.0
-# The marker of ftchat's own ratings export (export.write_export(kind="ratings")); import_file reads it back.
+# The marker of ftchat's own ratings export (export.write_export(kind="ratings")); ftchat.feedback.imports reads it back.
 RATINGS_FORMAT = "ftchat-ratings-1"
 
 SCHEMA = """
@@ -81,41 +79,7 @@ class FeedbackError(ValueError):
     """A rating cannot be stored or read as asked; the message names the field and what would fix it."""
 
 
-@dataclass
-class ImportProblem:
-    line: int
-    field: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.field}: {self.reason}"
-
-
-@dataclass
-class ImportReport:
-    file: str
-    format: str | None = None  # "battle" (Chatbot Arena / FastChat) | "ftchat" (our ratings export)
-    added: int = 0
-    duplicates: int = 0  # rows already imported before
-    problems: list[ImportProblem] = field(default_factory=list)
-    error: str | None = None  # the whole file could not be read
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def summary(self) -> str:
-        if self.error:
-            return f"{self.file}: {self.error}"
-        text = f"{self.file}: {self.added} rating(s) imported ({self.format})"
-        if self.duplicates:
-            text += f", {self.duplicates} already there"
-        if self.problems:
-            text += f", {len(self.problems)} row(s) skipped"
-        return text
-
-
-def prompt_of(conversation: list[dict]) -> str:
+def prompt_text(conversation: list[dict]) -> str:
     """The text of the last user message of a conversation."""
     for message in reversed(conversation):
         if message.get("role") == "user":
@@ -187,7 +151,7 @@ class FeedbackStore:
         return {
             "time": time.time() if when is None else float(when),
             "conversation": json.dumps(conversation, ensure_ascii=False),
-            "prompt": prompt_of(conversation),
+            "prompt": prompt_text(conversation),
             "settings": json.dumps(settings, ensure_ascii=False, default=str) if settings is not None else None,
             "rater": (rater or "").strip() or None,
             "anonymous": int(bool(anonymous)),
@@ -287,8 +251,8 @@ class FeedbackStore:
             where.append("rater = ?")
             params.append(rater)
         if kind:
-            if kind not in KINDS:
-                raise FeedbackError(f"kind: '{kind}' is not one of {', '.join(KINDS)}.")
+            if kind not in RATING_KINDS:
+                raise FeedbackError(f"kind: '{kind}' is not one of {', '.join(RATING_KINDS)}.")
             where.append("kind = ?")
             params.append(kind)
         if round == UNUSED:
@@ -328,7 +292,7 @@ class FeedbackStore:
         return {
             "total": len(live),
             "deleted": len(rows) - len(live),
-            "kinds": {k: sum(r["kind"] == k for r in live) for k in KINDS},
+            "kinds": {k: sum(r["kind"] == k for r in live) for k in RATING_KINDS},
             "winners": {w: sum(r["winner"] == w for r in live) for w in WINNERS},
             "thumbs": {"up": sum(r["thumb"] == 1 for r in live), "down": sum(r["thumb"] == -1 for r in live)},
             "models": dict(sorted(per_model.items(), key=lambda item: -item[1])),
@@ -348,35 +312,29 @@ class FeedbackStore:
         return [{**dict(r), "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
 
     # -- import -------------------------------------------------------------------------------------------------
-    def import_file(self, path: str | os.PathLike) -> ImportReport:
-        """Add the ratings of a Chatbot Arena / FastChat battle JSONL file or of an ftchat ratings export.
-        Bad rows are skipped and listed with line and field; a row imported before is counted once."""
-        from ftchat.feedback.imports import parse_ratings_file
-
-        report = ImportReport(file=str(path))
-        parsed = parse_ratings_file(path, report)
-        if not report.ok:
-            return report
+    def add_imported(self, rows: list[dict], file: str, format: str | None, skipped: int) -> tuple[int, int]:
+        """Store rows that ftchat.feedback.imports parsed from one file, in one transaction with its audit row;
+        (added, duplicates): a row whose import_key is there already is counted once."""
+        added = duplicates = 0
         with closing(self._connect()) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
-                for values in parsed:
+                for values in rows:
                     cursor = db.execute(
                         f"INSERT OR IGNORE INTO ratings ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})",
                         list(values.values()))
                     if cursor.rowcount:
-                        report.added += 1
+                        added += 1
                     else:
-                        report.duplicates += 1
+                        duplicates += 1
                 db.execute("INSERT INTO audit (time, action, rating_id, detail) VALUES (?, 'import', NULL, ?)",
-                           (time.time(), json.dumps({"file": str(path), "format": report.format,
-                                                     "added": report.added, "duplicates": report.duplicates,
-                                                     "skipped": len(report.problems)})))
+                           (time.time(), json.dumps({"file": file, "format": format, "added": added,
+                                                     "duplicates": duplicates, "skipped": skipped})))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        return report
+        return added, duplicates
 
 
 def _row_dict(row: sqlite3.Row) -> dict:
@@ -401,46 +359,3 @@ def _check_side(side) -> None:
 
 def import_key(record: dict) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-
-
-# -- naming and hashing the models that answered ------------------------------------------------------------------
-_HASHES: dict[tuple, str] = {}
-
-
-def model_name(choice: str) -> str:
-    """The name a rating stores for a chat choice: a run by its folder name, a base as base:NAME."""
-    from ftchat.chat import BASE_PREFIX
-
-    if choice.startswith(BASE_PREFIX):
-        return choice
-    return Path(choice).name
-
-
-def weights_hash(choice: str, workspace: str | os.PathLike | None = None) -> str | None:
-    """sha256 over the weights files of a chat choice (base:NAME, a run folder path, or a run name under
-    WORKSPACE/runs); None when there are no weights to hash. Cached per file size and mtime."""
-    from ftchat import models, runs
-    from ftchat.chat import BASE_PREFIX
-
-    if choice.startswith(BASE_PREFIX):
-        try:
-            folder = models.resolve_base(choice[len(BASE_PREFIX):])
-        except models.ModelError:
-            return None
-    else:
-        run_dir = Path(choice)
-        if not run_dir.exists() and workspace is not None:
-            run_dir = Path(workspace) / "runs" / choice
-        folder = runs.weights_dir(run_dir)
-    files = sorted(p for p in Path(folder).glob("*.safetensors") if p.is_file())
-    if not files:
-        return None
-    key = tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-    if key not in _HASHES:
-        from ftchat.config import file_sha256
-
-        digest = hashlib.sha256()
-        for path in files:
-            digest.update(path.name.encode() + b"\0" + file_sha256(path).encode())
-        _HASHES[key] = digest.hexdigest()
-    return _HASHES[key]

@@ -260,7 +260,3 @@ def callbacks_for(config: RunConfig, run_callback: RunFolderCallback, has_eval: 
     if has_eval and config.early_stopping:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
     return callbacks
-
-
-def steps_per_epoch(n_examples: int, config: RunConfig) -> int:
-    return max(1, math.ceil(n_examples / (config.batch_size * config.grad_accum)))

@@ -14,7 +14,8 @@ from ftchat.train.common import trainer_arguments
 
 
 def build_trainer(config: RunConfig, model, peft_config, tokenizer, train_ds, eval_ds, callbacks) -> DPOTrainer:
-    args = DPOConfig(**trainer_arguments(config, has_eval=eval_ds is not None), beta=config.beta)
+    losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, config.sft_weight]} if config.sft_weight else {}
+    args = DPOConfig(**trainer_arguments(config, has_eval=eval_ds is not None), beta=config.beta, **losses)
     return DPOTrainer(
         model=model,
         ref_model=None,

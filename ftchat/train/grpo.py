@@ -10,8 +10,8 @@ from __future__ import annotations
 from transformers import EarlyStoppingCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from ftchat import rewards
 from ftchat.config import RunConfig
+from ftchat.train import rewards
 from ftchat.train.common import trainer_arguments
 
 

@@ -10,8 +10,8 @@ import random
 from pathlib import Path
 
 from ftchat import models
+from ftchat.chat.generation import generate_batch
 from ftchat.prompts import GENERAL_PROMPTS
-
 
 
 def _cache_path(base: str, max_new_tokens: int) -> Path:
@@ -30,7 +30,6 @@ def replay_examples(base: str, max_new_tokens: int = 96) -> list[dict]:
     path = _cache_path(base, max_new_tokens)
     if path.exists():
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    from ftchat.chat import generate_batch
 
     tokenizer = models.load_tokenizer(base)
     model = models.load_model(base, precision="bf16" if models.device() == "cuda" else "fp32")

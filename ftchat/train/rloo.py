@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from trl import RLOOConfig, RLOOTrainer
 
-from ftchat import rewards
 from ftchat.config import RunConfig
+from ftchat.train import rewards
 from ftchat.train.grpo import reward_summary, rl_arguments, training_callbacks
 
 

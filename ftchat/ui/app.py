@@ -7,13 +7,14 @@ torch / transformers only inside handlers, so the page answers within seconds.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import sys
 import threading
 
 import ftchat.ui  # noqa: F401  (sets the no-analytics environment before gradio is imported)
-from ftchat.ui.workspace import DEFAULT_MAX_UPLOAD_MB
+from ftchat.login import ThrottledLogin, is_loopback, password_check
+from ftchat.ui.context import AppContext
+from ftchat.workspace import DEFAULT_MAX_UPLOAD_MB, Workspace
 
 log = logging.getLogger("ftchat.ui")
 
@@ -37,15 +38,6 @@ footer { display: none !important; }
 .lineage-judged { margin-top: 2px; color: #4f46e5; }
 .lineage-arrow { align-self: center; font-size: 20px; opacity: .6; }
 """
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def url_host(host: str) -> str:
@@ -80,11 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_app(workspace, ctx=None):
     """The page: a gr.Blocks with the Data, Train and Chat tabs wired to each other."""
+    # gradio and the tabs (which import it) load here, after the arguments are checked: `--help` and a refused
+    # --host answer in a blink
     import gradio as gr
 
     from ftchat.ui import chat_tab, data_tab, export_panel, feedback_tab, train_tab
-    from ftchat.ui.context import AppContext
-    from ftchat.ui.workspace import Workspace
 
     if ctx is None:
         ctx = AppContext(workspace if isinstance(workspace, Workspace) else Workspace(workspace))
@@ -93,7 +85,7 @@ def build_app(workspace, ctx=None):
                     "**1. Data:** upload a file or use a sample · **2. Train:** start a run and watch it · "
                     "**3. Chat:** compare the base with your tuned model and rate the answers · "
                     "**4. Feedback:** see who wins and train the next round from the votes.")
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("1. Data", id="data"):
                 data = data_tab.build(ctx, demo)
             with gr.Tab("2. Train", id="train") as train_page:
@@ -101,9 +93,17 @@ def build_app(workspace, ctx=None):
                 exporter = export_panel.build(ctx)
                 train_page.select(exporter.refresh, outputs=[exporter.run], api_visibility="private")
             with gr.Tab("3. Chat", id="chat") as chat_page:
-                chat_tab.build(ctx, demo, chat_page)
+                chat = chat_tab.build(ctx, demo, chat_page)
             with gr.Tab("4. Feedback", id="feedback") as feedback_page:
-                feedback_tab.build(ctx, demo, feedback_page)
+                feedback = feedback_tab.build(ctx, demo, feedback_page)
+        # "Rate these next" in the Feedback tab: its prompts become the Chat tab's queue, on the run and its parent.
+        feedback.rate_next.then(
+            lambda text, pair: (text, gr.Dropdown(choices=ctx.engine().choices(), value=pair[0]),
+                                gr.Dropdown(choices=ctx.engine().choices(), value=pair[1]), gr.Tabs(selected="chat")),
+            inputs=[feedback.next_prompts, feedback.next_pair],
+            outputs=[chat.queue_text, chat.left_model, chat.right_model, tabs], api_visibility="private",
+        ).then(chat.load_typed, inputs=[chat.queue_text], outputs=[chat.queue, chat.queue_progress],
+               api_visibility="private")
         # New uploads become the Train tab's selected data.
         for event in data.events:
             event.then(train.refresh_choices, inputs=[data.loaded_paths], outputs=[train.datasets],
@@ -122,18 +122,13 @@ def main(argv: list[str] | None = None) -> int:
               f"or serve on this machine only with --host 127.0.0.1.", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from ftchat.ui.context import AppContext
-    from ftchat.ui.workspace import Workspace
-
     ctx = AppContext(Workspace(args.workspace, max_upload_mb=args.max_upload_mb))
     demo = build_app(ctx.workspace, ctx)
-    import gradio as gr
+    import gradio as gr  # see build_app
 
     theme = gr.themes.Soft(primary_hue="indigo", font=["ui-sans-serif", "system-ui", "sans-serif"],
                            font_mono=["ui-monospace", "Consolas", "monospace"])
-    from starlette.middleware import Middleware
-
-    from ftchat.login import ThrottledLogin, password_check
+    from starlette.middleware import Middleware  # comes with gradio
 
     bare = args.host.strip("[]")
     demo.launch(

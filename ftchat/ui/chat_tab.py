@@ -8,13 +8,14 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from ftchat.feedback import session
+from ftchat.chat.generation import ChatError, GenerationSettings, with_system
+from ftchat.feedback import prompt_queue, session
 from ftchat.feedback.prompt_queue import RANK_PROMPTS, PromptError, PromptQueue, split_prompt
-from ftchat.models import DEFAULT_BASE, REGISTRY
+from ftchat.models import ModelError
+from ftchat.names import is_base
+from ftchat.train.reward_model import RewardModelError, reward_runs
 from ftchat.ui.context import AppContext
-from ftchat.ui.train_tab import base_label
 
-BASE_PREFIX = "base:"  # ftchat.chat.BASE_PREFIX, repeated so this module imports without the chat engine
 THINKING = "…"
 BLANK_REPLY = "(no text: the model answered with whitespace only, or stopped at once)"
 # (vote, button text, elem_id)
@@ -27,42 +28,14 @@ class ChatTab:
     left_model: gr.Dropdown
     right_model: gr.Dropdown
     refresh: gr.Button
+    queue_text: gr.Textbox  # typed prompts, one a line
+    queue: gr.State
+    queue_progress: gr.Markdown
+    load_typed: object  # (typed prompts) -> (queue, progress line)
 
 
 def model_choices(ctx: AppContext) -> list[tuple[str, str]]:
-    """Bases (bundled, workspace model folders, the bases runs were trained on) and every finished run."""
-    choices = ctx.engine().choices()
-    bases = [(label, value) for label, value in choices if value.startswith(BASE_PREFIX)]
-    finished = [(label, value) for label, value in choices if not value.startswith(BASE_PREFIX)]
-    seen = {value for _, value in bases}
-    for folder in ctx.workspace.model_folders():
-        if BASE_PREFIX + str(folder) not in seen:
-            bases.append(("", BASE_PREFIX + str(folder)))
-    relabelled = []
-    for label, value in bases:
-        name = value[len(BASE_PREFIX):]
-        relabelled.append((label if name in REGISTRY and label else f"base · {base_label(ctx, name)}", value))
-    return relabelled + [(f"run · {label}", value) for label, value in finished]
-
-
-def default_pair(choices: list[tuple[str, str]]) -> tuple[str | None, str | None]:
-    """Right: the newest finished run; left: what it was trained from (its parent run, else its base). With no
-    finished run, the bundled base on both sides."""
-    from ftchat import runs
-
-    values = [value for _, value in choices]
-    base = BASE_PREFIX + DEFAULT_BASE if BASE_PREFIX + DEFAULT_BASE in values else (values[0] if values else None)
-    finished = [v for v in values if not v.startswith(BASE_PREFIX)]
-    if not finished:
-        return base, base
-    newest = finished[0]
-    config = runs.load_run(newest).config
-    parent, run_base = config.get("parent"), config.get("base")
-    if parent and str(parent) in values:
-        return str(parent), newest
-    if run_base and BASE_PREFIX + run_base in values:
-        return BASE_PREFIX + run_base, newest
-    return base, newest
+    return ctx.engine().choices()
 
 
 def message_text(content) -> str:
@@ -97,7 +70,7 @@ def plain_history(history) -> list[dict]:
 
 def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
     choices = model_choices(ctx)
-    left_value, right_value = default_pair(choices)
+    left_value, right_value = ctx.engine().default_pair(choices)
     rng = random.Random()
 
     def describe(choice: str) -> str:
@@ -220,8 +193,6 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
     def chat(text: str, left: str, right: str, left_history: list, right_history: list, system_prompt: str = "",
              temp: float = 0.0, nucleus: float = 0.9, new_tokens: float = 128, current=None, arena_mode=False):
         """Send one message to both models; yields both histories as the replies stream in."""
-        from ftchat.chat import ChatError, GenerationSettings, with_system
-        from ftchat.models import ModelError
 
         text = message_text(text).strip()
         if not text:
@@ -268,7 +239,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
         """The models the chat can use: bases and finished runs, as (label, value) pairs."""
         fresh = model_choices(ctx)
         values = [v for _, v in fresh]
-        default_left, default_right = default_pair(fresh)
+        default_left, default_right = ctx.engine().default_pair(fresh)
         return (gr.Dropdown(choices=fresh, value=left if left in values else default_left),
                 gr.Dropdown(choices=fresh, value=right if right in values else default_right),
                 fresh)
@@ -353,7 +324,6 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
     # -- the prompt queue -----------------------------------------------------------------------------------------
     def load_prompts(run: str | None, file: str | None, typed: str):
         """Prompts to step through: typed ones (one per line), else a file's, else a run's held-out prompts."""
-        from ftchat.feedback import prompt_queue
 
         try:
             if typed and typed.strip():
@@ -375,10 +345,6 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
                      wanted: bool = True, progress=gr.Progress()):
         """Order the loaded prompts by the reward model's uncertainty between the two panes' models (least sure
         first); returns the queue's progress line, the order with margins, and the replies and margins measured."""
-        from ftchat.chat import ChatError
-        from ftchat.feedback import prompt_queue
-        from ftchat.models import ModelError
-        from ftchat.reward_model import RewardModelError
 
         if not wanted:
             return gr.skip(), gr.skip(), gr.Dataframe(visible=False), None
@@ -486,16 +452,16 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
     demo.load(lambda: models()[:2], outputs=[left_model, right_model], api_visibility="private")
     page.select(on_show, inputs=[left_model, right_model, picked, queue_run, queue_reward],
                 outputs=[left_model, right_model, queue_run, queue_reward], api_visibility="private")
-    return ChatTab(left_model, right_model, refresh)
+    return ChatTab(left_model, right_model, refresh, queue_text, queue, queue_progress,
+                   lambda typed: load_prompts(None, None, typed))
 
 
 def reward_choices(ctx: AppContext) -> list[tuple[str, str]]:
     """Finished reward-model runs, for ordering the prompt queue by the reward model's uncertainty."""
-    from ftchat.reward_model import reward_runs
 
     return [(path.name, path.name) for path in reward_runs(ctx.workspace.runs_dir)]
 
 
 def run_choices(ctx: AppContext) -> list[tuple[str, str]]:
     """Finished runs, for the prompt queue's held-out prompts."""
-    return [(label, value) for label, value in model_choices(ctx) if not value.startswith(BASE_PREFIX)]
+    return [(label, value) for label, value in model_choices(ctx) if not is_base(value)]

@@ -8,12 +8,21 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ftchat import runs
+from ftchat.chat import llamacpp
+from ftchat.chat.engine import ChatEngine
 from ftchat.config import RunConfig
-from ftchat.ui.workspace import Workspace
+from ftchat.data import summarize_file
+from ftchat.feedback.store import FeedbackStore
+from ftchat.methods import methods_for_shapes
+from ftchat.models import ModelError, load_tokenizer, resolve_base
+from ftchat.train.reward_model import RewardModel
+from ftchat.workspace import Workspace, human_size
 
 log = logging.getLogger("ftchat.ui")
 # One length rule: the Data tab counts a row as usable only if training (max_length, same tokenizer) keeps it.
@@ -63,8 +72,6 @@ class AppContext:
         """The bundled model's tokenizer, or None when it cannot be loaded (token counts are then estimates)."""
         with self._lock:
             if self._tokenizer is None and self._tokenizer_error is None:
-                from ftchat.models import ModelError, load_tokenizer
-
                 try:
                     self._tokenizer = load_tokenizer()
                 except (ModelError, OSError) as exc:
@@ -76,8 +83,6 @@ class AppContext:
         """The one ChatEngine of this app: it caches loaded models, so every pane and session shares it."""
         with self._lock:
             if self._engine is None:
-                from ftchat.chat import ChatEngine
-
                 self._engine = ChatEngine(runs_root=self.workspace.runs_dir, models_root=self.workspace.models_dir)
             return self._engine
 
@@ -85,16 +90,12 @@ class AppContext:
         """The workspace's ratings (WORKSPACE/feedback.sqlite)."""
         with self._lock:
             if self._feedback is None:
-                from ftchat.feedback.store import FeedbackStore
-
                 self._feedback = FeedbackStore.for_workspace(self.workspace.root)
             return self._feedback
 
     def reward_model(self, run_dir: str | Path):
         """A reward-model run of this workspace, loaded once and kept until another one (or a retrained one) is
         asked for; RewardModelError when the folder is not a finished reward model."""
-        from ftchat import runs
-        from ftchat.reward_model import RewardModel
 
         run_dir = Path(run_dir)
         adapter = runs.adapter_dir(run_dir) / "adapter_model.safetensors"
@@ -108,7 +109,6 @@ class AppContext:
     def report(self, path: str | Path) -> FileReport:
         """Check one file as a stream (memory bounded whatever its size); the last REPORTS_KEPT reports
         are cached while their file is unchanged."""
-        from ftchat.data import summarize_file
 
         path = Path(path)
         stat = path.stat() if path.exists() else None
@@ -175,12 +175,56 @@ class AppContext:
         """Convert the bundled model once (the first time takes ~30 s), load its tokenizer, and try llama.cpp (the
         chat's fast backend: a child process loads the shipped GGUF) so the first reply does not wait for it."""
         try:
-            from ftchat.models import resolve_base
-
             resolve_base()
         except Exception as exc:  # the app works without it; the user sees the error when picking that base
             log.warning("could not prepare the bundled model: %s", exc)
         self.tokenizer()
-        from ftchat import llamacpp
 
         llamacpp.available()
+
+
+# -- what the tabs offer: the uploads that can train, and why the others cannot ------------------------------------
+def upload_label(f) -> str:
+    return f"{f.original_name} · {human_size(f.size)} · {time.strftime('%Y-%m-%d %H:%M', time.localtime(f.added))}"
+
+
+def upload_choices(ctx: AppContext) -> list[tuple[str, str]]:
+    """The uploads offered as training data: only those whose report is usable (an unusable file would only
+    fail at Start with "allows: nothing")."""
+    return [(upload_label(f), str(f.path)) for f in ctx.workspace.uploads() if ctx.verdict(f.path)["ok"]]
+
+
+def stored_choices(ctx: AppContext) -> list[tuple[str, str]]:
+    """Every stored upload, for the Data tab to show its report again; unusable ones are marked."""
+    return [(upload_label(f) + ("" if ctx.verdict(f.path)["ok"] else " · NOT USABLE"), str(f.path))
+            for f in ctx.workspace.uploads()]
+
+
+def unusable_reason(ctx: AppContext, paths: list[str]) -> str | None:
+    """Why the selected training files cannot be trained on (each unusable file with its reason), or None."""
+    reasons = []
+    for path in paths:
+        if not ctx.workspace.is_upload(path) or not Path(path).is_file():
+            reasons.append(f"{Path(path).name}: is no longer in the workspace; upload it again")
+            continue
+        verdict = ctx.verdict(path)
+        if not verdict["ok"]:
+            name = ctx.workspace.stored_file(path).original_name
+            reasons.append((verdict.get("error") or f"{name}: has no usable examples").rstrip("."))
+    return "; ".join(reasons) + "." if reasons else None
+
+
+def data_shapes(ctx: AppContext, paths: list[str]) -> dict[str, str | None]:
+    """Each file's shape, None for a file that cannot train (gone, or no usable rows)."""
+    shapes = {}
+    for path in paths:
+        verdict = ctx.verdict(path) if ctx.workspace.is_upload(path) and Path(path).is_file() else {"ok": False}
+        shapes[path] = verdict.get("shape") if verdict.get("ok") else None
+    return shapes
+
+
+def methods_for(shapes: dict[str, str | None]) -> list[str]:
+    """The methods every selected file can train with (SFT when nothing is selected yet)."""
+    if not shapes:
+        return ["sft"]
+    return methods_for_shapes(shapes.values())

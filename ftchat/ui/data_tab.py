@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 
-from ftchat.ui.context import MAX_TOKENS, AppContext, FileReport
-from ftchat.ui.workspace import DATA_EXTENSIONS, SAMPLES_DIR, UploadError, human_size, sample_files, sample_label
+from ftchat.data import length_stats, preview_rows
+from ftchat.methods import methods_for_shapes
+from ftchat.ui.context import MAX_TOKENS, AppContext, FileReport, stored_choices
+from ftchat.workspace import DATA_EXTENSIONS, SAMPLES_DIR, UploadError, human_size, sample_files, sample_label
 
 SHOW_SKIPPED = 20
 PREVIEW_ROWS = 5
@@ -24,8 +25,6 @@ SHAPE_NOTES = {  # what a shape is; which methods train on it comes from ftchat.
 
 
 def shape_note(shape: str | None) -> str:
-    from ftchat.methods import methods_for_shapes
-
     allowed = methods_for_shapes([shape]) if shape else []
     what = SHAPE_NOTES.get(shape, shape or "unusable")
     return f"{what} → trains with {', '.join(m.upper() for m in allowed)}" if allowed else f"{what} → no method"
@@ -46,36 +45,6 @@ class DataTab:
 
 # -- pure helpers (no gradio): what the report says --------------------------------------------------------------
 
-def upload_label(f) -> str:
-    return f"{f.original_name} · {human_size(f.size)} · {time.strftime('%Y-%m-%d %H:%M', time.localtime(f.added))}"
-
-
-def upload_choices(ctx: AppContext) -> list[tuple[str, str]]:
-    """The uploads offered as training data: only those whose report is usable (an unusable file would only
-    fail at Start with "allows: nothing")."""
-    return [(upload_label(f), str(f.path)) for f in ctx.workspace.uploads() if ctx.verdict(f.path)["ok"]]
-
-
-def stored_choices(ctx: AppContext) -> list[tuple[str, str]]:
-    """Every stored upload, for the Data tab to show its report again; unusable ones are marked."""
-    return [(upload_label(f) + ("" if ctx.verdict(f.path)["ok"] else " · NOT USABLE"), str(f.path))
-            for f in ctx.workspace.uploads()]
-
-
-def unusable_reason(ctx: AppContext, paths: list[str]) -> str | None:
-    """Why the selected training files cannot be trained on (each unusable file with its reason), or None."""
-    reasons = []
-    for path in paths:
-        if not ctx.workspace.is_upload(path) or not Path(path).is_file():
-            reasons.append(f"{Path(path).name}: is no longer in the workspace; upload it again")
-            continue
-        verdict = ctx.verdict(path)
-        if not verdict["ok"]:
-            name = ctx.workspace.stored_file(path).original_name
-            reasons.append((verdict.get("error") or f"{name}: has no usable examples").rstrip("."))
-    return "; ".join(reasons) + "." if reasons else None
-
-
 def sample_choices() -> list[tuple[str, str]]:
     return [(sample_label(p), p.relative_to(SAMPLES_DIR).as_posix()) for p in sample_files()]
 
@@ -84,7 +53,6 @@ def report_json(name: str, report: FileReport | None, error: str | None = None) 
     if report is None:
         return {"file": name, "ok": False, "format": None, "shape": None, "examples": 0, "skipped": [],
                 "error": error, "tokens": {}}
-    from ftchat.data import length_stats
 
     out = report.loaded.to_json()
     out["file"] = name
@@ -108,8 +76,6 @@ def report_markdown(name: str, report: FileReport | None, error: str | None = No
     for warning in loaded.warnings:
         lines.append(f"**Check:** {warning}")
     if report.lengths:
-        from ftchat.data import length_stats
-
         stats = length_stats(report.lengths)
         sample = f" of a sample of {len(report.lengths)}" if report.sampled else ""
         lines.append(f"**{report.counted_with.capitalize()} per example{sample}:** "
@@ -158,7 +124,6 @@ def preview_frame(report: FileReport | None):
 
     if report is None or not report.ok:
         return pd.DataFrame()
-    from ftchat.data import preview_rows
 
     rows = preview_rows(report.loaded.rows, report.loaded.shape, n=PREVIEW_ROWS)
     return pd.DataFrame([{key: readable(value) for key, value in row.items()} for row in rows])

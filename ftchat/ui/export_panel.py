@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import gradio as gr
 
 from ftchat import runs
+from ftchat.export.forms import FORMS, ExportError, default_target, export_run
+from ftchat.feedback.rounds import store_win_rates
 from ftchat.ui.context import AppContext
 
 
@@ -25,8 +27,6 @@ def _finished(ctx: AppContext) -> list[tuple[str, str]]:
 
 
 def build(ctx: AppContext) -> ExportPanel:
-    from ftchat.export import FORMS
-
     with gr.Accordion("Export a run", open=False):
         choices = _finished(ctx)
         with gr.Row():
@@ -39,8 +39,6 @@ def build(ctx: AppContext) -> ExportPanel:
         result = gr.Markdown()
 
     def export(run_value, form_value, quant_value):
-        from ftchat.export import ExportError, default_target, export_run, store_win_rates
-
         run_dir = ctx.workspace.run_dir(run_value)
         if run_dir is None:
             return "Pick a finished run of this workspace first."

@@ -11,12 +11,16 @@ from pathlib import Path
 import gradio as gr
 
 from ftchat import runs
-from ftchat.feedback import export, leaderboard, reward_round, rounds
+from ftchat.chat.generation import ChatError
+from ftchat.feedback import export, leaderboard, rounds
+from ftchat.feedback.imports import import_file
+from ftchat.feedback.report import ReportError, describe_report, round_report
 from ftchat.feedback.store import UNUSED, FeedbackError
-from ftchat.reward_model import reward_runs
+from ftchat.models import ModelError
+from ftchat.names import base_choice, base_of_choice, is_base
+from ftchat.train.reward_model import RewardModelError, reward_runs
 from ftchat.ui.charts import interval_chart
 from ftchat.ui.context import AppContext
-from ftchat.ui.train_tab import base_label
 
 RATING_COLUMNS = ["id", "time", "kind", "rater", "outcome", "model A (left)", "model B (right)", "prompt", "reply A",
                   "reply B / written answer", "blind", "source"]
@@ -32,6 +36,9 @@ EXPORT_CHOICES = [("DPO pairs (prompt / chosen / rejected)", "dpo"), ("KTO rows 
 @dataclass
 class FeedbackTab:
     refresh: gr.Button
+    rate_next: object  # the "Rate these next" event: then the app moves its prompts into the Chat tab
+    next_prompts: gr.Textbox  # one prompt a line
+    next_pair: gr.State  # (left model, right model) to rate them on
 
 
 def plural(n: int, word: str) -> str:
@@ -48,19 +55,12 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
         """A model's name as people read it: a workspace model folder as base:models/NAME."""
         if not name:
             return ""
-        if name.startswith("base:"):
-            return "base:" + base_label(ctx, name[len("base:"):])
+        if is_base(name):
+            return base_choice(ctx.workspace.base_label(base_of_choice(name)))
         return name
 
     def rated_runs() -> list[tuple[str, str]]:
-        """Finished runs of this workspace and bases that have ratings: what a round can start from."""
-        rated = set(ctx.feedback().models())
-        out = []
-        for run in runs.list_runs(ctx.workspace.runs_dir):
-            if run.state == "done" and run.name in rated:
-                out.append((run.name, run.name))
-        out += [(short(name), name) for name in sorted(rated) if name.startswith("base:")]
-        return out
+        return [(short(name), name) for name in rounds.round_sources(ctx.feedback(), ctx.workspace.root)]
 
     def lineage_choices() -> list[tuple[str, str]]:
         return [(f"{r.name} · {r.state}", r.name) for r in runs.list_runs(ctx.workspace.runs_dir)]
@@ -88,6 +88,13 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
         lineage_run = gr.Dropdown(lineage_choices(), value=None, label="Lineage of the run", elem_id="lineage-run",
                                   allow_custom_value=True)
         lineage_view = gr.HTML("", elem_id="lineage")
+        with gr.Row():
+            report_button = gr.Button("Did this round help? Round report", elem_id="round-report-button", scale=2)
+            rate_next = gr.Button("Rate these next: its regressions and the judge's least sure prompts, in the Chat "
+                                  "tab's prompt queue", elem_id="rate-next", scale=3)
+        report_view = gr.Markdown("", elem_id="round-report")
+        next_prompts = gr.Textbox(visible=False, elem_id="rate-next-prompts")
+        next_pair = gr.State((None, None))  # (left, right): the parent and the run, for the Chat tab
         with gr.Row():
             judge_reward = gr.Dropdown(judge_choices(), value=None, label="Judge with reward model",
                                        elem_id="judge-reward", scale=2, allow_custom_value=True)
@@ -236,7 +243,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
         for i, step in enumerate(steps):
             name = step["model"]
             match = rounds.ROUND_NAME.match(name)
-            kind = "base" if name.startswith("base:") else ("round" if match else "run")
+            kind = "base" if is_base(name) else ("round" if match else "run")
             if i == 0:
                 detail = "the base model"
             else:
@@ -249,6 +256,29 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
                          f"<div class='lineage-name'>{html.escape(short(name))}</div>"
                          f"<div class='lineage-detail'>{detail}</div></div>")
         return "<div class='lineage-chain'>" + "<div class='lineage-arrow'>→</div>".join(boxes) + "</div>"
+
+    def report_markdown(run: str | None) -> str:
+        """The round report of the lineage's run (Markdown), or what to pick first."""
+        if not run:
+            return "Pick a run above to see whether it helped."
+        try:
+            return describe_report(round_report(ctx.feedback(), ctx.workspace.root, run))
+        except ReportError as exc:
+            return f"⚠ {exc}"
+
+    def prompts_to_rate(run: str | None):
+        """The report's prompts to rate next (one per line, for the Chat tab's queue) and the pair to rate them on:
+        the run on the right, its parent on the left."""
+        if not run:
+            raise gr.Error("Pick a run above first.")
+        report = round_report(ctx.feedback(), ctx.workspace.root, run)
+        if not report["rate_next"]:
+            raise gr.Error(f"{report['run']} has no regressions and no judged prompts yet: judge it or rate it first.")
+        run_dir = ctx.workspace.run_dir(run)
+        parent = report["parent"] or ""
+        parent_choice = parent if is_base(parent) else str(ctx.workspace.runs_dir / parent)
+        gr.Info(f"{len(report['rate_next'])} prompts are in the Chat tab's queue: press ▶ Next prompt there.")
+        return "\n".join(" ".join(p.split()) for p in report["rate_next"]), (parent_choice, str(run_dir))
 
     def judged_html(judged: dict | None) -> str:
         """The reward model's judgement of a step against its parent, as one line of the lineage."""
@@ -277,9 +307,6 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
                      progress=gr.Progress()):
         """The reward model judges the run against its parent on a few prompts; the judgement is kept in the run's
         folder. Returns a message and the redrawn lineage."""
-        from ftchat.chat import ChatError
-        from ftchat.models import ModelError
-        from ftchat.reward_model import RewardModelError
 
         if not run:
             raise gr.Error("Pick a run under 'Lineage of the run' first.")
@@ -300,7 +327,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
                                                  progress=lambda fraction, text: progress(fraction, desc=text))
         except (rounds.RoundError, RewardModelError, ChatError, ModelError) as exc:
             raise gr.Error(str(exc)) from None
-        parent = short(judged["against"]) if judged["against"].startswith("base:") else Path(judged["against"]).name
+        parent = short(judged["against"]) if is_base(judged["against"]) else Path(judged["against"]).name
         text = (f"✓ judged **{run_dir.name}** against {parent}: wins **{judged['win_rate']:.0%}** "
                 f"[{judged['ci_low']:.0%}–{judged['ci_high']:.0%}] of {plural(judged['n'], 'prompt')} "
                 f"({judged['wins']} wins, {judged['ties']} ties, {judged['losses']} losses) by {reward_dir.name}.")
@@ -317,7 +344,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
         if not run:
             return "Pick a rated model to start a round from."
         if method == "reward-rl":
-            missing, pairs, prompts = reward_round.readiness(ctx.feedback(), run)
+            missing, pairs, prompts = rounds.readiness(ctx.feedback(), run)
             if missing:
                 return f"Not yet: {missing}"
             return (f"Ready: {plural(pairs, 'pair')} from all votes train the reward model; **{short(run)}** then "
@@ -356,7 +383,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
         """A reward model on every vote, then GRPO from `run` on its rated prompts against it: two runs, one after
         the other (the second waits, queued, for the first)."""
         try:
-            reward_config, policy_config = reward_round.reward_rl_round(ctx.workspace.root, run, "grpo", **flags)
+            reward_config, policy_config = rounds.reward_rl_round(ctx.workspace.root, run, "grpo", **flags)
         except rounds.RoundError as exc:
             return "", f"⚠ {exc}"
         except (ValueError, OSError) as exc:
@@ -372,16 +399,10 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
     def export_ratings(kind: str, model: str = ""):
         """Write the (model-filtered) ratings as `kind` training data: a JSONL file to download and a `datasets`
         folder next to it; the file is checked as any upload is."""
-        rows = ctx.feedback().ratings(model=model or None)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        out_dir = ctx.workspace.root / "exports"
-        stem = f"feedback-{kind}-{stamp}"
         try:
-            path, n = export.write_export(rows, kind, out_dir / f"{stem}.jsonl")
-            folder = None
-            if kind != "ratings":
-                folder, _ = export.write_export(rows, kind, out_dir / stem)
-        except export.ExportError as exc:
+            path, n, folder = export.export_ratings(ctx.feedback().ratings(model=model or None), kind,
+                                                    ctx.workspace.root / "exports")
+        except export.RatingsExportError as exc:
             raise gr.Error(str(exc)) from None
         text = f"✓ {plural(n, 'row')} → `{path}`"
         if folder is not None:
@@ -397,7 +418,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
             raise gr.Error("Choose one or more files to import.")
         lines = []
         for file in files:
-            report = ctx.feedback().import_file(file)
+            report = import_file(ctx.feedback(), file)
             lines.append(("✓ " if report.ok else "⚠ ") + report.summary().replace(str(file), Path(file).name))
             lines += [f"  - {problem}" for problem in report.problems[:5]]
         return "\n".join(lines)
@@ -429,6 +450,11 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
                  outputs=[delete_id, delete_reason, *table_outputs], api_name="delete_rating")
     anonymous_only.change(board_view, inputs=[anonymous_only], outputs=board_outputs, api_name="leaderboard")
     lineage_run.change(lineage_html, inputs=[lineage_run], outputs=[lineage_view], api_name="lineage")
+    lineage_run.change(report_markdown, inputs=[lineage_run], outputs=[report_view], api_visibility="private")
+    report_button.click(report_markdown, inputs=[lineage_run], outputs=[report_view], api_name="round_report")
+    rate_next_event = rate_next.click(prompts_to_rate, inputs=[lineage_run],
+                                      outputs=[next_prompts, next_pair],
+                                      api_name="rate_next")
     lineage_run.change(judge_default, inputs=[lineage_run], outputs=[judge_reward], api_visibility="private")
     judge_button.click(judge_parent, inputs=[lineage_run, judge_reward, judge_source, judge_count],
                        outputs=[judge_status, lineage_view], api_name="judge_parent")
@@ -445,4 +471,4 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
     import_button.click(import_ratings, inputs=[import_files], outputs=[import_status], api_name="import_ratings") \
         .then(refresh_all, inputs=everything_in, outputs=everything_out, api_visibility="private")
     demo.load(refresh_all, inputs=everything_in, outputs=everything_out, api_visibility="private")
-    return FeedbackTab(refresh)
+    return FeedbackTab(refresh, rate_next_event, next_prompts, next_pair)

@@ -15,10 +15,10 @@ import gradio as gr
 
 from ftchat import methods, runs
 from ftchat.config import ADAPTERS, PLANNED, ConfigError, RunConfig, value_type
-from ftchat.models import DEFAULT_BASE, REGISTRY
-from ftchat.runner import config_from_form
-from ftchat.ui.context import AppContext
-from ftchat.ui.data_tab import unusable_reason, upload_choices
+from ftchat.models import DEFAULT_BASE
+from ftchat.train.compare import read_comparison
+from ftchat.train.form import config_from_form, plan_for_form
+from ftchat.ui.context import AppContext, data_shapes, methods_for, unusable_reason, upload_choices
 
 POLL_SECONDS = 1.5
 LOG_LINES = 12
@@ -26,7 +26,7 @@ ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 ADAPTER_LABELS = {"qlora": "QLoRA (4-bit base + LoRA)", "lora": "LoRA", "full": "Full fine-tune",
                   "layers": "Layer-wise (last layers only)", "prompt": "Prompt tuning"}
 SCHEDULERS = ["cosine", "linear", "constant", "constant_with_warmup"]
-PRECISIONS = ["auto", "bf16", "fp32"]
+FORM_PRECISIONS = ["auto", "bf16", "fp32"]
 # Knobs shown in the Advanced accordion, in this order, when RunConfig has them: (field, label, info).
 ADVANCED = [
     ("grad_accum", "Gradient accumulation", "steps per optimizer update"),
@@ -65,24 +65,6 @@ class TrainTab:
 
 # -- choices -----------------------------------------------------------------------------------------------------
 
-def base_choices(ctx: AppContext) -> list[tuple[str, str]]:
-    out = [(spec.title, name) for name, spec in REGISTRY.items()]
-    out += [(f"workspace: models/{p.name}", str(p)) for p in ctx.workspace.model_folders()]
-    return out
-
-
-def base_label(ctx: AppContext, base: str | None) -> str:
-    if not base:
-        return ""
-    if base in REGISTRY:
-        return base
-    path = Path(base)
-    try:
-        return "models/" + path.resolve().relative_to(ctx.workspace.models_dir).as_posix()
-    except (ValueError, OSError):
-        return path.name if path.is_absolute() else base
-
-
 def run_choices(ctx: AppContext) -> list[tuple[str, str]]:
     return [(f"{r.name} · {r.state}", str(r.path)) for r in runs.list_runs(ctx.workspace.runs_dir)]
 
@@ -106,29 +88,13 @@ def runs_frame(ctx: AppContext):
         data = ", ".join(ctx.workspace.stored_file(Path(p)).original_name for p in cfg.get("data") or [])
         parent = Path(r.parent).name if r.parent else ""
         rows.append([
-            r.name, r.state, base_label(ctx, cfg.get("base")),
+            r.name, r.state, ctx.workspace.base_label(cfg.get("base")),
             f"{cfg.get('method', '?')}/{cfg.get('adapter', '?')}" if cfg else "", data,
             summary.get("steps", r.status.get("step", "")), fmt_loss(summary.get("first_loss")),
             fmt_loss(summary.get("final_loss")), fmt_loss(summary.get("eval_loss")), parent,
             (r.error or "")[:200],
         ])
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
-
-
-def data_shapes(ctx: AppContext, paths: list[str]) -> dict[str, str | None]:
-    """Each file's shape, None for a file that cannot train (gone, or no usable rows)."""
-    shapes = {}
-    for path in paths:
-        verdict = ctx.verdict(path) if ctx.workspace.is_upload(path) and Path(path).is_file() else {"ok": False}
-        shapes[path] = verdict.get("shape") if verdict.get("ok") else None
-    return shapes
-
-
-def methods_for(shapes: dict[str, str | None]) -> list[str]:
-    """The methods every selected file can train with (SFT when nothing is selected yet)."""
-    if not shapes:
-        return ["sft"]
-    return methods.methods_for_shapes(shapes.values())
 
 
 # -- run status --------------------------------------------------------------------------------------------------
@@ -221,7 +187,6 @@ def score_frame(metrics: list[dict]):
 def comparison_frame(run_dir: Path):
     import pandas as pd
 
-    from ftchat.compare import read_comparison
 
     rows = read_comparison(run_dir)
     if rows is None:
@@ -259,7 +224,7 @@ def knob(name: str, label: str, info: str | None, default):
     if name == "scheduler":
         return gr.Dropdown(SCHEDULERS, value=default, label=label, info=info, allow_custom_value=True)
     if name == "precision":
-        return gr.Dropdown(PRECISIONS, value=default, label=label, info=info)
+        return gr.Dropdown(FORM_PRECISIONS, value=default, label=label, info=info)
     if isinstance(default, bool):
         return gr.Checkbox(value=default, label=label, info=info)
     if isinstance(default, int):
@@ -276,7 +241,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
 
     with gr.Row():
         with gr.Column(scale=3):
-            base = gr.Dropdown(base_choices(ctx), value=DEFAULT_BASE, label="Base model", allow_custom_value=True,
+            base = gr.Dropdown(ctx.workspace.base_choices(), value=DEFAULT_BASE, label="Base model", allow_custom_value=True,
                                elem_id="base-model",
                                info="The bundled model, a folder under WORKSPACE/models, or type a hub id / "
                                     "local path.")
@@ -359,17 +324,14 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
     def plan(paths: list[str] | None, base_model: str, train_method: str, technique: str, n_epochs, steps,
              batch, max_tokens):
         """What Start would train: the steps the defaults resolve to for these files, and about how long."""
-        from ftchat.budget import plan_for_files
 
         paths = [p for p in (paths or []) if p]
         if not paths or unusable_reason(ctx, paths):
             return ""
         try:
-            config = RunConfig(data=paths, out="plan", base=(base_model or DEFAULT_BASE).strip(), method=train_method,
-                               adapter=technique, epochs=float(n_epochs) if n_epochs else None,
-                               max_steps=int(steps) if steps else None, batch_size=int(batch or 4),
-                               max_length=int(max_tokens or RunConfig().max_length))
-            return f"**Plan:** {plan_for_files(paths, config).describe()}"
+            plan_ = plan_for_form(paths, train_method, base=base_model, adapter=technique, epochs=n_epochs,
+                                  max_steps=steps, batch_size=batch or 4, max_length=max_tokens or None)
+            return f"**Plan:** {plan_.describe()}"
         except Exception as exc:  # noqa: BLE001  (the plan is advice; Start reports the real error)
             return f"**Plan:** not available ({type(exc).__name__}: {str(exc)[:200]})"
 
@@ -505,7 +467,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
         listed = run_choices(ctx)
         values = [v for _, v in listed]
         return (gr.Dropdown(choices=upload_choices(ctx)),
-                gr.Dropdown(choices=base_choices(ctx)),
+                gr.Dropdown(choices=ctx.workspace.base_choices()),
                 gr.Dropdown(choices=listed, value=current_run if current_run in values else
                             (values[0] if values else None)),
                 gr.Dropdown(choices=finished_run_choices(ctx)),

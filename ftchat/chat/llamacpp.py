@@ -21,7 +21,8 @@ import threading
 from pathlib import Path
 
 from ftchat import models
-from ftchat.to_gguf import _permute, finish
+from ftchat.chat.generation import ChatError
+from ftchat.export.gguf import _permute, finish, write_gguf
 
 # llama-cpp-python's verbose=False swaps sys.stdout/stderr (and fds 1/2) for /dev/null while it loads; two loads at
 # once would restore each other's /dev/null and leave the process silent, so one load at a time
@@ -92,7 +93,6 @@ def _cached(source: Path, kind: str) -> Path:
 
 def model_gguf(folder: str | Path) -> Path:
     """A GGUF of a merged Llama folder (a base or a full run), written once (f16); GGUFExportError if it cannot be."""
-    from ftchat.to_gguf import write_gguf
 
     target = _cached(Path(folder), "model")
     if not target.exists():
@@ -192,8 +192,7 @@ class LlamaCppModel:
         import numpy as np
         import torch
 
-        from ftchat.chat import ChatError
-        from ftchat.decode import _repetition_penalty, _sample
+        from ftchat.chat.decode import _repetition_penalty, _sample
 
         if len(prompt_ids) >= self.n_ctx:
             raise ChatError(f"The conversation is {len(prompt_ids)} tokens; this chat holds {self.n_ctx - 1}. "

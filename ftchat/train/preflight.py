@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ftchat import methods, models, runs
 from ftchat.config import ConfigError, RunConfig
+from ftchat.train import rewards
 
 
 def check(config: RunConfig, shapes: dict[str, str | None] | None = None) -> RunConfig:
@@ -28,7 +29,7 @@ def preflight(config: RunConfig, shapes: dict[str, str | None] | None = None, ch
     `shapes` maps each data file to its detected shape (None: unusable), as the app's data reports know them;
     without it the data are not read here (training reads them first thing and names any bad row). With
     `check_base` False the base is not opened (the caller has refused it already)."""
-    problems = config.problems()
+    problems = config.problems() + reward_problems(config)
     if not check_base:
         return problems + scheduler_problems(config.scheduler)
     base = config.base
@@ -47,6 +48,13 @@ def preflight(config: RunConfig, shapes: dict[str, str | None] | None = None, ch
     if shapes is not None:
         problems += shape_problems(config, shapes)
     return problems
+
+
+def reward_problems(config: RunConfig) -> list[str]:
+    """Each reward of a grpo / rloo run that is neither a known rule nor a finished reward-model run."""
+    if methods.METHODS.get(config.method) is None or methods.get(config.method).shapes != ("prompt_only",):
+        return []
+    return [f"reward: {problem}." for problem in map(rewards.spec_problem, config.reward) if problem]
 
 
 def local_base(base: str) -> Path | None:

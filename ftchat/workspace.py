@@ -14,9 +14,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ftchat import models
 from ftchat.config import file_sha256
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLES_DIR = REPO_ROOT / "data"
 # bench/upload_limits.py, 2026-11-28: the upload path (store + report with the bundled tokenizer) costs ~0.5 CPU
 # seconds per MB of JSONL conversations, so ~60 MB is read in 30 s on a free core; 50 MB leaves room for longer rows.
@@ -174,12 +175,10 @@ class Workspace:
     def offers_base(self, base: str) -> bool:
         """Whether a base may be trained from the app: a registry name, a model folder directly under models/, or
         a hub id. Not any other folder of this machine: the API would otherwise read whatever path it is sent."""
-        from ftchat.models import spec_for
-
         base = str(base or "").strip()
         if not base:
             return False
-        if spec_for(base) is not None:
+        if models.spec_for(base) is not None:
             return True
         if os.path.isabs(base) or base.startswith((".", "~")) or "\\" in base:
             inside = Path(os.path.abspath(base)).parent.resolve() == self.models_dir
@@ -188,9 +187,31 @@ class Workspace:
         return len(parts) == 2 and all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", part) for part in parts) \
             and not Path(base).exists()
 
+    def base_label(self, base: str | None) -> str:
+        """A base as people read it: a registry name as it is, a folder of models/ as models/NAME."""
+        return base_label(base, self.models_dir)
+
+    def base_choices(self) -> list[tuple[str, str]]:
+        """(label, value) of every base the Train tab offers: the registry's, then the folders of models/."""
+        out = [(spec.title, name) for name, spec in models.REGISTRY.items()]
+        return out + [(f"workspace: models/{p.name}", str(p)) for p in self.model_folders()]
+
     def model_folders(self) -> list[Path]:
         """Base model folders under models/ (each holds a config.json)."""
         return sorted(p for p in self.models_dir.iterdir() if (p / "config.json").is_file())
+
+
+def base_label(base: str | None, models_dir: Path) -> str:
+    """A base as people read it: a registry name as it is, a folder of `models_dir` as models/NAME."""
+    if not base:
+        return ""
+    if base in models.REGISTRY:
+        return base
+    path = Path(base)
+    try:
+        return "models/" + path.resolve().relative_to(models_dir).as_posix()
+    except (ValueError, OSError):
+        return path.name if path.is_absolute() else base
 
 
 def gradio_temp_dir() -> Path:

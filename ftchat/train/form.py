@@ -10,9 +10,12 @@ import re
 import time
 from pathlib import Path
 
-from ftchat import methods, preflight
+from ftchat import methods
 from ftchat.config import ConfigError, RunConfig, value_type
 from ftchat.models import DEFAULT_BASE
+from ftchat.train import preflight
+from ftchat.train.plan import TrainingPlan, plan_for_files
+from ftchat.workspace import Workspace
 
 
 def unique_run_dir(runs_dir: Path, name: str | None, method: str, adapter: str) -> Path:
@@ -42,27 +45,11 @@ def coerce_field(name: str, value):
     return value
 
 
-def config_from_form(workspace, data: list[str], method: str, shapes: dict[str, str | None], parent_run: str = "",
-                     name: str = "", **fields) -> RunConfig:
-    """A validated RunConfig for a run in `workspace` (ftchat.ui.workspace.Workspace). `shapes` maps each data file to
-    its detected shape (None: unusable). Raises ConfigError naming every problem found."""
+def form_values(data: list[str], method: str, **fields) -> tuple[dict, list[str]]:
+    """RunConfig values from a form's fields, each as its field's type, and what is wrong with any of them."""
     problems = []
-    data = [p for p in (data or []) if p]
-    outside = [p for p in data if not workspace.is_upload(p) or not Path(p).is_file()]
-    if outside:
-        problems.append(f"data: {', '.join(outside)} is not an upload in this workspace; upload it in the Data tab.")
-    if not data:
-        problems.append("data: pick the training data first (upload a file or use a sample in the Data tab).")
-    unusable = [Path(p).name for p, shape in shapes.items() if shape is None]
-    if unusable:
-        problems.append(f"data: {', '.join(unusable)} cannot be used for training (see its report in the Data tab).")
-    elif data and not outside:
-        allowed = methods.methods_for_shapes(shapes.values())
-        if method not in allowed:
-            found = ", ".join(sorted({s for s in shapes.values() if s}))
-            problems.append(f"method: {method.upper()} cannot train on {found} data; it allows "
-                            f"{', '.join(m.upper() for m in allowed) or 'nothing: pick files of one shape'}.")
-    values = {"data": data, "method": method, "base": (fields.pop("base", None) or DEFAULT_BASE).strip()}
+    values = {"data": [p for p in (data or []) if p], "method": method,
+              "base": (fields.pop("base", None) or DEFAULT_BASE).strip()}
     known = {f.name for f in dataclasses.fields(RunConfig)} - {"data", "out", "parent", "data_hashes"}
     for key, value in fields.items():
         if key not in known:
@@ -77,6 +64,38 @@ def config_from_form(workspace, data: list[str], method: str, shapes: dict[str, 
             values[key] = coerced
     if values.get("lr") == 0:
         values["lr"] = None  # 0 in the form: the base's and technique's default
+    return values, problems
+
+
+def plan_for_form(data: list[str], method: str, **fields) -> TrainingPlan:
+    """What Start would train with these form values: the steps the defaults resolve to, and about how long."""
+    values, problems = form_values(data, method, **fields)
+    if problems:
+        raise ConfigError(" ".join(problems))
+    config = RunConfig(**values, out="plan")
+    return plan_for_files(config.data, config)
+
+
+def config_from_form(workspace: Workspace, data: list[str], method: str, shapes: dict[str, str | None],
+                     parent_run: str = "", name: str = "", **fields) -> RunConfig:
+    """A validated RunConfig for a run in `workspace`. `shapes` maps each data file to its detected shape (None:
+    unusable). Raises ConfigError naming every problem found."""
+    values, problems = form_values(data, method, **fields)
+    data = values["data"]
+    outside = [p for p in data if not workspace.is_upload(p) or not Path(p).is_file()]
+    if outside:
+        problems.append(f"data: {', '.join(outside)} is not an upload in this workspace; upload it in the Data tab.")
+    if not data:
+        problems.append("data: pick the training data first (upload a file or use a sample in the Data tab).")
+    unusable = [Path(p).name for p, shape in shapes.items() if shape is None]
+    if unusable:
+        problems.append(f"data: {', '.join(unusable)} cannot be used for training (see its report in the Data tab).")
+    elif data and not outside:
+        allowed = methods.methods_for_shapes(shapes.values())
+        if method not in allowed:
+            found = ", ".join(sorted({s for s in shapes.values() if s}))
+            problems.append(f"method: {method.upper()} cannot train on {found} data; it allows "
+                            f"{', '.join(m.upper() for m in allowed) or 'nothing: pick files of one shape'}.")
     if parent_run:
         parent_dir = workspace.run_dir(parent_run)
         if parent_dir is None:

@@ -21,7 +21,10 @@ import json
 import math
 from dataclasses import dataclass
 
+from ftchat import models
 from ftchat.config import RunConfig
+from ftchat.data import load_dataset
+from ftchat.data.tokens import row_tokens
 from ftchat.prompts import GENERAL_PROMPTS
 
 # Seen on the bundled model (QLoRA, lr 1e-3): 21 steps on 25 rows taught 0 of 3 facts (issue 6), 36-42 steps on 50
@@ -160,7 +163,6 @@ def apply_plan(plan: TrainingPlan, config: RunConfig) -> RunConfig:
 
 def mean_tokens(dataset, shape: str, tokenizer, sample: int = 64) -> float:
     """Mean tokens per row over up to `sample` evenly spaced rows: it only feeds the time estimate."""
-    from ftchat.data.tokens import row_tokens
 
     k = min(sample, len(dataset))
     picked = sorted({round(i * (len(dataset) - 1) / max(1, k - 1)) for i in range(k)})
@@ -172,7 +174,6 @@ def plan_for_files(paths: list[str], config: RunConfig) -> TrainingPlan:
     """The plan training would make for these files: loads and normalizes them with the base's tokenizer and
     config.max_length, as training does (well under 2 s for 300 rows once the tokenizer is loaded).
     Raises ftchat.data.DataError for unusable files."""
-    from ftchat.data import load_dataset
 
     tokenizer = tokenizer_for(config.base)
     dataset, shape, _ = load_dataset(paths, tokenizer=tokenizer, max_tokens=config.max_length,
@@ -186,15 +187,11 @@ _TOKENIZERS: dict = {}
 def tokenizer_for(base: str):
     """The base's tokenizer, loaded once per process (the Train tab can call this early to warm it)."""
     if base not in _TOKENIZERS:
-        from ftchat import models
-
         _TOKENIZERS[base] = models.load_tokenizer(base)
     return _TOKENIZERS[base]
 
 
 def _device() -> str:
-    from ftchat import models
-
     return models.device()
 
 
@@ -203,8 +200,6 @@ def _speed_key(config: RunConfig) -> str:
 
 
 def _speed_file():
-    from ftchat import models
-
     return models.cache_dir() / "speed.json"
 
 

@@ -7,7 +7,8 @@ import tempfile
 from pathlib import Path
 
 from ftchat import models, runs
-from ftchat.modelcard import WinRates, model_card, rounds_of
+from ftchat.export.gguf import GGUFExportError, write_gguf
+from ftchat.export.modelcard import WinRates, model_card, rounds_of
 
 
 class ExportError(RuntimeError):
@@ -71,8 +72,6 @@ def export_gguf(run_dir: str | Path, target: str | Path, quant: str = "f16", win
 
 
 def _gguf_from_merged(run: runs.RunInfo, merged: Path, target: Path, quant: str) -> Path:
-    from ftchat.to_gguf import GGUFExportError, write_gguf
-
     try:
         return write_gguf(merged, target, quant, name=run.name, license=_license(run))
     except GGUFExportError as exc:
@@ -187,15 +186,3 @@ def export_run(run_dir: str | Path, form: str, target: str | Path, quant: str | 
     if form == "gguf":
         return export_gguf(run_dir, target, quant, win_rates)
     return export_ollama(run_dir, target, quant, win_rates)
-
-
-def store_win_rates(workspace: str | Path) -> WinRates | None:
-    """Win-rates from the workspace's ratings store (WORKSPACE/feedback.sqlite), or None where nobody rated yet."""
-    path = Path(workspace) / "feedback.sqlite"
-    if not path.exists():
-        return None
-    from ftchat.feedback import FeedbackStore
-    from ftchat.feedback.leaderboard import win_rate
-
-    votes = FeedbackStore(path).ratings(kind="vote")
-    return lambda child, parent: win_rate(votes, child, parent)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ftchat.chat import BASE_PREFIX, ChatEngine, GenerationSettings
+from ftchat.chat.engine import ChatEngine
+from ftchat.chat.generation import GenerationSettings
+from ftchat.names import base_choice
 from ftchat.prompts import GENERAL_PROMPTS
 
 
@@ -35,7 +37,7 @@ def write_comparison(run_dir: str | Path, base: str, held_out_rows: list[dict], 
     engine = ChatEngine(runs_root=run_dir.parent)
     requests = []
     for _, conversation in prompts:
-        requests += [(BASE_PREFIX + base, conversation), (str(run_dir), conversation)]
+        requests += [(base_choice(base), conversation), (str(run_dir), conversation)]
     answers = engine.answer(requests, GenerationSettings(max_new_tokens=max_new_tokens)) if requests else []
     rows = [
         {"prompt": conversation[-1]["content"], "kind": kind, "base": answers[2 * i], "tuned": answers[2 * i + 1]}

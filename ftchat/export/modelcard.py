@@ -8,6 +8,7 @@ from typing import Callable
 import yaml
 
 from ftchat import methods, models
+from ftchat.names import base_choice
 from ftchat.runs import RunInfo, load_run
 
 # (child, parent) -> (win-rate, votes) or None. Names as the ratings store keeps them: a run's folder name, and
@@ -94,7 +95,7 @@ def _round_row(index: int, run: RunInfo, parent: str, win_rates: WinRates | None
 def model_card(run: RunInfo, chain: list[RunInfo], form: str = "merged", win_rates: WinRates | None = None) -> str:
     """README.md text for an export of `run`; `chain` is rounds_of(run) (oldest first, `run` last);
     `win_rates(child, parent)` gives each round's win-rate against its parent where ratings exist."""
-    base_name = "base:" + str(chain[0].config.get("base") or models.DEFAULT_BASE) if chain else "base"
+    base_name = base_choice(str(chain[0].config.get("base") or models.DEFAULT_BASE)) if chain else "base"
     config, summary = run.config, run.summary
     method = config.get("method", "sft")
     label = methods.METHODS[method].label if method in methods.METHODS else method

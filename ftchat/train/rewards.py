@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ftchat.train.reward_model import RewardModel, check_reward_run
+
 RULE_PREFIX = "rule:"
 
 POLITE = ("please", "thank", "glad", "happy to help", "kind", "welcome", "appreciate", "sorry", "of course",
@@ -42,7 +44,6 @@ def spec_problem(spec: str) -> str | None:
     if spec.startswith(RULE_PREFIX):
         name = spec[len(RULE_PREFIX):]
         return None if name in RULES else f"unknown rule '{name}'; known: {', '.join(RULES)}"
-    from ftchat.reward_model import check_reward_run
 
     return check_reward_run(spec)
 
@@ -75,8 +76,6 @@ class ModelReward:
     tokenizer and chat template, which need not be the policy's."""
 
     def __init__(self, run_dir: str | Path):
-        from ftchat.reward_model import RewardModel
-
         self.model = RewardModel(run_dir)
         self.__name__ = f"rm_{Path(run_dir).name}"
 

@@ -10,9 +10,15 @@ import json
 import time
 from pathlib import Path
 
+from ftchat.chat.engine import ChatEngine
+from ftchat.chat.generation import GenerationSettings
+from ftchat.data import DataError, load_file
+from ftchat.names import base_of_choice, is_base
+from ftchat.train.compare import prompt_of
+from ftchat.train.reward_model import RewardModel
+
 N_BOOTSTRAP = 1000
 CHUNK = 4  # prompts answered per step when progress is reported
-BASE_PREFIX = "base:"
 
 
 def outcomes(scores_a: list[float], scores_b: list[float]) -> list[float]:
@@ -86,8 +92,6 @@ def answer_both(engine, model_a: str, model_b: str, conversations: list[list[dic
 def read_prompts(path: str | Path) -> list[list[dict]]:
     """Prompts from a file: a .txt file holds one prompt per line; any training file (JSONL, JSON, CSV) gives the
     conversation up to its last assistant turn (or its prompt) for each row."""
-    from ftchat.compare import prompt_of
-    from ftchat.data import DataError, load_file
 
     path = Path(path)
     if not path.is_file():
@@ -110,13 +114,11 @@ def judge_runs(run_a: str, run_b: str, reward_run: str | Path, prompts: list, se
     """Both models answer every prompt, the reward model scores both replies. `run_a` / `run_b` are run folders or
     base:NAME. Returns the win rate of A with its interval and one row per prompt. `progress(fraction, text)`, when
     given, hears each step."""
-    from ftchat.chat import ChatEngine, GenerationSettings
-    from ftchat.reward_model import RewardModel
 
     conversations = [as_conversation(p) for p in prompts]
     if not conversations:
         raise ValueError("no prompts to judge on: give at least one prompt")
-    engine = engine or ChatEngine(runs_root=Path(run_a).parent if not run_a.startswith(BASE_PREFIX) else "runs")
+    engine = engine or ChatEngine(runs_root=Path(run_a).parent if not is_base(run_a) else "runs")
     settings = settings or GenerationSettings(max_new_tokens=64)
     n = len(conversations)
     replies_a, replies_b = answer_both(engine, run_a, run_b, conversations, settings, progress)
@@ -162,13 +164,13 @@ def read_judgements(run_dir: str | Path) -> dict:
 def same_model(a: str, b: str) -> bool:
     """Whether two model names (a run folder, a run name, base:NAME) mean the same model: runs by folder name (they
     live in one runs folder), bases by name or by the folder they point to."""
-    if a.startswith(BASE_PREFIX) != b.startswith(BASE_PREFIX):
+    if is_base(a) != is_base(b):
         return False
     if a == b:
         return True
-    if not a.startswith(BASE_PREFIX):
+    if not is_base(a):
         return Path(a).name == Path(b).name
-    folder_a, folder_b = Path(a[len(BASE_PREFIX):]), Path(b[len(BASE_PREFIX):])
+    folder_a, folder_b = Path(base_of_choice(a)), Path(base_of_choice(b))
     return folder_a.exists() and folder_b.exists() and folder_a.resolve() == folder_b.resolve()
 
 

@@ -130,7 +130,7 @@ def _sample(scores, temperature: float, top_p: float):
 def pack_for_decoding(model, precision: str = "auto") -> str | None:
     """Give `model` a packed decoder (ftchat.packed_llama) in this precision; returns None, or why it was left as is
     (its own forward then decodes, slower but for any architecture)."""
-    from ftchat.packed_llama import PackedLlama, packing_problem
+    from ftchat.chat.packed_llama import PackedLlama, packing_problem
 
     problem = packing_problem(model, precision)
     if problem is None:

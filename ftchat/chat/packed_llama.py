@@ -10,19 +10,18 @@ then keeps transformers' forward.
 """
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-PRECISIONS = ("auto", "fp32", "int8", "int4")
+DECODE_PRECISIONS = ("auto", "fp32", "int8", "int4")
 
 
 def packing_problem(model, precision: str) -> str | None:
     """None when `PackedLlama(model, precision)` reproduces the model's forward; else the reason it cannot."""
     config = model.config
-    if precision not in PRECISIONS:
-        return f"unknown precision {precision!r} (one of {', '.join(PRECISIONS)})"
+    if precision not in DECODE_PRECISIONS:
+        return f"unknown precision {precision!r} (one of {', '.join(DECODE_PRECISIONS)})"
     if type(model).__name__ != "LlamaForCausalLM":
         return f"{type(model).__name__} is not a plain LlamaForCausalLM"
     if getattr(config, "hidden_act", None) != "silu" or getattr(config, "pretraining_tp", 1) != 1:
