@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from ftchat.chat.engine import ChatEngine  # noqa: E402
 from ftchat.chat.generation import GenerationSettings  # noqa: E402
 from ftchat.feedback.judge import judge_win_rate  # noqa: E402
+from ftchat.feedback import rounds  # noqa: E402
 from ftchat.feedback.rounds import next_round_config  # noqa: E402
 from ftchat.feedback.store import FeedbackStore  # noqa: E402
 from ftchat.models import DEFAULT_BASE  # noqa: E402
@@ -287,6 +288,7 @@ def run_cell(kind: str, method: str, n: int, seed: int, overrides: dict, cache: 
         engine_round = ChatEngine(runs_root=workspace / "runs")
         scores = evaluate(engine_round, Path(config.out), kind, world, rated, answers)
     return {"kind": kind, "method": method, "votes": n, "seed": seed, "overrides": overrides,
+            "edit_repeats": rounds.EDIT_REPEATS,
             "steps": status["summary"].get("steps"), "lr": resolved.get("lr"), "beta": resolved.get("beta"),
             "sft_weight": resolved.get("sft_weight"), "train_s": round(train_s, 1),
             "final_loss": status["summary"].get("final_loss"), **scores,
@@ -310,6 +312,21 @@ def parse_value(text: str):
     return text
 
 
+def table(path: Path, tag: str | None) -> str:
+    """The results kept in `path` (those with `tag`, if given) as the Markdown table of docs/benchmarks.md."""
+    lines = ["| kind | method | votes | seed | steps | lr | follows: parent → round | general kept | judged win-rate "
+             "(95%) | train s | load |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        if tag and r.get("tag") != tag:
+            continue
+        lines.append(f"| {r['kind']} | {r['method']} | {r['votes']} | {r['seed']} | {r['steps']} | {r['lr']:g} | "
+                     f"{r['parent_follows']}/{r['unseen']} → **{r['round_follows']}/{r['unseen']}** | "
+                     f"{r['general_kept']}/{r['general_known']} | {r['judged_win_rate']:.2f} "
+                     f"[{r['judged_ci'][0]:.2f}, {r['judged_ci'][1]:.2f}] | {r['train_s']:.0f} | {r['load']:.1f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cells", nargs="*", default=[], help="KIND:METHOD:VOTES, e.g. signoff:dpo:32")
@@ -317,13 +334,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=101, help="the defaults were chosen on seed 7; report others")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="training flags for the round (e.g. lr=5e-4 sft_weight=1): a default under test")
+    parser.add_argument("--edit-repeats", type=int, default=None, help="a default under test (rounds.EDIT_REPEATS)")
     parser.add_argument("--tag", default="", help="a label kept with each result")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--table", action="store_true", help="print the kept results (with --tag: those) and stop")
     args = parser.parse_args()
+    if args.table:
+        print(table(Path(args.out), args.tag or None))
+        return
     cells = args.cells + GRIDS.get(args.grid, [])
     if not cells:
         parser.error("give --cells or --grid")
     overrides = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    if args.edit_repeats is not None:
+        rounds.EDIT_REPEATS = args.edit_repeats
     cache = ROOT / "bench" / "results" / ".cache"
     cache.mkdir(parents=True, exist_ok=True)
     engine = ChatEngine(runs_root=cache / "runs")

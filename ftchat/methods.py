@@ -20,12 +20,10 @@ class Method:
     # False where training runs no-grad passes of the model it trains (generation in GRPO / RLOO, the reward model's
     # mid-run evaluation): on a CPU such a pass repacks bitsandbytes' 4-bit weights and the LoRA gradients after it
     # are wrong (measured: the loss of the same weights changes and the LoRA gradient norm falls ~9x). On a CPU these
-    # methods train `lora` (fp32) when `qlora` is asked for; see ftchat.train.prepare_run.
+    # methods train `lora` (fp32) when `qlora` is asked for; see ftchat.train.run.prepare_run.
     qlora_on_cpu: bool = True
-    # The default learning rate is the technique's SFT rate (per base, see ftchat.models) times this. Preference and
-    # RL methods push the policy against a reference from few rows: at the SFT rate (1e-3 for LoRA on the bundled
-    # model) a DPO round from 15 voted pairs drove its loss to 0 in 6 steps and lost 19 of 20 held-out votes to its
-    # parent; at a tenth of it, it held even (bench/feedback_round.py, README).
+    # The default learning rate is the technique's SFT rate (per base, see ftchat.models) times this: plain DPO at
+    # the SFT rate lost 19 of 20 held-out votes to its parent after 15 voted pairs (docs/benchmarks.md).
     lr_scale: float = 1.0
 
     def trainer_module(self):

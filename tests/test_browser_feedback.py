@@ -7,7 +7,7 @@ test-artifacts/.
 from __future__ import annotations
 
 import pytest
-from test_browser import browser_page, pick, screenshot_on_failure  # noqa: F401  (fixtures)
+from test_browser import ARTIFACTS, browser_page, pick, screenshot_on_failure  # noqa: F401  (fixtures)
 from test_feedback_ui import two_bases
 from test_ui_api import AppProcess
 
@@ -91,3 +91,30 @@ def test_chat_vote_and_see_it_counted_then_vote_blind_in_arena_mode(app, browser
         page.wait_for_function("() => !document.querySelector('#ratings-table').innerText.includes("
                                "'What colour is the Zumo lamp?')")  # the first vote, used by the round, is gone
         table_shows(page, "Who makes the Zumo lamp?")  # the blind vote, not used yet, stays
+
+        # "Did this round help?": a round of `second` with 4 votes against its parent (3 won, 1 lost)
+        from test_feedback_rounds import fake_run
+
+        store = FeedbackStore.for_workspace(app.workspace)
+        fake_run(app.workspace / "runs", "second-r1-dpo", base=str(app.workspace / "models" / "second"))
+        parent = "base:" + str(app.workspace / "models" / "second")
+        for i, winner in enumerate(["a", "a", "b", "a"]):
+            store.add_vote([{"role": "user", "content": f"Round question {i}?"}], "second-r1-dpo", parent,
+                           f"round reply {i}", f"parent reply {i}", winner, rater="Ilse")
+        page.locator("#feedback-refresh").click()
+        pick(page, "lineage-run", "second-r1-dpo · done")
+        report = page.locator("#round-report")
+        report.get_by_text("Did second-r1-dpo help?").wait_for()
+        text = report.inner_text()
+        assert "wins 75% (95% interval 30%–95%) over 4 votes: 3 won, 1 lost, 0 tied" in text
+        assert "about 12 more votes at this rate would settle it" in text
+        assert "Regressions: 1 prompt(s) where it lost to its parent; newly wins 3" in text
+        assert "“Round question 2?” — round: “round reply 2” · parent: “parent reply 2”" in text
+        assert "Left pane won 75% of 4 decisive votes" in text
+        page.screenshot(path=str(ARTIFACTS / "round-report.png"), full_page=True)
+
+        # "Rate these next": the regression lands in the Chat tab's queue, on the round and its parent
+        page.locator("#rate-next").click()
+        page.locator("#queue-progress").get_by_text("1 prompt loaded from typed prompts").wait_for()
+        assert page.locator("#queue-text textarea").input_value() == "Round question 2?"
+        assert "second-r1-dpo" in page.locator("#right-model input").input_value()

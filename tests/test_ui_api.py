@@ -29,16 +29,18 @@ def free_port() -> int:
 
 
 class AppProcess:
-    """`python app.py` in a subprocess on a free port, with its output in WORKSPACE/../app-PORT.log."""
+    """`python app.py` in a subprocess on a free port, with its output in WORKSPACE/../app-PORT.log. Without the
+    warm-up (converting the bundled model, probing llama.cpp) unless `warm`: the tests load what they chat with."""
 
-    def __init__(self, workspace: Path, *extra: str):
+    def __init__(self, workspace: Path, *extra: str, warm: bool = False):
         self.workspace = workspace
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log_path = workspace.parent / f"app-{self.port}.log"
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, "app.py", "--port", str(self.port), "--workspace", str(workspace), *extra],
+            [sys.executable, "app.py", "--port", str(self.port), "--workspace", str(workspace),
+             *([] if warm or "--no-warm" in extra else ["--no-warm"]), *extra],
             cwd=ROOT, stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT,
             env=dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1"),
         )

@@ -124,8 +124,8 @@ class PromptQueue:
         if not self.prompts:
             return "no prompts loaded"
         if self.position < 0:
-            return f"{len(self.prompts)} prompts loaded from {self.source}" if self.source else \
-                f"{len(self.prompts)} prompts loaded"
+            loaded = f"{len(self.prompts)} prompt{'s' if len(self.prompts) != 1 else ''} loaded"
+            return f"{loaded} from {self.source}" if self.source else loaded
         if self.current is None:
             return f"all {len(self.prompts)} prompts done"
         text = f"prompt {self.position + 1} of {len(self.prompts)}"

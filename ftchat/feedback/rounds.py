@@ -33,6 +33,13 @@ METHODS = ("dpo", "kto")  # one run each; a "reward-rl" round is a reward model 
 RL_METHODS = ("grpo", "rloo")
 MIN_DPO_PAIRS = 8  # enough for a held-out pair and a few optimizer steps; below it a round learns noise
 MIN_KTO_ROWS = 8
+# A written better answer is one person's deliberate correction, a vote a click: a round sees each written answer this
+# many times (bench/round_learning.py, correction kind).
+EDIT_REPEATS = 1
+# What a DPO / KTO round trains with unless told otherwise (bench/round_learning.py, docs/benchmarks.md): the
+# learning rate is the base's SFT rate for its technique times ROUND_LR_SCALE.
+ROUND_DEFAULTS = {"dpo": {}, "kto": {}}
+ROUND_LR_SCALE = 0.1
 MIN_PROMPTS = 2  # reward-rl: a few optimizer steps of whole answer groups
 # reward-rl: flags that shape the reward model rather than the policy; the rest go to the RL run.
 REWARD_MODEL_FLAGS = ("max_length", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "seed")
@@ -85,7 +92,8 @@ def round_data(store: FeedbackStore, run_name: str, method: str) -> tuple[list[d
     needed = min_ratings_needed(method, rows)
     if needed:
         raise RoundError(_need_message(method, run_name, needed, len(data)))
-    return data, SHAPE_OF_KIND[method], used_ids(method, rows)
+    written = training_rows(method, [r for r in rows if r["kind"] == "edit"])
+    return data + written * (EDIT_REPEATS - 1), SHAPE_OF_KIND[method], used_ids(method, rows)
 
 
 def used_ids(method: str, rows: list[dict]) -> list[int]:
@@ -271,8 +279,11 @@ def next_round_config(workspace: str | Path, run: str, method: str, **training_f
     store = FeedbackStore.for_workspace(workspace)
     data, _, ids = round_data(store, rated.name, method)
     name = round_name(rated.name, method, workspace / "runs")
-    values = {**rated.inherited, **flags, "method": method, "parent": rated.parent, "out": str(workspace / "runs" / name),
+    values = {**ROUND_DEFAULTS[method], **rated.inherited, **flags, "method": method, "parent": rated.parent,
+              "out": str(workspace / "runs" / name),
               "data": [_write_jsonl(workspace / "feedback-data" / f"{name}.jsonl", data)]}
+    if "lr" not in flags:
+        values["lr"] = ROUND_LR_SCALE * RunConfig(base=values["base"], adapter=values.get("adapter", "qlora")).learning_rate
     config = RunConfig(**values).validate()
     store.mark_used(name, ids)
     return config

@@ -22,11 +22,8 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-# QLoRA's 4-bit base pays off on a CPU only for big bases. Measured 2026-11-28 (issue 10): on the 135M bundled
-# model NF4 peaked higher than fp32 LoRA (2168 vs 2103 MB: the fp32 tied embedding, the load and the torch runtime
-# dominate) and trained slower (bitsandbytes dequantizes every matmul on the CPU, and TRL casts a quantized model's
-# LoRA factors to bf16, which this CPU emulates). Below this size `auto` trains a QLoRA run as fp32 LoRA; the
-# threshold is to be confirmed by bench/memory_1p7b.py, which compares the techniques on a 1.7B shape.
+# Below this size `auto` trains a QLoRA run as fp32 LoRA on a CPU: on the 135M bundled model NF4 peaked higher
+# (2168 vs 2103 MB) and trained slower (bitsandbytes dequantizes every matmul on a CPU); docs/benchmarks.md.
 QLORA_MIN_PARAMETERS_ON_CPU = 1_000_000_000
 
 

@@ -27,8 +27,7 @@ from ftchat.data import load_dataset
 from ftchat.data.tokens import row_tokens
 from ftchat.prompts import GENERAL_PROMPTS
 
-# Seen on the bundled model (QLoRA, lr 1e-3): 21 steps on 25 rows taught 0 of 3 facts (issue 6), 36-42 steps on 50
-# rows taught 6 facts (data/quorvane_support.jsonl); 60 leaves a margin. bench/learning.py checks it per data size.
+# 60: on the bundled model 21 steps on 25 rows taught 0 of 3 facts, 36-42 on 50 rows taught 6 (bench/learning.py).
 MIN_STEPS = 60
 CONTENT_SHAPES = ("messages", "prompt_completion", "text")  # MIN_STEPS is for learning content; preference data
 # (DPO, KTO) pulls away from the reference fast and keeps the old 3 passes until a bench shows otherwise
