@@ -106,7 +106,8 @@ def test_chat_vote_and_see_it_counted_then_vote_blind_in_arena_mode(app, browser
         report = page.locator("#round-report")
         report.get_by_text("Did second-r1-dpo help?").wait_for()
         text = report.inner_text()
-        assert "wins 75% (95% interval 30%–95%) over 4 votes: 3 won, 1 lost, 0 tied" in text
+        assert "vs its parent (base:models/second): wins 75% (95% interval 30%–95%) over 4 votes: 3 won, 1 lost, 0 tied" \
+            in text
         assert "about 12 more votes at this rate would settle it" in text
         assert "Regressions: 1 prompt(s) where it lost to its parent; newly wins 3" in text
         assert "“Round question 2?” — round: “round reply 2” · parent: “parent reply 2”" in text

@@ -14,7 +14,7 @@ from pathlib import Path
 from ftchat import runs
 from ftchat.feedback import judge
 from ftchat.feedback.store import FeedbackStore
-from ftchat.names import base_choice
+from ftchat.names import base_choice, base_of_choice, is_base
 from ftchat.workspace import Workspace
 
 Z95 = 1.959964
@@ -169,11 +169,14 @@ def round_report(store: FeedbackStore, workspace: str | Path, run: str) -> dict:
     judged_summary = None if judged is None else {
         "win_rate": judged["win_rate"], "ci": [judged["ci_low"], judged["ci_high"]], "prompts": judged["n"],
         "reward": Path(judged["reward"]).name, "prompt_source": judged.get("prompt_source")}
+    def label(model: str | None) -> str | None:  # a workspace model folder as base:models/NAME, not its path
+        return base_choice(space.base_label(base_of_choice(model))) if model and is_base(model) else model
+
     rate_next = list(dict.fromkeys([item["prompt"] for item in lost] + least_sure(judged)))[:RATE_NEXT]
     return {
         "run": name, "state": info.state, "parent": parent, "base": base,
-        "against_parent": head_to_head(votes, name, parent) if parent else None,
-        "against_base": head_to_head(votes, name, base) if base and base != parent else None,
+        "against_parent": {**head_to_head(votes, name, parent), "label": label(parent)} if parent else None,
+        "against_base": {**head_to_head(votes, name, base), "label": label(base)} if base and base != parent else None,
         "judged": judged_summary,
         "regressions": lost, "new_wins": won,
         "position_bias": position_bias(involving),
@@ -190,12 +193,12 @@ def _head_line(label: str, h2h: dict | None) -> str:
     if h2h is None:
         return ""
     if not h2h["votes"]:
-        return f"- **{label}** ({h2h['against']}): no votes yet"
+        return f"- **{label}** ({h2h.get('label') or h2h['against']}): no votes yet"
     blind = f", {h2h['blind']} blind" if h2h["blind"] else ""
     more = h2h["more_votes"]
     settle = ("the interval excludes 50%" if more == 0 else
               f"about {more} more votes at this rate would settle it" if more else "even: no number of votes settles it")
-    return (f"- **{label}** ({h2h['against']}): wins **{_percent(h2h['win_rate'])}** (95% interval "
+    return (f"- **{label}** ({h2h.get('label') or h2h['against']}): wins **{_percent(h2h['win_rate'])}** (95% interval "
             f"{_percent(h2h['ci'][0])}–{_percent(h2h['ci'][1])}) over {h2h['votes']} votes{blind}: "
             f"{h2h['wins']} won, {h2h['losses']} lost, {h2h['ties']} tied; {settle}")
 

@@ -99,9 +99,11 @@ def build_app(workspace, ctx=None):
         # "Rate these next" in the Feedback tab: its prompts become the Chat tab's queue, on the run and its parent.
         feedback.rate_next.then(
             lambda text, pair: (text, gr.Dropdown(choices=ctx.engine().choices(), value=pair[0]),
-                                gr.Dropdown(choices=ctx.engine().choices(), value=pair[1]), gr.Tabs(selected="chat")),
+                                gr.Dropdown(choices=ctx.engine().choices(), value=pair[1]), gr.Tabs(selected="chat"),
+                                gr.Accordion(open=True)),
             inputs=[feedback.next_prompts, feedback.next_pair],
-            outputs=[chat.queue_text, chat.left_model, chat.right_model, tabs], api_visibility="private",
+            outputs=[chat.queue_text, chat.left_model, chat.right_model, tabs, chat.queue_panel],
+            api_visibility="private",
         ).then(chat.load_typed, inputs=[chat.queue_text], outputs=[chat.queue, chat.queue_progress],
                api_visibility="private")
         # New uploads become the Train tab's selected data.

@@ -28,6 +28,7 @@ class ChatTab:
     left_model: gr.Dropdown
     right_model: gr.Dropdown
     refresh: gr.Button
+    queue_panel: gr.Accordion
     queue_text: gr.Textbox  # typed prompts, one a line
     queue: gr.State
     queue_progress: gr.Markdown
@@ -107,7 +108,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
         stop = gr.Button("Stop", scale=0, elem_id="chat-stop")
         clear = gr.Button("Clear", scale=0, elem_id="chat-clear")
         refresh = gr.Button("↻ Models", scale=0, elem_id="chat-refresh")
-    with gr.Accordion("Prompt queue: rate many prompts quickly", open=False, elem_id="queue-panel"):
+    with gr.Accordion("Prompt queue: rate many prompts quickly", open=False, elem_id="queue-panel") as queue_panel:
         gr.Markdown("Load prompts, press **Next prompt**: both sides answer it, you vote, and the next one comes.")
         with gr.Row():
             queue_run = gr.Dropdown(run_choices(ctx), value=None, label="Held-out prompts of a run",
@@ -452,7 +453,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
     demo.load(lambda: models()[:2], outputs=[left_model, right_model], api_visibility="private")
     page.select(on_show, inputs=[left_model, right_model, picked, queue_run, queue_reward],
                 outputs=[left_model, right_model, queue_run, queue_reward], api_visibility="private")
-    return ChatTab(left_model, right_model, refresh, queue_text, queue, queue_progress,
+    return ChatTab(left_model, right_model, refresh, queue_panel, queue_text, queue, queue_progress,
                    lambda typed: load_prompts(None, None, typed))
 
 
