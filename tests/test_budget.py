@@ -47,10 +47,15 @@ def test_a_big_set_is_seen_once_not_three_times():
     assert (p.steps, p.epochs) == (1246, 1.0)
 
 
-def test_preference_pairs_keep_three_passes():
-    p = plan_training(10, 80.0, RunConfig(data=["x.jsonl"], out="runs/x", method="dpo"), shape="preference",
-                      tokens_per_s=SPEED)
-    assert (p.eval_examples, p.replay_examples, p.steps_per_epoch, p.steps) == (0, 0, 3, 9)
+def test_preference_pairs_get_48_updates_within_12_passes():
+    def pairs(n, shape="preference"):
+        return plan_training(n, 80.0, RunConfig(data=["x.jsonl"], out="runs/x", method="dpo"), shape=shape,
+                             tokens_per_s=SPEED)
+
+    p = pairs(10)  # 3 batches a pass: 12 passes are 36 updates, short of 48
+    assert (p.eval_examples, p.replay_examples, p.steps_per_epoch, p.steps) == (0, 0, 3, 36)
+    assert (pairs(32).steps, pairs(32).epochs) == (48, 6.0)  # 32 votes of a round: 6 passes
+    assert pairs(200, "unpaired_preference").steps == 3 * 45  # 180 train rows (20 held out): 3 passes
 
 
 def test_the_users_values_win():

@@ -29,8 +29,12 @@ from ftchat.prompts import GENERAL_PROMPTS
 
 # 60: on the bundled model 21 steps on 25 rows taught 0 of 3 facts, 36-42 on 50 rows taught 6 (bench/learning.py).
 MIN_STEPS = 60
-CONTENT_SHAPES = ("messages", "prompt_completion", "text")  # MIN_STEPS is for learning content; preference data
-# (DPO, KTO) pulls away from the reference fast and keeps the old 3 passes until a bench shows otherwise
+CONTENT_SHAPES = ("messages", "prompt_completion", "text")  # MIN_STEPS is for learning content
+# Preference data (DPO, KTO): at least 48 updates, at most 12 passes. 32 voted pairs at 3 passes (24 steps) moved 4 of
+# 10 unseen answers to the voted style, 48 steps all 10 (bench/round_learning.py, docs/benchmarks.md).
+PREFERENCE_SHAPES = ("preference", "unpaired_preference")
+PREFERENCE_MIN_STEPS = 48
+PREFERENCE_MAX_EPOCHS = 12.0
 FLOOR_EPOCHS = 3.0
 MAX_EPOCHS = 30.0
 MAX_STEPS = 300  # past this, a plan stops adding passes (one pass still covers every row)
@@ -123,9 +127,10 @@ def plan_training(n_examples: int, mean_tokens: float, config: RunConfig, shape:
         steps = max(1, math.ceil(config.epochs * per_epoch))
     else:
         chosen.append("steps")
-        floor = MIN_STEPS if shape in CONTENT_SHAPES else 1
+        floor = MIN_STEPS if shape in CONTENT_SHAPES else PREFERENCE_MIN_STEPS if shape in PREFERENCE_SHAPES else 1
+        most = PREFERENCE_MAX_EPOCHS if shape in PREFERENCE_SHAPES else MAX_EPOCHS
         steps = max(floor, math.ceil(FLOOR_EPOCHS * per_epoch))
-        steps = min(steps, math.ceil(MAX_EPOCHS * per_epoch))
+        steps = min(steps, math.ceil(most * per_epoch))
         steps = min(steps, max(MAX_STEPS, per_epoch))
     if config.eval_steps is not None:
         eval_steps = config.eval_steps
