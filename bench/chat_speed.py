@@ -1,5 +1,5 @@
-"""Chat decoding speed: transformers `generate` with peft's per-row adapters (the chat before), ftchat.decode on
-transformers' forward, and ftchat.decode on the packed decoder (ftchat.packed_llama, one column per precision), on
+"""Chat decoding speed: transformers `generate` with peft's per-row adapters (the chat before), ftchat.chat.decode on
+transformers' forward, and ftchat.chat.decode on the packed decoder (ftchat.chat.packed_llama, one column per precision), on
 the bundled model, in one process, rounds interleaved, medians reported; and how often the packed decoder's greedy
 tokens are the fp32 model's.
 
@@ -94,7 +94,7 @@ def agreement(packed, reference, tokenizer, n_tokens: int) -> dict:
 
 
 def llamacpp_agreement(model, reference, tokenizer, n_tokens: int) -> dict:
-    """`agreement` for ftchat.llamacpp: the shipped Q4_1 GGUF through llama.cpp against the fp32 model (the same
+    """`agreement` for ftchat.chat.llamacpp: the shipped Q4_1 GGUF through llama.cpp against the fp32 model (the same
     4-bit values dequantized) - identical greedy answers, and teacher-forced next-token agreement."""
     import llama_cpp
     import numpy as np
@@ -131,7 +131,7 @@ def llamacpp_agreement(model, reference, tokenizer, n_tokens: int) -> dict:
 
 
 def llamacpp_side(tuned_dir: Path, tokenizer, settings) -> tuple[dict, object] | None:
-    """The chat's llama.cpp backend (ftchat.llamacpp) on the shipped GGUF, the tuned run as a GGUF LoRA adapter."""
+    """The chat's llama.cpp backend (ftchat.chat.llamacpp) on the shipped GGUF, the tuned run as a GGUF LoRA adapter."""
     import json
     import os
     import threading

@@ -79,7 +79,7 @@ class RunConfig:
     adapter: str = "qlora"  # qlora | lora | full | layers | prompt
     parent: str | None = None  # a finished run to continue from (its adapter is the starting point)
 
-    # None (or 0): ftchat.budget plans them from the number and length of the examples; a value given here wins.
+    # None (or 0): ftchat.train.plan plans them from the number and length of the examples; a value given here wins.
     # The run folder's config.yaml holds the planned values, so a rerun trains the same way.
     max_steps: int | None = None  # optimizer steps; overrides epochs
     epochs: float | None = None
@@ -105,7 +105,7 @@ class RunConfig:
     sft_weight: float = 0.0
 
     # grpo / rloo: the model answers each prompt num_generations times and the rewards score the answers
-    reward: list[str] = field(default_factory=list)  # reward-model run folders and/or rules (rule:NAME, ftchat.rewards)
+    reward: list[str] = field(default_factory=list)  # reward-model run folders and/or rules (rule:NAME, ftchat.train.rewards)
     reward_weights: list[float] = field(default_factory=list)  # one per reward; empty: all 1.0
     num_generations: int = 4  # answers per prompt; batch_size * grad_accum must be a multiple of it
     max_completion_length: int = 48  # new tokens per answer (generation dominates a step on a CPU)
@@ -160,7 +160,7 @@ class RunConfig:
             problems.append(f"precision: '{self.precision}' is not one of {', '.join(models.PRECISIONS)}.")
         for name, (low, high, whole) in RANGES.items():
             if getattr(self, name) is None and name in PLANNED:
-                continue  # planned from the data by ftchat.budget
+                continue  # planned from the data by ftchat.train.plan
             problem = _range_problem(name, getattr(self, name), low, high, whole)
             if problem:
                 problems.append(problem)
@@ -276,7 +276,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=kind, default=None, help=f"default: {shown}")
 
 
-PLANNED = ("max_steps", "epochs", "eval_split", "eval_steps", "early_stopping")  # see ftchat.budget
+PLANNED = ("max_steps", "epochs", "eval_split", "eval_steps", "early_stopping")  # see ftchat.train.plan
 
 
 def value_type(name: str):

@@ -1,5 +1,5 @@
 """General prompts that any chat model should answer the same after tuning: replay data against forgetting
-(ftchat.train.replay) and the general half of the base-vs-tuned comparison (ftchat.compare)."""
+(ftchat.train.replay) and the general half of the base-vs-tuned comparison (ftchat.train.compare)."""
 
 GENERAL_PROMPTS = [
     "What is the capital of France?",

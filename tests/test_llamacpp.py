@@ -1,7 +1,7 @@
 """The chat's llama.cpp backend: a run's LoRA as a GGUF adapter gives the training-side model's logits and answers.
 
 Runs only where llama-cpp-python is installed (`make` builds it; where the build fails the chat falls back to
-ftchat.decode, which tests/test_chat.py covers)."""
+ftchat.chat.decode, which tests/test_chat.py covers)."""
 from __future__ import annotations
 
 import json
@@ -178,7 +178,7 @@ def test_two_panes_stream_together_and_each_gets_its_own_answer(bundled_with_lor
 
 def test_a_llamacpp_build_that_crashes_here_leaves_the_chat_on_ftchats_decoder(tiny_model_dir, monkeypatch):
     """A build using instructions this CPU refuses dies of SIGILL; the probe sees it in a child process and the
-    chat answers through ftchat.decode instead of taking the app down."""
+    chat answers through ftchat.chat.decode instead of taking the app down."""
     monkeypatch.setattr(llamacpp, "PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGILL)")
     monkeypatch.setattr(llamacpp, "_usable", None)
     assert llamacpp.available() is False

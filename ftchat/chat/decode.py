@@ -4,7 +4,7 @@ With `generate` (transformers) and peft's per-row adapters, peft walks each adap
 each adapted Linear keeps the LoRA factors of every run loaded on the base side by side, so a batch whose rows
 use different runs (or the bare base) costs two small matmuls and a rank mask per layer, whatever the mix. `decode` then reproduces generate's greedy search and
 repetition penalty exactly (tests/test_chat_speed.py compares the tokens with `generate` on a peft model).
-A model given a packed decoder (`pack_for_decoding`, ftchat.packed_llama: fused projections, a static cache, 4/8-bit
+A model given a packed decoder (`pack_for_decoding`, ftchat.chat.packed_llama: fused projections, a static cache, 4/8-bit
 weights) decodes through it; any other model, or a run with LoRA outside the packed layers, through its own forward.
 """
 from __future__ import annotations
@@ -128,7 +128,7 @@ def _sample(scores, temperature: float, top_p: float):
 
 
 def pack_for_decoding(model, precision: str = "auto") -> str | None:
-    """Give `model` a packed decoder (ftchat.packed_llama) in this precision; returns None, or why it was left as is
+    """Give `model` a packed decoder (ftchat.chat.packed_llama) in this precision; returns None, or why it was left as is
     (its own forward then decodes, slower but for any architecture)."""
     from ftchat.chat.packed_llama import PackedLlama, packing_problem
 

@@ -31,9 +31,9 @@ from ftchat.names import base_choice, base_of_choice, is_base
 from ftchat.workspace import base_label
 
 # how ChatEngine decodes: auto answers the bundled GGUF base and LoRA runs on it through llama.cpp where
-# llama-cpp-python is installed (ftchat.llamacpp), and packs other Llama bases (int4 where the weights are 4-bit
+# llama-cpp-python is installed (ftchat.chat.llamacpp), and packs other Llama bases (int4 where the weights are 4-bit
 # already, else fp32); llamacpp also converts other Llama bases and full runs to GGUF; fp32 / int8 / int4 force the
-# packed decoder's precision (ftchat.packed_llama); plain keeps transformers' forward
+# packed decoder's precision (ftchat.chat.packed_llama); plain keeps transformers' forward
 DECODERS = ("auto", "llamacpp", "fp32", "int8", "int4", "plain")
 
 
@@ -155,7 +155,7 @@ class ChatEngine:
 
     def _llamacpp(self, choice: str, base: str) -> _Loaded | None:
         """The llama.cpp model that answers for a choice, or None where llama.cpp does not: not installed, another
-        decoder asked for, or a model it cannot take (then the chat decodes with ftchat.decode, as without it)."""
+        decoder asked for, or a model it cannot take (then the chat decodes with ftchat.chat.decode, as without it)."""
 
         if self.decoder not in ("auto", "llamacpp") or not llamacpp.available():
             return None

@@ -135,7 +135,7 @@ def generate_batch(model, tokenizer, conversations, settings: GenerationSettings
 def fast_generate_batch(model, tokenizer, conversations, settings: GenerationSettings | None = None,
                         row_adapters: list[str | None] | None = None, on_text=None, threads: int | None = None
                         ) -> list[str]:
-    """`generate_batch`'s answers through ftchat.decode: the same tokens, less time per token."""
+    """`generate_batch`'s answers through ftchat.chat.decode: the same tokens, less time per token."""
     from ftchat.chat.decode import decode
 
     settings = settings or GenerationSettings()
@@ -152,7 +152,7 @@ def fast_generate_batch(model, tokenizer, conversations, settings: GenerationSet
 
 def llamacpp_answer(model, conversation: list[dict], settings: GenerationSettings, on_text=None,
                     threads: int | None = None) -> str:
-    """One reply through ftchat.llamacpp: the same prompt tokens and token choice as `fast_generate_batch`."""
+    """One reply through ftchat.chat.llamacpp: the same prompt tokens and token choice as `fast_generate_batch`."""
     import torch
 
     tokenizer = model.tokenizer

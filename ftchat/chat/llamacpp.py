@@ -3,14 +3,14 @@
 llama.cpp decodes the bundled GGUF about 3x faster on a CPU than ftchat's own decoder (bench/chat_speed.py). A run's
 LoRA factors become a GGUF LoRA adapter (`lora_to_gguf`: the same tensors, Q/K rows permuted to llama.cpp's rotary
 layout as for the base) that llama.cpp applies on top of the memory-mapped base, written beside the run's adapter
-(`<run>/adapter.gguf`); a base or a whole model that has no GGUF yet is written once with ftchat.to_gguf (f16) under
+(`<run>/adapter.gguf`); a base or a whole model that has no GGUF yet is written once with ftchat.export.gguf (f16) under
 models.cache_dir()/llamacpp, keyed by its path and modification time. A file older than its source is written again.
 
 Only llama.cpp's forward pass is used: the prompt is the tokenizer's chat template encoded by the transformers
-tokenizer, and each next token is picked from llama.cpp's logits by ftchat.decode's own repetition penalty and
+tokenizer, and each next token is picked from llama.cpp's logits by ftchat.chat.decode's own repetition penalty and
 sampling, so a greedy answer is the training-side model's greedy answer up to the quantization's rounding
 (tests/test_llamacpp.py compares the logits and the answers). Without the package, `available()` is False and the
-chat decodes with ftchat.decode.
+chat decodes with ftchat.chat.decode.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """A compact Llama forward for chat decoding on CPU: each layer's weights packed (q/k/v as one matrix, gate/up as
-one), in fp32 or int8, a static KV cache, and the LoRA runs attached by ftchat.decode stacked on top in fp32.
+one), in fp32 or int8, a static KV cache, and the LoRA runs attached by ftchat.chat.decode stacked on top in fp32.
 
 It reads the weights of a loaded transformers Llama and runs its arithmetic (RMSNorm, the model's own rotary
 embedding, SDPA over grouped KV heads, SiLU MLP) without transformers' per-call machinery (cache objects, mask

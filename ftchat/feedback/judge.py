@@ -49,7 +49,7 @@ def as_conversation(prompt) -> list[dict]:
 
 
 def margins(prompts: list, replies_a: list[str], replies_b: list[str], rm) -> list[float]:
-    """score(A's reply) - score(B's reply) per prompt; `rm` is a ftchat.reward_model.RewardModel."""
+    """score(A's reply) - score(B's reply) per prompt; `rm` is a ftchat.train.reward_model.RewardModel."""
     conversations = [as_conversation(p) for p in prompts]
     scores = rm.score_replies(conversations + conversations, list(replies_a) + list(replies_b))
     n = len(conversations)

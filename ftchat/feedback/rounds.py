@@ -44,7 +44,7 @@ ROUND_LR_SCALE = 1.0
 MIN_PROMPTS = 2  # reward-rl: a few optimizer steps of whole answer groups
 # reward-rl: flags that shape the reward model rather than the policy; the rest go to the RL run.
 REWARD_MODEL_FLAGS = ("max_length", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "seed")
-ROUND_NAME = re.compile(r"^(?P<stem>.+)-r(?P<n>\d+)-(?:dpo|kto|grpo|rloo)(?:-\d+)?$")  # rloo/grpo: reward_round
+ROUND_NAME = re.compile(r"^(?P<stem>.+)-r(?P<n>\d+)-(?:dpo|kto|grpo|rloo)(?:-\d+)?$")  # grpo/rloo: reward-rl rounds
 # What the rated run passes on to the round: the same base, technique and shapes of the weights.
 INHERITED = ("base", "adapter", "precision", "max_length", "lora_r", "lora_alpha", "lora_dropout", "lora_targets",
              "train_layers", "chunk_tokens")
@@ -105,7 +105,7 @@ def used_ids(method: str, rows: list[dict]) -> list[int]:
 def lineage_win_rates(store: FeedbackStore, runs_root: str | Path, run: str) -> list[dict]:
     """The chain base → … → run, each step with its win-rate against its parent from the votes so far:
     [{"model", "parent", "win_rate" (None before any vote), "votes", "judged"}]; "judged" is the reward model's
-    latest judgement of the step against its parent (ftchat.judge.write_judgement), None when never judged."""
+    latest judgement of the step against its parent (ftchat.feedback.judge.write_judgement), None when never judged."""
     chain = lineage(runs_root, run)
     votes = store.ratings(kind="vote")
     steps = []

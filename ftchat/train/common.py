@@ -143,7 +143,7 @@ def trainer_arguments(config: RunConfig, has_eval: bool) -> dict:
         lr_scheduler_type=config.scheduler,
         warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay,
-        max_steps=config.max_steps or -1,  # planned by ftchat.budget before the trainer is built
+        max_steps=config.max_steps or -1,  # planned by ftchat.train.plan before the trainer is built
         num_train_epochs=config.epochs or 1.0,
         logging_steps=config.logging_steps,
         save_strategy="steps",

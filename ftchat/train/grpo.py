@@ -1,5 +1,5 @@
 """Group Relative Policy Optimization on prompts: the policy answers each prompt `num_generations` times, the
-rewards (reward-model runs and/or rules, see ftchat.rewards) score every answer, and each answer is pushed up or
+rewards (reward-model runs and/or rules, see ftchat.train.rewards) score every answer, and each answer is pushed up or
 down by how far its reward is above or below its group's mean. A KL term (`beta`) holds the policy near its
 reference: with a parent adapter TRL keeps a frozen copy of it ("ref"), with a fresh adapter the base itself.
 

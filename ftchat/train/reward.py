@@ -3,7 +3,7 @@
 The loss pushes the score of the chosen reply above the rejected one's (Bradley-Terry). Evaluation runs one pair per
 batch, so the logged `eval_accuracy` is exactly the fraction of held-out pairs ranked right and `eval_margin` the
 mean score gap. The run folder's adapter/ is a plain PEFT adapter (task SEQ_CLS) that holds the score head too; load
-it with ftchat.reward_model.
+it with ftchat.train.reward_model.
 """
 from __future__ import annotations
 

@@ -80,7 +80,7 @@ def prepare_run(config: RunConfig, resume: bool = False) -> RunConfig:
 
 
 def load_training_data(config: RunConfig, tokenizer):
-    """The normalized dataset and its plan (ftchat.budget): split into train / eval as planned, with replay rows
+    """The normalized dataset and its plan (ftchat.train.plan): split into train / eval as planned, with replay rows
     added to train for SFT. Returns (train, eval or None, shape, per-file reports, plan)."""
     from datasets import Dataset, concatenate_datasets
 

@@ -66,7 +66,7 @@ class AppContext:
         self._verdicts: dict[str, dict] | None = None
         self._feedback = None
         self._reward_lock = threading.Lock()  # loading a reward model is slow: not under the shared lock
-        self._reward_model = None  # (key, ftchat.reward_model.RewardModel): the last one used
+        self._reward_model = None  # (key, ftchat.train.reward_model.RewardModel): the last one used
 
     def tokenizer(self):
         """The bundled model's tokenizer, or None when it cannot be loaded (token counts are then estimates)."""

@@ -218,7 +218,7 @@ def status_json(info, metrics: list[dict]) -> dict:
 # -- the tab -----------------------------------------------------------------------------------------------------
 
 def knob(name: str, label: str, info: str | None, default):
-    if name in PLANNED:  # empty: ftchat.budget plans it from the data
+    if name in PLANNED:  # empty: ftchat.train.plan plans it from the data
         return gr.Number(value=None, label=label, info=f"{info + '; ' if info else ''}empty: planned from the data",
                          precision=0 if value_type(name) is int else None, minimum=0)
     if name == "scheduler":
