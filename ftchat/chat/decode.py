@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ftchat.chat.packed_llama import PackedLlama, packing_problem
+
 SUPPORTED_LORA = {"peft_type": "LORA", "use_dora": False, "fan_in_fan_out": False}
 
 
@@ -130,7 +132,6 @@ def _sample(scores, temperature: float, top_p: float):
 def pack_for_decoding(model, precision: str = "auto") -> str | None:
     """Give `model` a packed decoder (ftchat.chat.packed_llama) in this precision; returns None, or why it was left as is
     (its own forward then decodes, slower but for any architecture)."""
-    from ftchat.chat.packed_llama import PackedLlama, packing_problem
 
     problem = packing_problem(model, precision)
     if problem is None:

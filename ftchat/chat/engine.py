@@ -146,7 +146,7 @@ class ChatEngine:
                 model = models.load_model(source, precision=self.precision)
                 model.eval()
                 if packed and self.decoder != "plain":
-                    from ftchat.chat.decode import pack_for_decoding
+                    from ftchat.chat.decode import pack_for_decoding  # torch: only once a model loads
 
                     # a model it cannot pack decodes through its own forward; llama.cpp's fallback is auto's
                     pack_for_decoding(model, "auto" if self.decoder == "llamacpp" else self.decoder)
@@ -171,7 +171,7 @@ class ChatEngine:
                 weights = runs.weights_dir(choice)
                 models.require_safetensors(weights)
                 adapter_type = _adapter_type(weights)
-                from ftchat.chat.decode import lora_supported
+                from ftchat.chat.decode import lora_supported  # torch: only once a model loads
 
                 if adapter_type is None:  # a full or layer-wise run: a GGUF of its own
                     folder, gguf, lora = weights, llamacpp.model_gguf(weights) if forced else None, None
@@ -220,7 +220,7 @@ class ChatEngine:
             raise ChatError(str(exc)) from None
         if adapter_type is None:  # full or layer-wise run: a whole model of its own
             return self._load("model::" + str(weights), weights), None
-        from ftchat.chat.decode import attach_lora, lora_supported
+        from ftchat.chat.decode import attach_lora, lora_supported  # torch: only once a model loads
 
         if adapter_type != "LORA" or not lora_supported(weights):  # e.g. prompt tuning: a peft model of its own
             loaded = self._load("peft::" + str(weights), base, packed=False)

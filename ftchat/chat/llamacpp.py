@@ -192,7 +192,7 @@ class LlamaCppModel:
         import numpy as np
         import torch
 
-        from ftchat.chat.decode import _repetition_penalty, _sample
+        from ftchat.chat.decode import _repetition_penalty, _sample  # torch, on the first reply
 
         if len(prompt_ids) >= self.n_ctx:
             raise ChatError(f"The conversation is {len(prompt_ids)} tokens; this chat holds {self.n_ctx - 1}. "

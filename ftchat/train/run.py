@@ -144,6 +144,7 @@ def run_training(config: RunConfig, resume: bool = False, cancel: threading.Even
     config = prepare_run(config, resume=resume)
     run_dir = Path(config.out)
     try:
+        # transformers and torch load here, once the run folder and its status exist (they take seconds to import)
         from ftchat.train.common import RunFolderCallback, build_model, callbacks_for, check_finite, peak_memory_mb
 
         callback = RunFolderCallback(run_dir, cancel, is_main=_is_main_process())
