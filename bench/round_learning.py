@@ -314,13 +314,13 @@ def parse_value(text: str):
 
 def table(path: Path, tag: str | None) -> str:
     """The results kept in `path` (those with `tag`, if given) as the Markdown table of docs/benchmarks.md."""
-    lines = ["| kind | method | votes | seed | steps | lr | follows: parent → round | general kept | judged win-rate "
-             "(95%) | train s | load |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| kind | method | votes | seed | steps | lr | SFT term | follows: parent → round | general kept | "
+             "judged win-rate (95%) | train s | load |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for line in path.read_text().splitlines():
         r = json.loads(line)
         if tag and r.get("tag") != tag:
             continue
-        lines.append(f"| {r['kind']} | {r['method']} | {r['votes']} | {r['seed']} | {r['steps']} | {r['lr']:g} | "
+        lines.append(f"| {r['kind']} | {r['method']} | {r['votes']} | {r['seed']} | {r['steps']} | {r['lr']:g} | {r.get('sft_weight') or 0:g} | "
                      f"{r['parent_follows']}/{r['unseen']} → **{r['round_follows']}/{r['unseen']}** | "
                      f"{r['general_kept']}/{r['general_known']} | {r['judged_win_rate']:.2f} "
                      f"[{r['judged_ci'][0]:.2f}, {r['judged_ci'][1]:.2f}] | {r['train_s']:.0f} | {r['load']:.1f} |")
