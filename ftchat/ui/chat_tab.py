@@ -111,7 +111,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
     with gr.Accordion("Prompt queue: rate many prompts quickly", open=False, elem_id="queue-panel") as queue_panel:
         gr.Markdown("Load prompts, press **Next prompt**: both sides answer it, you vote, and the next one comes.")
         with gr.Row():
-            queue_run = gr.Dropdown(run_choices(ctx), value=None, label="Held-out prompts of a run",
+            queue_run = gr.Dropdown(held_out_run_choices(ctx), value=None, label="Held-out prompts of a run",
                                     elem_id="queue-run", scale=2, allow_custom_value=True)
             queue_file = gr.File(label="…or a file (.txt: one prompt per line; or any data file)",
                                  file_types=[".txt", ".jsonl", ".json", ".csv", ".tsv"], elem_id="queue-file",
@@ -253,7 +253,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
         rewards = reward_choices(ctx)
         values = [v for _, v in rewards]
         reward = reward if reward in values else (values[0] if values else None)
-        return (*pair, gr.Dropdown(choices=run_choices(ctx), value=run), gr.Dropdown(choices=rewards, value=reward))
+        return (*pair, gr.Dropdown(choices=held_out_run_choices(ctx), value=run), gr.Dropdown(choices=rewards, value=reward))
 
     def clear_chat():
         left, right = session.pane_names(None, describe)
@@ -463,6 +463,6 @@ def reward_choices(ctx: AppContext) -> list[tuple[str, str]]:
     return [(path.name, path.name) for path in reward_runs(ctx.workspace.runs_dir)]
 
 
-def run_choices(ctx: AppContext) -> list[tuple[str, str]]:
+def held_out_run_choices(ctx: AppContext) -> list[tuple[str, str]]:
     """Finished runs, for the prompt queue's held-out prompts."""
     return [(label, value) for label, value in model_choices(ctx) if not is_base(value)]

@@ -65,7 +65,7 @@ class TrainTab:
 
 # -- choices -----------------------------------------------------------------------------------------------------
 
-def run_choices(ctx: AppContext) -> list[tuple[str, str]]:
+def run_state_choices(ctx: AppContext) -> list[tuple[str, str]]:
     return [(f"{r.name} · {r.state}", str(r.path)) for r in runs.list_runs(ctx.workspace.runs_dir)]
 
 
@@ -278,7 +278,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
                 start = gr.Button("Start training", variant="primary", elem_id="start-training")
                 cancel = gr.Button("Cancel run", variant="stop", elem_id="cancel-run")
         with gr.Column(scale=2):
-            listed_runs = run_choices(ctx)
+            listed_runs = run_state_choices(ctx)
             run = gr.Dropdown(listed_runs, value=listed_runs[0][1] if listed_runs else None, label="Run",
                               interactive=True, elem_id="run-picker", allow_custom_value=True)
             progress = gr.HTML("<div class='run-progress'>No run selected.</div>", elem_id="run-progress")
@@ -359,7 +359,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
             raise gr.Error(str(exc)) from None
         launched[config.out] = runs.launch(config)
         gr.Info(f"Training started: {Path(config.out).name}")
-        return (config.out, gr.Dropdown(choices=run_choices(ctx), value=config.out), gr.Timer(active=True),
+        return (config.out, gr.Dropdown(choices=run_state_choices(ctx), value=config.out), gr.Timer(active=True),
                 runs_frame(ctx))
 
     def run_status(run_dir: str | None, seen=None):
@@ -394,7 +394,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
                 note = ("The comparison of base and tuned answers appears here when the run is done."
                         if watching else "")
         state_changed = not seen or tuple(seen[:2]) != (run_dir, info.state)
-        pickers = (gr.Dropdown(choices=run_choices(ctx)) if state_changed else gr.skip(),
+        pickers = (gr.Dropdown(choices=run_state_choices(ctx)) if state_changed else gr.skip(),
                    runs_frame(ctx) if changed else gr.skip(),  # its step column moves with every logged step
                    gr.Dropdown(choices=finished_run_choices(ctx)) if state_changed else gr.skip())
         return (progress_html(info, metrics), plot_value, tail, status_json(info, metrics), table, note,
@@ -413,7 +413,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
 
     def list_runs():
         """Every run in the workspace with status, base, method, data, losses and parent."""
-        return runs_frame(ctx), gr.Dropdown(choices=run_choices(ctx)), gr.Dropdown(choices=finished_run_choices(ctx))
+        return runs_frame(ctx), gr.Dropdown(choices=run_state_choices(ctx)), gr.Dropdown(choices=finished_run_choices(ctx))
 
     def pick_row(evt: gr.SelectData):
         frame = runs_frame(ctx)
@@ -464,7 +464,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
     def on_show(current_run: str | None):
         """Fresh choices when the page loads or the tab opens: uploads, bases, runs (newest selected if none).
         The data selection is left alone: an upload may be selecting its file at this very moment."""
-        listed = run_choices(ctx)
+        listed = run_state_choices(ctx)
         values = [v for _, v in listed]
         return (gr.Dropdown(choices=upload_choices(ctx)),
                 gr.Dropdown(choices=ctx.workspace.base_choices()),
