@@ -30,9 +30,9 @@ from ftchat.prompts import GENERAL_PROMPTS
 # 60: on the bundled model 21 steps on 25 rows taught 0 of 3 facts, 36-42 on 50 rows taught 6 (bench/learning.py).
 MIN_STEPS = 60
 CONTENT_SHAPES = ("messages", "prompt_completion", "text")  # MIN_STEPS is for learning content
-# Preference data (DPO, KTO): at least 48 updates, at most 12 passes. 32 voted pairs at 3 passes (24 steps) moved 4 of
-# 10 unseen answers to the voted style, 48 steps all 10 (bench/round_learning.py, docs/benchmarks.md).
-PREFERENCE_SHAPES = ("preference", "unpaired_preference")
+# DPO and KTO: at least 48 updates, at most 12 passes. 32 voted pairs at 3 passes (24 steps) moved 4 of 10 unseen
+# answers to the voted style, 48 steps all 10 (bench/round_learning.py, docs/benchmarks.md).
+PREFERENCE_METHODS = ("dpo", "kto")
 PREFERENCE_MIN_STEPS = 48
 PREFERENCE_MAX_EPOCHS = 12.0
 FLOOR_EPOCHS = 3.0
@@ -127,8 +127,9 @@ def plan_training(n_examples: int, mean_tokens: float, config: RunConfig, shape:
         steps = max(1, math.ceil(config.epochs * per_epoch))
     else:
         chosen.append("steps")
-        floor = MIN_STEPS if shape in CONTENT_SHAPES else PREFERENCE_MIN_STEPS if shape in PREFERENCE_SHAPES else 1
-        most = PREFERENCE_MAX_EPOCHS if shape in PREFERENCE_SHAPES else MAX_EPOCHS
+        preference = config.method in PREFERENCE_METHODS
+        floor = MIN_STEPS if shape in CONTENT_SHAPES else PREFERENCE_MIN_STEPS if preference else 1
+        most = PREFERENCE_MAX_EPOCHS if preference else MAX_EPOCHS
         steps = max(floor, math.ceil(FLOOR_EPOCHS * per_epoch))
         steps = min(steps, math.ceil(most * per_epoch))
         steps = min(steps, max(MAX_STEPS, per_epoch))
