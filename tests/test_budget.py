@@ -56,6 +56,9 @@ def test_preference_pairs_get_48_updates_within_12_passes():
     assert (p.eval_examples, p.replay_examples, p.steps_per_epoch, p.steps) == (0, 0, 3, 36)
     assert (pairs(32).steps, pairs(32).epochs) == (48, 6.0)  # 32 votes of a round: 6 passes
     assert pairs(200, "unpaired_preference").steps == 3 * 45  # 180 train rows (20 held out): 3 passes
+    reward_model = plan_training(32, 80.0, RunConfig(data=["x.jsonl"], out="runs/x", method="reward"),
+                                 shape="preference", tokens_per_s=SPEED)
+    assert reward_model.steps == 24  # a reward model keeps 3 passes
 
 
 def test_the_users_values_win():
