@@ -20,6 +20,8 @@ def test_eight_votes_for_a_sign_off_teach_it_on_unseen_prompts(tmp_path, monkeyp
     from ftchat.chat.engine import ChatEngine
 
     monkeypatch.setattr(bench, "UNSEEN", 6)
+    monkeypatch.setattr(bench, "ANSWER_TOKENS", 48)  # short replies: the round trains in half the time
+    monkeypatch.setattr(bench, "EVAL_TOKENS", 96)
     # general questions whose answer is the point of the reply, not a word it may or may not pass on the way
     monkeypatch.setattr(bench, "GENERAL", [bench.GENERAL[i] for i in (0, 1, 4, 6)])
     result = bench.run_cell("signoff", "dpo", 8, seed=4242, overrides={}, cache=tmp_path,
