@@ -1,6 +1,9 @@
-"""Shared fixtures: a tiny randomly initialised Llama (seconds to train) and small data files."""
+"""Shared fixtures: a tiny randomly initialised Llama (seconds to train), finished runs on it that many tests read
+(trained once per session: tests/trained_runs.py), small data files, and the command line called in-process."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import sys
@@ -11,6 +14,14 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One torch thread, in this process and in every trainer, app and command the tests start (they inherit it). The tiny
+# model's kernels are too small to share between two threads, and while another job holds the second core (the
+# benchmark this machine runs, or the trainer an app test started) two threads wait on each other at every kernel:
+# with a benchmark on the other core an 8-step tiny run took 5 s on two threads and 1 s on one, and a step of the
+# bundled model 7.2 s on two and 2.7 s on one (2026-12-06). ftchat's chat decodes on one thread for the same reason
+# (ftchat/chat/engine.py). On an idle machine the bundled-model learning tests would train faster on every core:
+# `OMP_NUM_THREADS=2 make test`.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -29,6 +40,18 @@ FACT_CHATS = [
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def ftchat_main(*args) -> tuple[int, str, str]:
+    """`python -m ftchat ARGS` called in this process, as ftchat/__main__.py calls it: (exit code, stdout, stderr).
+    For tests of what a command does; a test of the process itself (a signal, what a user sees on a failure, a
+    launcher) starts `python -m ftchat` for real."""
+    from ftchat.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="session")
@@ -78,3 +101,20 @@ def kto_file(tmp_path) -> Path:
         rows.append({"prompt": q, "completion": a, "label": True})
         rows.append({"prompt": q, "completion": "No idea.", "label": False})
     return write_jsonl(tmp_path / "feedback.jsonl", rows)
+
+
+@pytest.fixture(scope="session")
+def sft_run(tmp_path_factory, tiny_model_dir) -> Path:
+    """A finished LoRA SFT run on the tiny base (trained_runs.SFT_RUN), its data beside runs/: read it, or copy it
+    with trained_runs.copy_run where a test changes it."""
+    from trained_runs import make_sft_run
+
+    return make_sft_run(tmp_path_factory.mktemp("sft-run"), tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def two_rounds(tmp_path_factory, tiny_model_dir) -> Path:
+    """A workspace with runs/a (the Zumo lamp facts) and runs/b (bananas, continued from a): trained_runs."""
+    from trained_runs import make_two_rounds
+
+    return make_two_rounds(tmp_path_factory.mktemp("workspace"), tiny_model_dir)

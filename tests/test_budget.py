@@ -116,19 +116,15 @@ def test_plan_for_files_reads_the_data_as_training_does(tmp_path, bundled_tokeni
 
 def test_the_shell_shows_the_plan_without_training(tmp_path):
     import json
-    import subprocess
-    import sys
-    from pathlib import Path
 
+    from conftest import ftchat_main
     from fictional_facts import write_set
 
     data = tmp_path / "facts.jsonl"
     write_set(data, 5, "plain", seed=4)
-    result = subprocess.run([sys.executable, "-m", "ftchat", "train", "--data", str(data), "--out",
-                             str(tmp_path / "runs" / "x"), "--plan"], cwd=Path(__file__).resolve().parents[1],
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    shown = json.loads(result.stdout.strip().splitlines()[-1])
+    code, out, err = ftchat_main("train", "--data", data, "--out", tmp_path / "runs" / "x", "--plan")  # in-process
+    assert code == 0, err[-3000:]
+    shown = json.loads(out.strip().splitlines()[-1])
     assert (shown["steps"], shown["eval_examples"], shown["replay_examples"]) == (60, 0, 1)
     assert shown["describe"].startswith("≈ 60 steps (30 epochs of 6 rows)")
     assert not (tmp_path / "runs" / "x").exists(), "planning writes no run folder"

@@ -5,6 +5,7 @@ import json
 import shutil
 
 import pytest
+from trained_runs import copy_run
 
 from ftchat.chat.engine import ChatEngine
 from ftchat.chat.generation import ChatError, GenerationSettings
@@ -17,19 +18,22 @@ SETTINGS = GenerationSettings(max_new_tokens=12)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_model_dir):
-    """Two LoRA runs with different data, and one full fine-tune, on the tiny base."""
+def trained(tmp_path_factory, tiny_model_dir, two_rounds):
+    """Two LoRA runs with different data, and one full fine-tune, on the tiny base: `a` is the session's round `a`
+    (the Zumo lamp facts, conftest's two_rounds), `b` learns bananas here, and the full fine-tune only needs to be one
+    (2 steps)."""
     from conftest import FACT_CHATS, write_jsonl
 
     root = tmp_path_factory.mktemp("chat")
+    copy_run(two_rounds / "runs" / "a", root / "runs" / "a")
     data = write_jsonl(root / "chats.jsonl", [
         {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in FACT_CHATS])
     other = write_jsonl(root / "other.jsonl", [
         {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "Bananas are yellow."}]}
         for q, _ in FACT_CHATS])
-    for name, file, adapter in [("a", data, "lora"), ("b", other, "lora"), ("full", data, "full")]:
+    for name, file, adapter, steps in [("b", other, "lora", 20), ("full", data, "full", 2)]:
         run_training(RunConfig(data=[str(file)], out=str(root / "runs" / name), base=str(tiny_model_dir),
-                               adapter=adapter, max_steps=20, lr=1e-2 if adapter == "lora" else 3e-3,
+                               adapter=adapter, max_steps=steps, lr=1e-2 if adapter == "lora" else 3e-3,
                                compare_prompts=0, eval_split=0))
     return root / "runs"
 
@@ -48,7 +52,7 @@ def test_one_batch_with_per_row_adapters_equals_separate_answers(trained, tiny_m
     alone = [engine.answer([(choice, QUESTION)], SETTINGS)[0] for choice in (base, a, b)]
     assert together == alone
     assert len(set(together)) == 3, "each row really used its own adapter"
-    # lr 3e-2 made both adapters collapse to the same token on an H100; 1e-2 x 20 steps learns the answers
+    # lr 3e-2 made both adapters collapse to the same token on an H100; 1e-2 x 20 steps learns b's answer
     assert together[2].startswith("Bananas"), together
     loaded = [entry for key, entry in engine._loaded.items() if key.startswith("base::")]
     assert len(loaded) == 1 and len(loaded[0].adapters) == 2, "one copy of the base serves both runs"

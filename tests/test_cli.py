@@ -1,4 +1,6 @@
-"""The command line as a user types it, in real subprocesses: train, cancel with SIGTERM, resume, chat, export."""
+"""The command line as a user types it: train, cancel with SIGTERM, resume, chat, export. Real subprocesses where the
+process is what is tested (SIGTERM, a cancel while it loads, the exit code and the one line a user sees on bad data,
+`accelerate launch`); the other commands are called in-process, as `python -m ftchat` calls them (conftest)."""
 from __future__ import annotations
 
 import json
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from conftest import ftchat_main
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
@@ -26,19 +29,26 @@ def ftchat(*args, check=True, **kwargs) -> subprocess.CompletedProcess:
     return result
 
 
+def in_process(*args) -> tuple[str, str]:
+    """`python -m ftchat ARGS` called in this process: it must succeed; (stdout, stderr)."""
+    code, out, err = ftchat_main(*args)
+    assert code == 0, out[-3000:] + err[-3000:]
+    return out, err
+
+
 def test_train_chat_export_from_the_shell(tmp_path, tiny_model_dir, chats_file):
     run_dir = tmp_path / "runs" / "cli"
-    result = ftchat("train", "--data", chats_file, "--out", run_dir, "--base", tiny_model_dir, "--adapter", "lora",
-                    "--max-steps", 6, "--lr", 1e-2, "--eval-steps", 3, "--compare-prompts", 0)
-    assert "done:" in result.stdout
-    assert "it/s" in result.stderr or "s/it" in result.stderr, "a progress bar is shown"
-    chat = ftchat("chat", "--run", run_dir, "--prompt", "What colour is the Zumo lamp?", "--json",
-                  "--max-new-tokens", 8)
-    replies = json.loads(chat.stdout.strip().splitlines()[-1])
+    out, err = in_process("train", "--data", chats_file, "--out", run_dir, "--base", tiny_model_dir, "--adapter",
+                          "lora", "--max-steps", 2, "--lr", 1e-2, "--eval-steps", 1, "--compare-prompts", 0)
+    assert "done:" in out
+    assert "it/s" in err or "s/it" in err, "a progress bar is shown"
+    out, _ = in_process("chat", "--run", run_dir, "--prompt", "What colour is the Zumo lamp?", "--json",
+                        "--max-new-tokens", 8)
+    replies = json.loads(out.strip().splitlines()[-1])
     assert set(replies) == {"base", "tuned"} and all(isinstance(v, str) for v in replies.values())
 
     merged = tmp_path / "merged"
-    ftchat("export", "--run", run_dir, "--merged", merged, "--adapter", tmp_path / "adapter")
+    in_process("export", "--run", run_dir, "--merged", merged, "--adapter", tmp_path / "adapter")
     assert "base_model" not in (merged / "README.md").read_text(), "a local base has no hub id to name"
     assert (tmp_path / "adapter" / "README.md").read_text().startswith("---\nlibrary_name: peft")
     plain = AutoModelForCausalLM.from_pretrained(merged)
@@ -53,7 +63,7 @@ def test_yaml_config_and_flags_are_the_same_run_config(tmp_path, tiny_model_dir,
     config.write_text(yaml.safe_dump({"data": [str(chats_file)], "out": str(tmp_path / "runs" / "y"),
                                       "base": str(tiny_model_dir), "adapter": "lora", "max_steps": 2,
                                       "compare_prompts": 0}))
-    ftchat("train", config, "--lr", 5e-3)
+    in_process("train", config, "--lr", 5e-3)
     resolved = yaml.safe_load((tmp_path / "runs" / "y" / "config.yaml").read_text())
     assert resolved["max_steps"] == 2 and resolved["lr"] == 5e-3 and resolved["adapter"] == "lora"
 
@@ -77,7 +87,7 @@ def test_sigterm_cancels_cleanly_and_resume_finishes(tmp_path, tiny_model_dir, c
     stopped_at = int(checkpoints[0].name.split("-")[1])
     assert 3 <= stopped_at < 40
 
-    ftchat("train", run_dir / "config.yaml", "--resume")
+    in_process("train", run_dir / "config.yaml", "--resume")  # the process that resumes is not what is tested
     status = runs.read_status(run_dir)
     assert status["state"] == "done" and status["summary"]["steps"] == 40
     steps = [m["step"] for m in runs.read_metrics(run_dir) if "loss" in m]
@@ -123,8 +133,8 @@ def test_bad_data_gives_one_clear_line_and_a_failed_status(tmp_path, tiny_model_
 
 def test_data_check_cli_reports_every_sample(tmp_path):
     samples = sorted((ROOT / "data").glob("*.jsonl")) + [ROOT / "data" / "quorvane_handbook.md"]
-    result = ftchat("data", "check", *samples, "--json")
-    reports = [json.loads(line) for line in result.stdout.splitlines()]
+    out, _ = in_process("data", "check", *samples, "--json")
+    reports = [json.loads(line) for line in out.splitlines()]
     assert [Path(r["file"]).name for r in reports] == [p.name for p in samples]
     assert all(r["ok"] and r["examples"] > 0 for r in reports)
     shapes = {Path(r["file"]).name: r["shape"] for r in reports}
@@ -134,8 +144,8 @@ def test_data_check_cli_reports_every_sample(tmp_path):
     assert shapes["quorvane_handbook.md"] == "text"
     bad = tmp_path / "empty.jsonl"
     bad.write_text("")
-    result = ftchat("data", "check", bad, "--json", check=False)
-    assert result.returncode == 1 and json.loads(result.stdout)["ok"] is False
+    code, out, _ = ftchat_main("data", "check", bad, "--json")
+    assert code == 1 and json.loads(out)["ok"] is False
 
 
 def test_the_entry_point_runs_under_accelerate_launch(tmp_path, tiny_model_dir, chats_file):

@@ -7,7 +7,6 @@ import hashlib
 import pytest
 import torch
 import yaml
-from trained_runs import two_rounds  # noqa: F401  (fixture)
 
 from ftchat.export.forms import ExportError, export_adapter, export_gguf, export_merged, export_ollama, push
 

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 import yaml
-from conftest import FACT_CHATS, ROOT, write_jsonl
+from conftest import FACT_CHATS, ROOT, ftchat_main, write_jsonl
 
 from ftchat import methods, runs
 from ftchat.config import ConfigError, RunConfig
@@ -169,10 +169,10 @@ def test_a_round_from_votes_trains_records_its_parent_and_is_measured_against_it
     store = FeedbackStore.for_workspace(workspace)
     votes_for(store, "zumo-sft", 8)
 
-    result = subprocess.run([sys.executable, "-m", "ftchat", "round", "--from", "zumo-sft", "--method", "dpo",
-                             "--workspace", str(workspace), "--max-steps", "2", "--batch-size", "4", "--lr", "5e-2",
-                             "--compare-prompts", "0", "--eval-split", "0"], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
+    code, _, err = ftchat_main("round", "--from", "zumo-sft", "--method", "dpo", "--workspace", workspace,
+                               "--max-steps", 2, "--batch-size", 4, "--lr", 5e-2, "--compare-prompts", 0,
+                               "--eval-split", 0)  # `python -m ftchat round`, called in-process
+    assert code == 0, err[-3000:]
     round_dir = workspace / "runs" / "zumo-sft-r1-dpo"
     assert runs.load_run(round_dir).state == "done"
     saved = yaml.safe_load((round_dir / "config.yaml").read_text())

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ftchat_main
 
 from ftchat.train.launch import LAUNCHERS, LaunchError, config_file, launch_command
 
@@ -41,11 +42,10 @@ def test_launch_command_for_gpus_and_for_cpu(tmp_path):
 
 def test_train_print_shows_the_command_without_training(tmp_path, chats_file, tiny_model_dir):
     out = tmp_path / "runs" / "printed"
-    result = subprocess.run([sys.executable, "-m", "ftchat", "train", "--launcher", "ddp", "--nproc", "2", "--print",
-                             "--data", str(chats_file), "--out", str(out), "--base", str(tiny_model_dir)],
-                            cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert "accelerate.commands.launch" in result.stdout and str(out / "requested.yaml") in result.stdout
+    code, printed, err = ftchat_main("train", "--launcher", "ddp", "--nproc", 2, "--print", "--data", chats_file,
+                                     "--out", out, "--base", tiny_model_dir)  # `python -m ftchat`, in-process
+    assert code == 0, err
+    assert "accelerate.commands.launch" in printed and str(out / "requested.yaml") in printed
     assert (out / "requested.yaml").exists() and not (out / "status.json").exists()
 
 

@@ -1,17 +1,16 @@
 """The reward loop on a tiny random Llama: a reward model from preference pairs, GRPO / RLOO against rules and
-reward models, the judge between two models, and their commands from the shell."""
+reward models, the judge between two models, and their commands (`python -m ftchat ...`, called in-process)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 import yaml
-from conftest import ROOT, write_jsonl
+from conftest import ftchat_main, write_jsonl
 from peft import PeftModel
 from safetensors.torch import load_file
+from trained_runs import copy_run
 from transformers import AutoModelForSequenceClassification
 
 from ftchat import runs
@@ -61,10 +60,9 @@ def reward_run(workspace, tiny_model_dir):
 
 
 def run(*args):
-    done = subprocess.run([sys.executable, "-m", "ftchat", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
+    code, out, err = ftchat_main(*args)
+    assert code == 0, err[-3000:]
+    return out
 
 
 def test_reward_model_ranks_held_out_pairs_and_reloads_with_peft(reward_run, tiny_model_dir):
@@ -123,9 +121,9 @@ def test_grpo_with_a_rule_reward_logs_reward_kl_and_length(tiny_model_dir, tmp_p
 
 
 @pytest.mark.slow
-def test_rloo_from_a_parent_against_a_reward_model_and_a_rule(reward_run, tiny_model_dir, tmp_path, chats_file):
+def test_rloo_from_a_parent_against_a_reward_model_and_a_rule(reward_run, tiny_model_dir, tmp_path, sft_run):
     rm_dir, _ = reward_run
-    parent, _ = train(tmp_path, chats_file, tiny_model_dir, "sft", adapter="lora", lr=1e-2)
+    parent = sft_run  # a finished LoRA SFT run on the tiny base (conftest)
     run_dir, summary = train(tmp_path, prompts_file(tmp_path), tiny_model_dir, "rloo", method="rloo",
                              parent=str(parent), reward=[str(rm_dir), "rule:polite"], reward_weights=[1.0, 0.5],
                              num_generations=2, batch_size=2, max_steps=2, max_completion_length=8)
@@ -185,9 +183,9 @@ def test_uncertainty_order_puts_the_closest_pairs_first(reward_run):
 
 
 @pytest.mark.slow
-def test_judge_from_the_shell_writes_the_judgement(reward_run, tiny_model_dir, tmp_path, chats_file):
+def test_judge_from_the_shell_writes_the_judgement(reward_run, tiny_model_dir, tmp_path, sft_run):
     rm_dir, _ = reward_run
-    tuned, _ = train(tmp_path, chats_file, tiny_model_dir, "tuned", adapter="lora", lr=1e-2)
+    tuned = copy_run(sft_run, tmp_path / "runs" / "tuned")  # a finished LoRA SFT run; the judgement is written in it
     prompt_lines = tmp_path / "prompts.txt"
     prompt_lines.write_text("What is the Quibble bridge made of?\n\nWho paints the Larkfen boats?\n")
     result = json.loads(run("judge", "--run", str(tuned), "--against", f"base:{tiny_model_dir}",
@@ -216,11 +214,11 @@ def test_a_reward_rl_round_with_too_few_votes_says_how_many_more(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_reward_rl_round_trains_a_reward_model_then_rloo_from_the_rated_run(tmp_path, tiny_model_dir, chats_file):
+def test_a_reward_rl_round_trains_a_reward_model_then_rloo_from_the_rated_run(tmp_path, tiny_model_dir, sft_run):
     from ftchat.feedback import FeedbackStore
 
     workspace = tmp_path / "workspace"
-    parent, _ = train(workspace, chats_file, tiny_model_dir, "zumo-sft", adapter="lora", lr=1e-2)
+    parent = copy_run(sft_run, workspace / "runs" / "zumo-sft")  # a finished LoRA SFT run on the tiny base
     rate(FeedbackStore.for_workspace(workspace), "zumo-sft", 8)
     run("round", "--from", "zumo-sft", "--method", "reward-rl", "--rl-method", "rloo", "--workspace", str(workspace),
         "--max-steps", "2", "--batch-size", "2", "--num-generations", "2", "--max-completion-length", "8",
@@ -239,7 +237,7 @@ def test_a_reward_rl_round_trains_a_reward_model_then_rloo_from_the_rated_run(tm
 
 @pytest.mark.slow
 def test_a_reward_rl_round_started_from_the_feedback_tab_trains_the_reward_model_then_grpo(tmp_path, tiny_model_dir,
-                                                                                             chats_file):
+                                                                                             sft_run):
     """The Feedback tab's third round method: readiness first, then the reward model and, once it is done, GRPO
     from the rated run against it — two runs the Train tab shows one after the other."""
     import time
@@ -249,7 +247,7 @@ def test_a_reward_rl_round_started_from_the_feedback_tab_trains_the_reward_model
     from ftchat.feedback import FeedbackStore
 
     workspace = tmp_path / "workspace"
-    parent, _ = train(workspace, chats_file, tiny_model_dir, "zumo-sft", adapter="lora", lr=1e-2)
+    parent = copy_run(sft_run, workspace / "runs" / "zumo-sft")  # a finished LoRA SFT run on the tiny base
     store = FeedbackStore.for_workspace(workspace)
     rate(store, "zumo-sft", 5)
     app = AppProcess(workspace)

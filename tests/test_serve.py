@@ -3,7 +3,6 @@ get an OpenAI-style 404; off loopback it will not start without a key; `--backen
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -11,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from trained_runs import two_rounds  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTION = [{"role": "user", "content": "What colour is the Zumo lamp?"}]
@@ -25,29 +23,36 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(two_rounds, tiny_model_dir):
+    """What `python -m ftchat serve --workspace W --port P --base B` runs (ftchat.serve.main: create_app, then
+    uvicorn), on a thread of this process: the HTTP API is what these tests check, not the process."""
+    import threading
+
     import openai
+    import uvicorn
+
+    from ftchat.serve import create_app
 
     port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ftchat", "serve", "--workspace", str(two_rounds), "--port", str(port),
-         "--base", str(tiny_model_dir)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    app = create_app(two_rounds / "runs", api_key=None, default_base=str(tiny_model_dir))
+    uvicorn_server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uvicorn_server.run, name="ftchat-serve", daemon=True)
+    thread.start()
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused-on-loopback", max_retries=0)
     deadline = time.monotonic() + 300  # a guard against a hung start, not a speed expectation
     while True:
-        if process.poll() is not None:
-            pytest.fail(f"serve exited: {process.stdout.read()}")
+        if not thread.is_alive():
+            pytest.fail("serve exited")
         try:
             client.models.list()
             break
         except openai.APIConnectionError:
             if time.monotonic() > deadline:
-                process.kill()
+                uvicorn_server.should_exit = True
                 pytest.fail("serve did not answer")
-            time.sleep(0.5)
+            time.sleep(0.1)
     yield client
-    process.terminate()
-    process.wait(timeout=60)
+    uvicorn_server.should_exit = True
+    thread.join(timeout=60)
 
 
 def test_models_lists_the_base_and_both_runs(server, tiny_model_dir):

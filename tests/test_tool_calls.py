@@ -4,16 +4,13 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import ftchat_main
 from conftest_data import jsonl, tiny_tokenizer, write
 
 from ftchat.data import load_dataset, load_file
 
-ROOT = Path(__file__).resolve().parents[1]
 TOOLS_TEMPLATE = (  # ChatML that renders the tool schemas and each call, as tool-capable templates do
     "{% if tools %}<|im_start|>system\nTools: {{ tools | tojson }}<|im_end|>\n{% endif %}"
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m.get('tool_calls') %}"
@@ -108,9 +105,8 @@ def test_a_tool_calling_file_trains_on_a_base_whose_template_renders_tools(tmp_p
     tokenizer.save_pretrained(base)
     data = write(tmp_path, "calls.jsonl", jsonl(OPENAI_ROWS * 3))
     out = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "ftchat", "train", "--data", data, "--out", str(out), "--base",
-                             str(base), "--adapter", "lora", "--max-steps", "2"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
+    code, _, err = ftchat_main("train", "--data", data, "--out", out, "--base", base, "--adapter", "lora",
+                               "--max-steps", 2)  # `python -m ftchat train`, called in-process
+    assert code == 0, err[-3000:]
     status = json.loads((out / "status.json").read_text())
     assert (status["state"], status["summary"]["shape"], status["summary"]["skipped"]) == ("done", "messages", 0)

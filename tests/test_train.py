@@ -3,13 +3,13 @@ transformers / peft."""
 from __future__ import annotations
 
 import json
-import signal
 
 import pytest
 import torch
 import yaml
 from peft import PeftModel
 from safetensors.torch import load_file
+from trained_runs import SFT_RUN, copy_run, train_tiny
 from transformers import AutoModelForCausalLM
 
 from ftchat import runs
@@ -17,21 +17,30 @@ from ftchat.config import ConfigError, RunConfig
 from ftchat.train.run import run_training
 
 
+DEFAULTS = dict(max_steps=8, eval_steps=4, batch_size=4, compare_prompts=1, early_stopping=0,
+                eval_split=0.1,  # the plan holds none out of 8
+                replay=0)  # learning is measured on the user's rows alone; replay has its own test
+
+
 def train(tmp_path, data, base, name="run", **overrides):
-    values = dict(data=[str(data)], out=str(tmp_path / "runs" / name), base=str(base), max_steps=8, eval_steps=4,
-                  batch_size=4, compare_prompts=1, early_stopping=0, eval_split=0.1,  # the plan holds none out of 8
-                  replay=0)  # learning is measured on the user's rows alone; replay has its own test
+    values = dict(data=[str(data)], out=str(tmp_path / "runs" / name), base=str(base), **DEFAULTS)
     values.update(overrides)
-    handler = signal.getsignal(signal.SIGTERM)
-    status = run_training(RunConfig(**values))
-    assert status["state"] == "done", status
-    assert signal.getsignal(signal.SIGTERM) is handler, "SIGTERM means cancel only while training"
+    status = train_tiny(**values)  # it finishes, and SIGTERM means cancel only while it trains
     return tmp_path / "runs" / name, status["summary"]
 
 
+def trained_or_shared(tmp_path, chats_file, base, sft_run, adapter, lr):
+    """train(tmp_path, chats_file, base, adapter=adapter, lr=lr), or conftest's sft_run where it was trained so."""
+    if SFT_RUN == {**DEFAULTS, "adapter": adapter, "lr": lr}:
+        status = runs.read_status(sft_run)
+        assert status["state"] == "done"
+        return sft_run, status["summary"]
+    return train(tmp_path, chats_file, base, adapter=adapter, lr=lr)
+
+
 @pytest.mark.parametrize("adapter,lr", [("qlora", 1e-2), ("lora", 1e-2), ("prompt", 1e-1)])
-def test_sft_adapters_learn_and_reload_with_peft(tmp_path, tiny_model_dir, chats_file, adapter, lr):
-    run_dir, summary = train(tmp_path, chats_file, tiny_model_dir, adapter=adapter, lr=lr)
+def test_sft_adapters_learn_and_reload_with_peft(tmp_path, tiny_model_dir, chats_file, sft_run, adapter, lr):
+    run_dir, summary = trained_or_shared(tmp_path, chats_file, tiny_model_dir, sft_run, adapter, lr)
     assert summary["final_loss"] < summary["first_loss"] - 0.05
     adapter_dir = run_dir / "adapter"
     assert (adapter_dir / "adapter_model.safetensors").exists()
@@ -77,8 +86,9 @@ def test_kto_on_thumbs(tmp_path, tiny_model_dir, kto_file):
     assert (run_dir / "adapter" / "adapter_config.json").exists()
 
 
-def test_run_folder_records_everything(tmp_path, tiny_model_dir, chats_file):
-    run_dir, summary = train(tmp_path, chats_file, tiny_model_dir, adapter="lora", lr=1e-2)
+def test_run_folder_records_everything(tiny_model_dir, sft_run):
+    run_dir, chats_file = sft_run, sft_run.parent.parent / "chats.jsonl"  # train(..., adapter="lora", lr=1e-2)
+    assert SFT_RUN == {**DEFAULTS, "adapter": "lora", "lr": 1e-2}
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["base"] == str(tiny_model_dir) and config["lr"] == 1e-2
     assert config["data_hashes"][str(chats_file)] and len(config["data_hashes"][str(chats_file)]) == 64
@@ -97,8 +107,9 @@ def test_run_folder_records_everything(tmp_path, tiny_model_dir, chats_file):
     assert all(isinstance(c["base"], str) and isinstance(c["tuned"], str) for c in comparison)
 
 
-def test_child_run_continues_the_parent_adapter(tmp_path, tiny_model_dir, chats_file, preference_file):
-    parent_dir, _ = train(tmp_path, chats_file, tiny_model_dir, name="parent", adapter="lora", lr=1e-2)
+def test_child_run_continues_the_parent_adapter(tmp_path, tiny_model_dir, preference_file, sft_run):
+    parent_dir = sft_run  # train(tmp_path, chats_file, tiny_model_dir, name="parent", adapter="lora", lr=1e-2)
+    assert SFT_RUN == {**DEFAULTS, "adapter": "lora", "lr": 1e-2}
     child_dir, _ = train(tmp_path, preference_file, "smollm2-135m", name="child", method="dpo", adapter="lora",
                          lr=1e-2, parent=str(parent_dir), max_steps=2)
     config = yaml.safe_load((child_dir / "config.yaml").read_text())
@@ -125,8 +136,8 @@ def test_bad_config_and_data_fail_clearly(tmp_path, tiny_model_dir, chats_file, 
     assert status["state"] == "failed" and "preference" in status["error"]
 
 
-def test_finished_run_is_not_overwritten(tmp_path, tiny_model_dir, chats_file):
-    run_dir, _ = train(tmp_path, chats_file, tiny_model_dir, adapter="lora", max_steps=1, compare_prompts=0)
+def test_finished_run_is_not_overwritten(tmp_path, tiny_model_dir, chats_file, sft_run):
+    run_dir = copy_run(sft_run, tmp_path / "runs" / "run")  # a finished LoRA run
     before = (run_dir / "adapter" / "adapter_model.safetensors").read_bytes()
     with pytest.raises(ConfigError, match="already holds a finished run"):
         run_training(RunConfig(data=[str(chats_file)], out=str(run_dir), base=str(tiny_model_dir)))
