@@ -30,8 +30,11 @@ $(STAMP): requirements.txt requirements-llamacpp.txt
 run: $(STAMP)
 	$(PY) app.py $(ARGS)
 
+# one pytest worker per core; each test's torch uses one thread (tests/conftest.py)
+TEST_WORKERS ?= auto
+
 test: $(STAMP)
-	$(PY) -m pytest tests $(ARGS)
+	$(PY) -m pytest tests -n $(TEST_WORKERS) $(ARGS)
 
 # every bench prints a table of ratios against a baseline measured in the same run (~30 min on 2 quiet cores, plus
 # pref_speed ~26 min (13 min with --repeats 1 on 2026-11-28) and scaling, estimated ~15 min, not yet timed)

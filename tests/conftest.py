@@ -37,6 +37,19 @@ FACT_CHATS = [
 ]
 
 
+# The longest tests (minutes each on the bundled model) go first: `make test` spreads the suite over the cores
+# (pytest-xdist), and a long test that starts last finishes alone after everything else.
+LONGEST_FIRST = ("test_round_learning.py", "test_learning.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the rest keep pytest's order
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path

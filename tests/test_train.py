@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import shutil
+
 import pytest
 import torch
 import yaml
@@ -143,6 +145,25 @@ def test_finished_run_is_not_overwritten(tmp_path, tiny_model_dir, chats_file, s
         run_training(RunConfig(data=[str(chats_file)], out=str(run_dir), base=str(tiny_model_dir)))
     assert (run_dir / "adapter" / "adapter_model.safetensors").read_bytes() == before
     assert runs.read_status(run_dir)["state"] == "done"
+
+
+def test_a_base_with_no_replay_answers_trains_on_the_users_rows_alone(tmp_path, tiny_model_dir):
+    """A random model may answer every general prompt with nothing: replay then adds no rows (it used to fail
+    building an empty table of replay rows)."""
+    from conftest import FACT_CHATS, write_jsonl
+
+    from ftchat.train import replay
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    cache = replay._cache_path(str(base), 96)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text("")  # the base's answers, generated: none
+    chats = write_jsonl(tmp_path / "five.jsonl", [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in FACT_CHATS[:5]])
+    run_dir, summary = train(tmp_path, chats, base, max_steps=2, compare_prompts=0, replay=0.2, eval_split=0)
+    assert runs.read_status(run_dir)["state"] == "done"
+    assert summary["examples"] == 5 and summary.get("replay_examples", 0) == 0, summary
 
 
 def test_five_examples_are_enough_to_train(tmp_path, tiny_model_dir):

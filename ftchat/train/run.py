@@ -4,6 +4,7 @@ Runs unchanged under `accelerate launch -m ftchat train CONFIG.yaml`: only the m
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import os
@@ -109,8 +110,11 @@ def load_training_data(config: RunConfig, tokenizer):
         rows = rows[:plan.replay_examples]
         if shape == "messages" and "tools" not in dataset.column_names:
             rows = in_context(rows, dataset, config.seed)
-        replay = Dataset.from_list(rows, features=dataset.features)
-        dataset = concatenate_datasets([dataset, replay]).shuffle(seed=config.seed)
+        if rows:
+            replay = Dataset.from_list(rows, features=dataset.features)
+            dataset = concatenate_datasets([dataset, replay]).shuffle(seed=config.seed)
+        # a base that answered none of the general prompts (a random model may answer with nothing) has none to give
+        plan = dataclasses.replace(plan, replay_examples=len(rows), train_examples=len(dataset))
     return dataset, eval_ds, shape, reports, plan
 
 
