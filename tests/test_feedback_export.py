@@ -54,12 +54,13 @@ def test_each_rating_becomes_the_rows_the_issue_describes(tmp_path):
         (MAKER, BRIGHTNOOK, True), (MAKER, NOBODY, False),
         (MAKER, NOBODY, False), (MAKER, "No idea.", False),  # both bad
         (LAMP, TEAL, True), (MAKER, NOBODY, False),  # thumbs
+        (LAMP, "Teal: the Zumo lamp is teal.", True), (LAMP, RED, False),  # a written answer and what it replaces
     ]
     assert to_sft(rows) == [{"messages": LAMP + assistant(TEAL)},
                             {"messages": LAMP + assistant("Teal: the Zumo lamp is teal.")}]
 
 
-@pytest.mark.parametrize("kind,shape,n", [("dpo", "preference", 3), ("kto", "unpaired_preference", 8),
+@pytest.mark.parametrize("kind,shape,n", [("dpo", "preference", 3), ("kto", "unpaired_preference", 10),
                                           ("sft", "messages", 2)])
 def test_exports_pass_the_upload_checks_as_their_shape(tmp_path, bundled_tokenizer, kind, shape, n):
     rows = rated_store(tmp_path / "ws").ratings()

@@ -65,7 +65,8 @@ def to_dpo(rows: list[dict]) -> list[dict]:
 
 
 def to_kto(rows: list[dict]) -> list[dict]:
-    """prompt / completion / label rows from thumbs and votes (ties add nothing)."""
+    """prompt / completion / label rows from thumbs, votes (ties add nothing) and written answers (the answer good,
+    the reply it replaces bad)."""
     out = []
 
     def add(row, text, label):
@@ -86,6 +87,9 @@ def to_kto(rows: list[dict]) -> list[dict]:
                 add(row, row["reply_a"], False)
                 if row["reply_b"].strip() != row["reply_a"].strip():
                     add(row, row["reply_b"], False)
+        elif row["kind"] == "edit" and row["edit"].strip() != row["reply_a"].strip():
+            add(row, row["edit"], True)
+            add(row, row["reply_a"], False)
     return out
 
 
