@@ -274,12 +274,21 @@ def run_cell(kind: str, method: str, n: int, seed: int, overrides: dict, cache: 
         workspace = Path(tmp)
         store = FeedbackStore.for_workspace(workspace)
         rated = store_votes(store, kind, method, n, world, answers, rng)
-        config = next_round_config(workspace, PARENT, method, **overrides)
-        requested = workspace / "round.yaml"
-        config.save(requested)
         started = time.time()
-        result = subprocess.run([sys.executable, "-m", "ftchat", "train", str(requested)], cwd=ROOT,
-                                capture_output=True, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        if method in rounds.RL_METHODS:  # reward model, then GRPO / RLOO: what "Start next round" runs for reward-rl
+            flags = [f"--{k.replace('_', '-')}={v}" for k, v in overrides.items()]
+            result = subprocess.run([sys.executable, "-m", "ftchat", "round", "--from", PARENT, "--method",
+                                     "reward-rl", "--rl-method", method, "--workspace", str(workspace), *flags],
+                                    cwd=ROOT, capture_output=True, text=True,
+                                    env=dict(os.environ, PYTHONUNBUFFERED="1"))
+            [out] = [p for p in (workspace / "runs").iterdir() if not p.name.endswith("-rm")]
+            config = argparse.Namespace(out=str(out))
+        else:
+            config = next_round_config(workspace, PARENT, method, **overrides)
+            requested = workspace / "round.yaml"
+            config.save(requested)
+            result = subprocess.run([sys.executable, "-m", "ftchat", "train", str(requested)], cwd=ROOT,
+                                    capture_output=True, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
         train_s = time.time() - started
         status = json.loads((Path(config.out) / "status.json").read_text())
         if status.get("state") != "done":
@@ -300,6 +309,7 @@ GRIDS = {
     "small": [f"{k}:dpo:32" for k in ("signoff", "greeting", "bullets", "brevity", "refusal", "correction")]
     + ["mix:dpo:64", "signoff:kto:32", "mix:kto:64"],
     "counts": [f"signoff:{m}:{n}" for m in ("dpo", "kto") for n in (8, 16, 32, 64, 128)],
+    "rl": [f"signoff:{m}:{n}" for m in ("grpo", "rloo") for n in (32, 128)],
 }
 
 
@@ -329,7 +339,9 @@ def table(path: Path, tag: str | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cells", nargs="*", default=[], help="KIND:METHOD:VOTES, e.g. signoff:dpo:32")
+    parser.add_argument("--cells", nargs="*", default=[],
+                        help="KIND:METHOD:VOTES, e.g. signoff:dpo:32; METHOD dpo, kto, or grpo / rloo (a reward model "
+                             "from the votes, then that RL method against it)")
     parser.add_argument("--grid", choices=sorted(GRIDS), default=None)
     parser.add_argument("--seed", type=int, default=101, help="the defaults were chosen on seed 7; report others")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",

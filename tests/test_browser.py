@@ -154,6 +154,8 @@ def upload_train_and_compare(page, app, chats_file):
     assert "chats.jsonl · usable" in report.inner_text()
     assert "openai" in report.inner_text() and "messages" in report.inner_text()
     page.get_by_text("What colour is the Zumo lamp?").first.wait_for()  # the preview table
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "data.png"), full_page=True)
 
     # Train: the uploaded file is already selected; pick the tiny base, LoRA, 6 steps
     page.get_by_role("tab", name="2. Train").click()
