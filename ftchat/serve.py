@@ -71,7 +71,7 @@ def _cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
 
 
 def create_app(runs_root: str | Path, api_key: str | None = None, default_base: str = models.DEFAULT_BASE,
-               engine: ChatEngine | None = None):
+               engine: ChatEngine | None = None, max_active=None, max_queued=None):
     """The FastAPI app. With `api_key`, every request needs `Authorization: Bearer KEY`."""
     from fastapi import FastAPI, Request
     from fastapi.responses import StreamingResponse

@@ -169,6 +169,10 @@ class LlamaCppModel:
         self._lock = threading.Lock()
         self.release(self.acquire())  # load now: a bad file fails here, not in the middle of a reply
 
+    @property
+    def contexts(self):
+        return len(self._free)
+
     def acquire(self):
         with self._lock:
             if self._free:
