@@ -382,14 +382,14 @@ def test_serve_stops_decoding_when_a_streaming_client_goes_away(serve_process):
     for _ in range(3):
         assert stream_text(port, {"model": base, "messages": QUESTION, "max_tokens": 4096},
                            drop_after_first=True) is None
-    time.sleep(0.5)
+    time.sleep(2)  # the server notices a hang-up within a token or so; the last tokens' work settles
     busy = quiet_cpu(serve_process.pid)
     started = time.monotonic()
     status, _, answer = post(port, {"model": base, "messages": QUESTION, "max_tokens": 5})
     waited = time.monotonic() - started
     assert status == 200 and answer["choices"][0]["message"]["content"]
     # three 4096-token answers nobody reads are ~15 s of decoding on this model
-    assert busy < 0.5, f"the server spent {busy:.2f} s of CPU in 2 s with no client"
+    assert busy < 0.3, f"the server spent {busy:.2f} s of CPU in 2 s with no client"
     assert waited < 5, f"a 5-token answer waited {waited:.1f} s"
 
 
