@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ftchat import models, runs
 from ftchat.chat.engine import ChatEngine
-from ftchat.chat.generation import ChatError, GenerationSettings
+from ftchat.chat.generation import MAX_NEW_TOKENS, ChatError, GenerationSettings
 from ftchat.login import is_loopback
 from ftchat.names import base_choice, is_base
 
@@ -36,33 +36,112 @@ def _error(status: int, message: str, kind: str = "invalid_request_error", param
     return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status)
 
 
+# answers decoded at once (more only split the cores; each llama.cpp one holds a 4096-token context) and answers
+# waiting for a turn; past both a request gets 429 with Retry-After instead of holding memory and a connection
+MAX_ACTIVE_ANSWERS = 4
+MAX_QUEUED_ANSWERS = 64
+RETRY_AFTER_S = 1
+
+# the request body as /openapi.json documents it (the handler checks it itself, with OpenAI-style errors)
+_CONTENT = {"anyOf": [{"type": "string"}, {"type": "array", "items": {
+    "type": "object", "properties": {"type": {"type": "string"}, "text": {"type": "string"}}}}]}
+CHAT_REQUEST_SCHEMA = {
+    "type": "object", "required": ["model", "messages"],
+    "properties": {
+        "model": {"type": "string"},
+        "messages": {"type": "array", "items": {"type": "object", "required": ["role", "content"], "properties": {
+            "role": {"type": "string", "enum": ["system", "developer", "user", "assistant"]},
+            "content": _CONTENT}}},
+        "max_tokens": {"type": "integer", "minimum": 1, "maximum": MAX_NEW_TOKENS},
+        "max_completion_tokens": {"type": "integer", "minimum": 1, "maximum": MAX_NEW_TOKENS},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+        "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+        "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+        "n": {"type": "integer", "minimum": 1, "maximum": 1},
+        "stop": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4},
+                           {"type": "null"}]},
+        "stream": {"type": "boolean"},
+        "stream_options": {"anyOf": [{"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
+                                     {"type": "null"}]},
+    },
+}
+
+
+class BadRequest(ValueError):
+    """A request field of the wrong shape or value; `param` names it."""
+
+    def __init__(self, message: str, param: str | None):
+        super().__init__(message)
+        self.param = param
+
+
+def _number(body: dict, name: str, whole: bool = False):
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and value != int(value)):
+        raise BadRequest(f"{name}: expected a {'whole ' if whole else ''}number, got {json.dumps(value)[:40]}.", name)
+    return int(value) if whole else float(value)
+
+
 def _settings(body: dict) -> GenerationSettings:
-    limit = body.get("max_completion_tokens") or body.get("max_tokens") or 256
-    settings = GenerationSettings(max_new_tokens=int(limit), temperature=float(body.get("temperature") or 0.0))
+    limit = _number(body, "max_completion_tokens", whole=True) or _number(body, "max_tokens", whole=True) or 256
+    settings = GenerationSettings(max_new_tokens=limit, temperature=_number(body, "temperature") or 0.0)
     if body.get("top_p") is not None:
-        settings.top_p = float(body["top_p"])
-    if body.get("frequency_penalty"):  # the closest knob transformers has
-        settings.repetition_penalty = 1.0 + max(0.0, float(body["frequency_penalty"])) / 2
-    return settings
+        settings.top_p = _number(body, "top_p")
+    penalty = _number(body, "frequency_penalty")
+    if penalty:  # the closest knob transformers has
+        settings.repetition_penalty = 1.0 + max(0.0, penalty) / 2
+    try:
+        return settings.check()
+    except ChatError as exc:
+        raise BadRequest(str(exc), "max_tokens" if "max_new_tokens" in str(exc) else None) from None
 
 
 def _messages(body: dict) -> list[dict]:
     """OpenAI messages (content may be a list of text parts) as plain role/content dicts."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("messages: give at least one message, as a list of {role, content}.", "messages")
     out = []
-    for index, message in enumerate(body.get("messages") or []):
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise BadRequest(f"messages[{index}]: expected an object with role and content.", "messages")
         role, content = message.get("role"), message.get("content")
         if role == "developer":
             role = "system"
         if role not in ("system", "user", "assistant"):
-            raise ValueError(f"messages[{index}].role: '{role}' is not system, user or assistant.")
+            raise BadRequest(f"messages[{index}].role: '{str(role)[:40]}' is not system, user or assistant.",
+                             "messages")
         if isinstance(content, list):
+            if not all(isinstance(part, dict) and isinstance(part.get("text", ""), str) for part in content):
+                raise BadRequest(f"messages[{index}].content: each part must be an object like "
+                                 '{"type": "text", "text": "..."}.', "messages")
             content = "".join(part.get("text", "") for part in content if part.get("type") == "text")
         if not isinstance(content, str):
-            raise ValueError(f"messages[{index}].content: expected text.")
+            raise BadRequest(f"messages[{index}].content: expected text.", "messages")
         out.append({"role": role, "content": content})
-    if not out:
-        raise ValueError("messages: give at least one message.")
     return out
+
+
+def _stops(body: dict) -> list[str]:
+    stops = body.get("stop")
+    if stops is None:
+        return []
+    if isinstance(stops, str):
+        return [stops]
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops) or len(stops) > 4:
+        raise BadRequest("stop: expected a string or a list of up to 4 strings.", "stop")
+    return stops
+
+
+def _include_usage(body: dict) -> bool:
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    if not isinstance(options, dict):
+        raise BadRequest('stream_options: expected an object like {"include_usage": true}.', "stream_options")
+    return bool(options.get("include_usage"))
 
 
 def _cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
@@ -70,9 +149,36 @@ def _cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
+class Admission:
+    """At most `active` answers at once and `queued` waiting; past both, `enter` says no (the caller sends 429).
+    Used on the event loop's thread only."""
+
+    def __init__(self, active: int, queued: int):
+        import asyncio
+
+        self.slots = asyncio.Semaphore(active)
+        self.queued, self.waiting = queued, 0
+
+    async def enter(self) -> bool:
+        if self.slots.locked() and self.waiting >= self.queued:
+            return False
+        self.waiting += 1
+        try:
+            await self.slots.acquire()
+        finally:
+            self.waiting -= 1
+        return True
+
+    def leave(self) -> None:
+        self.slots.release()
+
+
 def create_app(runs_root: str | Path, api_key: str | None = None, default_base: str = models.DEFAULT_BASE,
-               engine: ChatEngine | None = None):
+               engine: ChatEngine | None = None, max_active: int = MAX_ACTIVE_ANSWERS,
+               max_queued: int = MAX_QUEUED_ANSWERS):
     """The FastAPI app. With `api_key`, every request needs `Authorization: Bearer KEY`."""
+    import threading
+
     from fastapi import FastAPI, Request
     from fastapi.responses import StreamingResponse
     from starlette.concurrency import run_in_threadpool
@@ -80,7 +186,8 @@ def create_app(runs_root: str | Path, api_key: str | None = None, default_base: 
     engine = engine or ChatEngine(runs_root=runs_root, default_base=default_base,
                                   models_root=Path(runs_root).parent / "models")  # the workspace's models/
     tokenizers: dict[str, object] = {}
-    app = FastAPI(title="ftchat", docs_url=None, redoc_url=None, openapi_url=None)
+    admission = Admission(max_active, max_queued)
+    app = FastAPI(title="ftchat", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
 
     @app.middleware("http")
     async def check_key(request: Request, call_next):
@@ -104,84 +211,119 @@ def create_app(runs_root: str | Path, api_key: str | None = None, default_base: 
         return {"object": "list", "data": [{"id": name, "object": "model", "created": now, "owned_by": "ftchat"}
                                            for name in model_ids(engine)]}
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": CHAT_REQUEST_SCHEMA}}}})
     async def chat_completions(request: Request):
         try:
             body = await request.json()
         except ValueError:
             return _error(400, "The request body is not JSON.")
+        if not isinstance(body, dict):
+            return _error(400, "The request body must be a JSON object with model and messages.")
         name = body.get("model")
+        if not isinstance(name, str):
+            return _error(400, "model: expected a model id (a string); GET /v1/models lists them.", param="model")
         choice = (await run_in_threadpool(model_ids, engine)).get(name)
         if choice is None:
-            return _error(404, f"The model '{name}' does not exist here; GET /v1/models lists the bases and "
+            return _error(404, f"The model '{name[:200]}' does not exist here; GET /v1/models lists the bases and "
                                "finished runs of this workspace.", param="model", code="model_not_found")
         try:
             conversation = _messages(body)
             settings = _settings(body)
-        except (ValueError, TypeError, AttributeError) as exc:
-            return _error(400, str(exc), param="messages")
-        if (body.get("n") or 1) != 1:
-            return _error(400, "n: only one choice per request is supported.", param="n")
-        stops = body.get("stop") or []
-        stops = [stops] if isinstance(stops, str) else list(stops)
-        completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
-        created = int(time.time())
+            stops = _stops(body)
+            include_usage = _include_usage(body)
+            if _number(body, "n", whole=True) not in (None, 1):
+                raise BadRequest("n: only one choice per request is supported.", "n")
+        except BadRequest as exc:
+            return _error(400, str(exc), param=exc.param)
+        if not await admission.enter():
+            response = _error(429, f"{max_active} answers are being decoded and {max_queued} wait; retry in "
+                                   f"{RETRY_AFTER_S} s.", "rate_limit_exceeded", code="rate_limit_exceeded")
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+            return response
+        streaming = False
+        try:
+            try:  # the model loads and the prompt is measured before any answer starts: errors are a plain 400
+                await run_in_threadpool(engine.check_fits, [(choice, conversation)])
+            except (ChatError, models.ModelError) as exc:  # e.g. too long, a base without a chat template
+                param = "messages" if "The conversation is" in str(exc) else "model"
+                return _error(400, str(exc), param=param)
+            completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
+            created = int(time.time())
 
-        def finish_reason(text: str, stopped: bool) -> str:
-            if stopped:
-                return "stop"
-            used = len(tokenizer_of(choice)(text, add_special_tokens=False).input_ids)
-            return "length" if used >= settings.max_new_tokens else "stop"
+            def finish_reason(text: str, stopped: bool) -> str:
+                if stopped:
+                    return "stop"
+                used = len(tokenizer_of(choice)(text, add_special_tokens=False).input_ids)
+                return "length" if used >= settings.max_new_tokens else "stop"
 
-        def usage(text: str) -> dict:
-            tokenizer = tokenizer_of(choice)
-            prompt = len(tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True,
-                                                       return_dict=True)["input_ids"])
-            completion = len(tokenizer(text, add_special_tokens=False).input_ids)
-            return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+            def usage(text: str) -> dict:
+                tokenizer = tokenizer_of(choice)
+                prompt = len(tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True,
+                                                           return_dict=True)["input_ids"])
+                completion = len(tokenizer(text, add_special_tokens=False).input_ids)
+                return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
-        if not body.get("stream"):
-            try:
-                text = (await run_in_threadpool(engine.answer, [(choice, conversation)], settings))[0]
-            except (ChatError, models.ModelError) as exc:  # e.g. a base without a chat template
-                return _error(400, str(exc), param="model")
-            text, stopped = _cut_at_stop(text, stops)
-            return {"id": completion_id, "object": "chat.completion", "created": created, "model": name,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                 "finish_reason": finish_reason(text, stopped), "logprobs": None}],
-                    "usage": await run_in_threadpool(usage, text)}
+            if not body.get("stream"):
+                try:
+                    text = (await run_in_threadpool(engine.answer, [(choice, conversation)], settings))[0]
+                except (ChatError, models.ModelError) as exc:
+                    return _error(400, str(exc), param="model")
+                text, stopped = _cut_at_stop(text, stops)
+                return {"id": completion_id, "object": "chat.completion", "created": created, "model": name,
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                     "finish_reason": finish_reason(text, stopped), "logprobs": None}],
+                        "usage": await run_in_threadpool(usage, text)}
 
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            def chunk(delta: dict, reason: str | None = None) -> str:
+                return "data: " + json.dumps({"id": completion_id, "object": "chat.completion.chunk",
+                                              "created": created, "model": name,
+                                              "choices": [{"index": 0, "delta": delta, "finish_reason": reason,
+                                                           "logprobs": None}]}) + "\n\n"
 
-        def chunk(delta: dict, reason: str | None = None) -> str:
-            return "data: " + json.dumps({"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                                          "model": name, "choices": [{"index": 0, "delta": delta,
-                                                                      "finish_reason": reason, "logprobs": None}]}
-                                         ) + "\n\n"
+            cancel = threading.Event()
 
-        def events():  # a plain generator: Starlette iterates it in a worker thread
-            sent, stopped = "", False
-            yield chunk({"role": "assistant", "content": ""})
-            try:
-                for texts in engine.stream([(choice, conversation)], settings):
-                    text, stopped = _cut_at_stop(texts[0], stops)
-                    if len(text) > len(sent) and text.startswith(sent):
-                        yield chunk({"content": text[len(sent):]})
-                        sent = text
-                    if stopped:
-                        break
-            except Exception as exc:  # the stream has started: report the error in-band, as OpenAI does
-                yield "data: " + json.dumps({"error": {"message": f"{type(exc).__name__}: {exc}",
-                                                       "type": "server_error"}}) + "\n\n"
-                return
-            yield chunk({}, finish_reason(sent, stopped))
-            if include_usage:
-                yield "data: " + json.dumps({"id": completion_id, "object": "chat.completion.chunk",
-                                             "created": created, "model": name, "choices": [],
-                                             "usage": usage(sent)}) + "\n\n"
-            yield "data: [DONE]\n\n"
+            def events():  # run a step at a time on worker threads by `body_of` below
+                sent, stopped = "", False
+                yield chunk({"role": "assistant", "content": ""})
+                try:
+                    for texts in engine.stream([(choice, conversation)], settings, cancel=cancel):
+                        text, stopped = _cut_at_stop(texts[0], stops)
+                        if len(text) > len(sent) and text.startswith(sent):
+                            yield chunk({"content": text[len(sent):]})
+                            sent = text
+                        if stopped:
+                            break
+                except Exception as exc:  # the stream has started: report the error in-band, as OpenAI does
+                    yield "data: " + json.dumps({"error": {"message": f"{type(exc).__name__}: {exc}",
+                                                           "type": "server_error"}}) + "\n\n"
+                    return
+                yield chunk({}, finish_reason(sent, stopped))
+                if include_usage:
+                    yield "data: " + json.dumps({"id": completion_id, "object": "chat.completion.chunk",
+                                                 "created": created, "model": name, "choices": [],
+                                                 "usage": usage(sent)}) + "\n\n"
+                yield "data: [DONE]\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+            async def body_of():
+                """The events, checking between them that the client is still there; when it is gone (or this
+                response ends any other way) decoding stops and the answer's turn goes to the next request."""
+                steps = events()
+                try:
+                    while not await request.is_disconnected():
+                        piece = await run_in_threadpool(next, steps, None)
+                        if piece is None:
+                            break
+                        yield piece
+                finally:
+                    cancel.set()
+                    admission.leave()
+
+            streaming = True
+            return StreamingResponse(body_of(), media_type="text/event-stream")
+        finally:
+            if not streaming:
+                admission.leave()
 
     app.state.engine = engine
     return app

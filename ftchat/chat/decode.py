@@ -98,6 +98,19 @@ def attach_lora(model, adapter_dir: Path, name: str) -> None:
         path, _, kind = key.removeprefix("base_model.model.").rpartition(".lora_")
         factors.setdefault(path, {})[kind.split(".")[0]] = tensor
     dtype = next(model.parameters()).dtype
+    for path, pair in factors.items():  # all checked before the model changes: a bad adapter leaves it as it was
+        try:
+            linear = model.get_submodule(path)
+        except AttributeError:
+            raise ValueError(f"{adapter_dir}: LoRA on {path}, which this base does not have.") from None
+        linear = getattr(linear, "base", linear)
+        if set(pair) != {"A", "B"} or not isinstance(linear, nn.Linear):
+            continue  # reported below
+        expected = {"A": (rank, linear.in_features), "B": (linear.out_features, rank)}
+        for kind, shape in expected.items():
+            if tuple(pair[kind].shape) != shape:
+                raise ValueError(f"{adapter_dir}: {path}.lora_{kind} has shape {tuple(pair[kind].shape)}, this base "
+                                 f"needs {shape} (wrong tensor shapes for this base)")
     for path, pair in factors.items():
         parent_path, _, child = path.rpartition(".")
         parent = model.get_submodule(parent_path) if parent_path else model  # e.g. lm_head

@@ -7,6 +7,7 @@ of their own; those wrapped by peft answer through `generate`.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ from ftchat.chat.generation import (
     fast_generate_batch,
     generate_batch,
     llamacpp_answer,
+    render_prompts,
     stop_ids,
 )
 from ftchat.chat.llamacpp import LlamaCppModel
@@ -236,19 +238,41 @@ class ChatEngine:
             name = loaded.adapters.get(str(weights))
             if name is None:
                 name = "run_" + hashlib.sha1(str(Path(weights).resolve()).encode()).hexdigest()[:10]
-                attach_lora(loaded.model, weights, name)
+                try:
+                    attach_lora(loaded.model, weights, name)
+                except (RuntimeError, ValueError, KeyError) as exc:  # tensors of another model's shapes
+                    raise ChatError(f"{Path(choice).name}: its adapter does not fit the base {base} (wrong tensor "
+                                    f"shapes: {str(exc)[:200]}); retrain the run on this base.") from None
                 loaded.adapters[str(weights)] = name
         return loaded, name
 
     # -- answering ----------------------------------------------------------------------------------------------
-    def stream(self, requests: list[tuple[str, list[dict]]], settings: GenerationSettings | None = None
-               ) -> Iterator[list[str]]:
+    def check_fits(self, requests: list[tuple[str, list[dict]]]) -> list[tuple[_Loaded, str | None, int]]:
+        """(loaded model, adapter, prompt tokens) per request; ChatError for a model that cannot load or a
+        conversation longer than its model's context (the decoders would allocate a cache for all of it)."""
+        out = []
+        for choice, conversation in requests:
+            loaded, adapter = self._resolve(choice)
+            prompt = render_prompts(loaded.tokenizer, [conversation])[0]
+            tokens = len(loaded.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+            context = _context(loaded)
+            if tokens >= context:
+                raise ChatError(f"The conversation is {tokens:,} tokens; {_label(choice)} holds at most "
+                                f"{context - 1:,} (its context is {context} tokens). Start a new chat or shorten it.")
+            out.append((loaded, adapter, tokens))
+        return out
+
+    def stream(self, requests: list[tuple[str, list[dict]]], settings: GenerationSettings | None = None,
+               cancel: threading.Event | None = None) -> Iterator[list[str]]:
         """Answer (choice, conversation) pairs at once; yields the list of growing replies as tokens arrive.
 
         Requests that share a loaded model run as one batched generate; different models run in parallel threads.
+        Decoding stops at the next token once `cancel` is set or this generator is closed (a client went away).
         """
         settings = (settings or GenerationSettings()).check()
-        resolved = [self._resolve(choice) for choice, _ in requests]
+        cancel = cancel or threading.Event()
+        fitted = self.check_fits(requests)
+        resolved = [(loaded, adapter) for loaded, adapter, _ in fitted]
 
         groups: dict[tuple, list[int]] = {}
         for index, (loaded, _) in enumerate(resolved):  # llama.cpp answers each row in a context of its own
@@ -264,20 +288,31 @@ class ChatEngine:
         def work(indices: list[int]):
             loaded = resolved[indices[0]][0]
             conversations = [requests[i][1] for i in indices]
-            on_text = lambda row, text: (texts.__setitem__(indices[row], text), events.put("tick"))  # noqa: E731
+            room = _context(loaded) - max(fitted[i][2] for i in indices)  # the cache ends at the context
+            group_settings = dataclasses.replace(settings, max_new_tokens=min(settings.max_new_tokens, room))
+
+            def on_text(row, text):
+                if cancel.is_set():
+                    raise _Cancelled
+                texts[indices[row]] = text
+                events.put("tick")
+
             try:
                 if isinstance(loaded.model, LlamaCppModel):
-                    llamacpp_answer(loaded.model, conversations[0], settings, on_text=on_text,
+                    llamacpp_answer(loaded.model, conversations[0], group_settings, on_text=on_text,
                                     threads=llama_threads)
                     events.put(("done", None))
                     return
                 with loaded.lock:
                     if _is_peft(loaded.model):
-                        generate_batch(loaded.model, loaded.tokenizer, conversations, settings, on_text=on_text)
+                        generate_batch(loaded.model, loaded.tokenizer, conversations, group_settings,
+                                       on_text=on_text)
                     else:
-                        fast_generate_batch(loaded.model, loaded.tokenizer, conversations, settings,
+                        fast_generate_batch(loaded.model, loaded.tokenizer, conversations, group_settings,
                                             row_adapters=[resolved[i][1] for i in indices], on_text=on_text,
                                             threads=self.decode_threads)
+                events.put(("done", None))
+            except _Cancelled:
                 events.put(("done", None))
             except Exception as exc:  # surfaced in the caller's thread
                 events.put(("done", exc))
@@ -286,12 +321,15 @@ class ChatEngine:
         for thread in threads:
             thread.start()
         remaining, error = len(threads), None
-        while remaining:
-            event = events.get()
-            if isinstance(event, tuple):
-                remaining -= 1
-                error = error or event[1]
-            yield list(texts)
+        try:
+            while remaining:
+                event = events.get()
+                if isinstance(event, tuple):
+                    remaining -= 1
+                    error = error or event[1]
+                yield list(texts)
+        finally:  # closed early (nobody reads the reply any more): the decoders stop at their next token
+            cancel.set()
         if error is not None:
             raise error
 
@@ -300,6 +338,21 @@ class ChatEngine:
         for final in self.stream(requests, settings):
             pass
         return final
+
+
+class _Cancelled(Exception):
+    """Raised inside a decoder's token callback to stop a reply nobody reads any more."""
+
+
+def _context(loaded: _Loaded) -> int:
+    """How many tokens (prompt and reply) the loaded model attends over."""
+    if isinstance(loaded.model, LlamaCppModel):
+        return loaded.model.n_ctx
+    return int(getattr(loaded.model.config, "max_position_embeddings", None) or 2048)
+
+
+def _label(choice: str) -> str:
+    return choice if is_base(choice) else Path(choice).name
 
 
 def _is_peft(model) -> bool:

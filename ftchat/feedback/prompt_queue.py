@@ -20,6 +20,8 @@ from ftchat.models import load_tokenizer
 from ftchat.train.compare import prompt_of
 from ftchat.train.run import load_training_data
 
+# prompts a queue holds at most: a day of rating, while 1,000,000 typed prompts pinned 234 MB per session
+MAX_QUEUE_PROMPTS = 10_000
 RANK_PROMPTS = 24  # prompts a reward model ranks at most (both models answer each one first)
 RANK_TOKENS = 24  # short greedy replies: enough for the reward model to tell them apart
 # A reward model trained on pairs gives P(first better) = sigmoid(margin); |margin| < 0.4 is under 60 / 40.
@@ -30,9 +32,20 @@ class PromptError(ValueError):
     """No prompts could be read; the message names the source and what would fix it."""
 
 
-def prompts_from_text(text: str) -> list[list[dict]]:
-    """One prompt per non-blank line."""
-    return [[{"role": "user", "content": line.strip()}] for line in (text or "").splitlines() if line.strip()]
+def _too_many(source: str) -> PromptError:
+    return PromptError(f"{source}: has more than {MAX_QUEUE_PROMPTS:,} prompts, more than a queue holds; "
+                       "split it into smaller files and load them one after another.")
+
+
+def prompts_from_text(text: str, source: str = "the typed prompts") -> list[list[dict]]:
+    """One prompt per non-blank line; PromptError past MAX_QUEUE_PROMPTS."""
+    prompts = []
+    for line in (text or "").splitlines():
+        if line.strip():
+            if len(prompts) == MAX_QUEUE_PROMPTS:
+                raise _too_many(source)
+            prompts.append([{"role": "user", "content": line.strip()}])
+    return prompts
 
 
 def prompts_from_rows(rows: list[dict]) -> list[list[dict]]:
@@ -51,12 +64,14 @@ def prompts_from_file(path: str | Path, name: str | None = None) -> list[list[di
     path = Path(path)
     name = name or path.name
     if path.suffix.lower() in (".txt", ".md", ""):
-        prompts = prompts_from_text(path.read_text(encoding="utf-8", errors="replace"))
+        prompts = prompts_from_text(path.read_text(encoding="utf-8", errors="replace"), name)
     else:
         loaded = load_file(path)
         if loaded.error:
             raise PromptError(loaded.error.replace(path.name, name))
         prompts = prompts_from_rows(loaded.rows)
+        if len(prompts) > MAX_QUEUE_PROMPTS:
+            raise _too_many(name)
         if not prompts:
             raise PromptError(f"{name}: its {loaded.shape} rows have no prompts (a user turn to answer); "
                               "use conversations, prompt/completion or preference data, or a .txt file "

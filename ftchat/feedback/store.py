@@ -110,16 +110,43 @@ class FeedbackStore:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            self._check_readable()  # before anything below writes to it (journal mode, schema)
         with closing(self._connect()) as db:
             db.execute("PRAGMA journal_mode=WAL")  # persistent: readers never block the writer
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise FeedbackError(f"{self.path} was written by a newer ftchat (schema {version} > "
-                                    f"{SCHEMA_VERSION}); update ftchat to read it.")
             if version < SCHEMA_VERSION:
                 with db:
                     db.executescript("BEGIN IMMEDIATE;" + SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};"
                                      "COMMIT;")
+
+    def _check_readable(self) -> None:
+        """FeedbackError, naming the file and what to do, when it is not a ratings file this ftchat can read: not
+        SQLite, damaged or truncated, or from a newer schema. Opened read-only: the file is left as it is."""
+        aside = (f"Move it aside (e.g. rename it to {self.path.name}.bad) and ftchat starts a new, empty one; keep the "
+                 "old file to recover its ratings")
+        try:
+            with open(self.path, "rb") as f:
+                header = f.read(16)
+            if self.path.stat().st_size and header != b"SQLite format 3\x00":
+                raise FeedbackError(f"{self.path} is not an SQLite database, so it holds no ratings ftchat can read. "
+                                    f"{aside}.")
+            with closing(sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                         timeout=BUSY_TIMEOUT_S)) as db:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise FeedbackError(f"{self.path} was written by a newer ftchat (schema {version} > "
+                                        f"{SCHEMA_VERSION}); update ftchat to read it, or move it aside (e.g. "
+                                        f"rename it to {self.path.name}.bad) to start a new one here.")
+                problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
+                if problems != ["ok"]:
+                    raise FeedbackError(f"{self.path} is damaged ({'; '.join(problems)}). {aside} with "
+                                        "sqlite3's .recover.")
+        except sqlite3.DatabaseError as exc:
+            raise FeedbackError(f"{self.path} is damaged or truncated ({exc}). {aside} with sqlite3's .recover."
+                                ) from None
+        except OSError as exc:
+            raise FeedbackError(f"{self.path} cannot be read ({exc.strerror}); check its permissions.") from None
 
     @classmethod
     def for_workspace(cls, workspace: str | os.PathLike) -> "FeedbackStore":

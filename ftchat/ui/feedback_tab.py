@@ -51,6 +51,26 @@ def clip(text, limit: int = 120) -> str:
 
 
 def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
+    try:
+        ctx.feedback()
+    except FeedbackError as exc:  # the other tabs still work; this one says what is wrong and leaves the file alone
+        return unreadable(str(exc))
+    return build_ratings(ctx, demo, page)
+
+
+def unreadable(problem: str) -> FeedbackTab:
+    """The tab when feedback.sqlite cannot be read: why, and what to do; restart the app once the file is fixed."""
+    gr.Markdown(f"### The ratings file cannot be used\n\n{html.escape(problem)}\n\nUntil then votes are not kept; "
+                "restart the app after moving the file.", elem_id="feedback-problem")
+    refresh = gr.Button("↻ Refresh", visible=False)
+    next_prompts = gr.Textbox(visible=False)
+    next_pair = gr.State((None, None))
+    rate_next = gr.Button(visible=False).click(lambda: ("", (None, None)), outputs=[next_prompts, next_pair],
+                                               api_visibility="private")
+    return FeedbackTab(refresh, rate_next, next_prompts, next_pair)
+
+
+def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
     def short(name: str | None) -> str:
         """A model's name as people read it: a workspace model folder as base:models/NAME."""
         if not name:
