@@ -47,7 +47,7 @@ def test_a_big_set_is_seen_once_not_three_times():
     assert (p.steps, p.epochs) == (1246, 1.0)
 
 
-def test_preference_pairs_get_48_updates_and_6_passes_within_12():
+def test_preference_pairs_get_48_updates_within_12_passes():
     def pairs(n, shape="preference"):
         return plan_training(n, 80.0, RunConfig(data=["x.jsonl"], out="runs/x", method="dpo"), shape=shape,
                              tokens_per_s=SPEED)
@@ -55,8 +55,8 @@ def test_preference_pairs_get_48_updates_and_6_passes_within_12():
     p = pairs(10)  # 3 batches a pass: 12 passes are 36 updates, short of 48
     assert (p.eval_examples, p.replay_examples, p.steps_per_epoch, p.steps) == (0, 0, 3, 36)
     assert (pairs(32).steps, pairs(32).epochs) == (48, 6.0)  # 32 votes of a round: 6 passes
-    assert pairs(200, "unpaired_preference").steps == 6 * 45  # 180 train rows (20 held out): 6 passes
-    assert pairs(64).steps == 6 * 15  # 58 train pairs (6 held out): 6 passes, more than 48 updates
+    assert pairs(200, "unpaired_preference").steps == 3 * 45  # 180 train rows (20 held out): 3 passes
+    assert pairs(64).steps == 48  # 58 train pairs (6 held out): 3.2 passes
     assert pairs(2000).steps == 490  # 1960 train pairs (40 held out): past MAX_STEPS, one pass still covers each
     reward_model = plan_training(32, 80.0, RunConfig(data=["x.jsonl"], out="runs/x", method="reward"),
                                  shape="preference", tokens_per_s=SPEED)

@@ -30,12 +30,11 @@ from ftchat.prompts import GENERAL_PROMPTS
 # 60: on the bundled model 21 steps on 25 rows taught 0 of 3 facts, 36-42 on 50 rows taught 6 (bench/learning.py).
 MIN_STEPS = 60
 CONTENT_SHAPES = ("messages", "prompt_completion", "text")  # MIN_STEPS is for learning content
-# DPO and KTO: at least 48 updates and 6 passes, at most 12 passes. 32 voted pairs at 3 passes (24 steps) moved 4 of 10
-# unseen answers to the voted style, 48 steps (6 passes) all 10; 64 noisy votes at 3.7 passes moved none
-# (bench/round_learning.py, docs/benchmarks.md).
+# DPO and KTO: at least 48 updates, at most 12 passes. 32 voted pairs at 3 passes (24 steps) moved 4 of 10 unseen
+# answers to the voted style, 48 steps all 10; more passes did not help 64 noisy votes (0 of 10 at 3.7 passes and at
+# 6) (bench/round_learning.py, docs/benchmarks.md).
 PREFERENCE_METHODS = ("dpo", "kto")
 PREFERENCE_MIN_STEPS = 48
-PREFERENCE_MIN_EPOCHS = 6.0
 PREFERENCE_MAX_EPOCHS = 12.0
 FLOOR_EPOCHS = 3.0
 MAX_EPOCHS = 30.0
@@ -132,7 +131,7 @@ def plan_training(n_examples: int, mean_tokens: float, config: RunConfig, shape:
         preference = config.method in PREFERENCE_METHODS
         floor = MIN_STEPS if shape in CONTENT_SHAPES else PREFERENCE_MIN_STEPS if preference else 1
         most = PREFERENCE_MAX_EPOCHS if preference else MAX_EPOCHS
-        steps = max(floor, math.ceil((PREFERENCE_MIN_EPOCHS if preference else FLOOR_EPOCHS) * per_epoch))
+        steps = max(floor, math.ceil(FLOOR_EPOCHS * per_epoch))
         steps = min(steps, math.ceil(most * per_epoch))
         steps = min(steps, max(MAX_STEPS, per_epoch))
     if config.eval_steps is not None:
