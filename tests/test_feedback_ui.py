@@ -147,8 +147,12 @@ def test_thumbs_better_answers_deletion_and_exports(rated_app, tmp_path):
     path, _ = client.predict("kto", rated_app.left, api_name="/export_ratings")
     rows = [json.loads(line) for line in Path(path).read_text().splitlines()]
     assert [(r["completion"][0]["content"], r["label"]) for r in rows] == [(last_reply(left_history), True)]
-    with pytest.raises(Exception, match="no kto rows"):  # the right model's one thumb (down) was deleted
-        client.predict("kto", rated_app.right, api_name="/export_ratings")
+    # the right model's: its written answer (good) and the reply it replaces (bad); its thumb down on that same
+    # reply was deleted, so the reply is bad once, not twice
+    path, _ = client.predict("kto", rated_app.right, api_name="/export_ratings")
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    assert [(r["completion"][0]["content"].strip(), r["label"]) for r in rows] == [
+        ("The Zumo lamp is teal.", True), (last_reply(right_history).strip(), False)]
 
 
 def test_imported_battles_reach_the_leaderboard_and_the_blind_toggle(rated_app, tmp_path):
