@@ -110,6 +110,13 @@ class FeedbackStore:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:  # a damaged or foreign file: one sentence, never a traceback
+            raise FeedbackError(f"{self.path}: is not a ratings database ftchat can read ({exc}); move it aside "
+                                "to start a new one, or restore it from a backup.") from None
+
+    def _open(self) -> None:
         with closing(self._connect()) as db:
             db.execute("PRAGMA journal_mode=WAL")  # persistent: readers never block the writer
             version = db.execute("PRAGMA user_version").fetchone()[0]
