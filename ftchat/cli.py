@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--quant", choices=["f16", "q8_0", "q4_0"], default=None,
                         help="GGUF weight type (default: f16 for --gguf, q8_0 for --ollama)")
     export.add_argument("--push", metavar="REPO", help="with --adapter or --merged: upload it to this hub repo")
+    export.add_argument("--force", action="store_true", help="write over an existing file or folder")
 
     serve = commands.add_parser("serve", help="an OpenAI-compatible API over the bases and runs of a workspace")
     serve.add_argument("--host", default="127.0.0.1")
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     exporting.add_argument("--kind", required=True, choices=("dpo", "kto", "sft", "ratings"))
     exporting.add_argument("--out", required=True, help="a .jsonl file, or a folder for datasets' save_to_disk")
     exporting.add_argument("--model", default=None, help="only ratings that involve this run (or base:NAME)")
+    exporting.add_argument("--force", action="store_true", help="write over an existing --out")
     board = feedback_commands.add_parser("leaderboard", help="Bradley-Terry ratings with 95%% intervals")
     board.add_argument("--json", action="store_true", help="a JSON list of {model, rating, ci_low, ci_high, votes, rank}")
     board.add_argument("--anonymous-only", action="store_true", help="only votes cast with model names hidden")
@@ -230,9 +232,11 @@ def cmd_export(args) -> int:
         return 2
     from pathlib import Path
 
+    for form in forms:  # every target before the first export: a refused one costs no merge
+        export.check_target(args.run, form, getattr(args, form), args.force)
     win_rates = store_win_rates(Path(args.run).resolve().parent.parent)  # WORKSPACE/runs/RUN
     for form in forms:
-        target = export.export_run(args.run, form, getattr(args, form), args.quant, win_rates)
+        target = export.export_run(args.run, form, getattr(args, form), args.quant, win_rates, args.force)
         print(f"{target}  (then: cd {target} && ollama create NAME -f Modelfile)" if form == "ollama" else target)
     if args.push:
         print(export.push(args.adapter or args.merged, args.push))
@@ -263,7 +267,7 @@ def cmd_feedback(args) -> int:
             failed = failed or not report.ok
         return 1 if failed else 0
     if args.feedback_command == "export":
-        path, n = write_export(store.ratings(model=args.model), args.kind, args.out)
+        path, n = write_export(store.ratings(model=args.model), args.kind, args.out, overwrite=args.force)
         print(f"{n} {args.kind} row(s) written to {path}")
         return 0
 

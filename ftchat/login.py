@@ -3,7 +3,8 @@
 Four wrong passwords from one address cost nothing (typos); the fifth and each later one locks that address
 out for twice as long as the last (2 s, 4 s, 8 s ... up to 15 min), and while locked every login from it, the
 right password included, is answered 429 with Retry-After. Other addresses are not affected. The address is the
-TCP peer's: headers such as X-Forwarded-For are set by the client, so they are not trusted.
+TCP peer's: headers such as X-Forwarded-For are set by the client, so they are trusted only behind a reverse proxy
+the owner names (`python app.py --trust-proxy`; see `trust_forwarded_headers`).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import hmac
 import ipaddress
 import json
 import math
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -98,6 +100,17 @@ class ThrottledLogin:
             self.throttle.succeeded(address)
         elif 400 <= status < 500:
             self.throttle.failed(address)
+
+
+def trust_forwarded_headers(trust: bool) -> None:
+    """Whether the server (uvicorn, under Gradio) takes X-Forwarded-For as the client's address. uvicorn does by
+    default for a loopback peer, so any process on this machine could claim a fresh address for every guess and
+    never be locked out; only behind a reverse proxy on this machine (trust=True) is the header the proxy's word.
+    Set before the server starts: uvicorn reads FORWARDED_ALLOW_IPS when it is configured."""
+    if trust:
+        os.environ.setdefault("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+    else:
+        os.environ["FORWARDED_ALLOW_IPS"] = ""  # no peer is a trusted proxy
 
 
 def is_loopback(host: str) -> bool:

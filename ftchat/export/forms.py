@@ -46,7 +46,12 @@ def export_merged(run_dir: str | Path, target: str | Path, win_rates: WinRates |
                           "export the adapter (--adapter) and load it with peft instead.")
     base = run.config.get("base")
     model = models.load_model(base, precision="fp32")  # merge into full-precision weights, never into 4-bit ones
-    merged = PeftModel.from_pretrained(model, weights).merge_and_unload()
+    try:
+        merged = PeftModel.from_pretrained(model, weights).merge_and_unload()
+    except (RuntimeError, ValueError, KeyError) as exc:  # torch lists every mismatched tensor: name the first
+        first = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc).strip())
+        raise ExportError(f"{weights}: the adapter does not fit its base {base} ({first[:300]}); its "
+                          "adapter_config.json or weights were changed since training, or the base was.") from None
     merged.save_pretrained(target, safe_serialization=True)
     if (weights / "tokenizer_config.json").exists():  # the run saved the tokenizer it trained with
         from transformers import AutoTokenizer
@@ -135,8 +140,13 @@ def export_adapter(run_dir: str | Path, target: str | Path, win_rates: WinRates 
     weights = runs.weights_dir(run_dir)
     if weights.name != "adapter":
         raise ExportError(f"{run_dir} is a {run.config.get('adapter')} run: it has no adapter; use --merged.")
+    try:
+        models.require_safetensors(weights)  # else the copy below would leave the pickle out and hold no weights
+    except models.ModelError as exc:
+        raise ExportError(str(exc)) from None
     target = Path(target)
-    shutil.copytree(weights, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.bin", "*.pt", "*.pkl"))
+    shutil.copytree(weights, target, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(*(f"*{suffix}" for suffix in models.PICKLE_SUFFIXES)))
     _write_card(run, target, "adapter", win_rates)
     return target
 
@@ -167,17 +177,48 @@ FORMS = {  # form -> (label, default quant or None)
 
 
 def default_target(exports_dir: str | Path, run_name: str, form: str, quant: str | None = None) -> Path:
-    """Where the app writes an export: EXPORTS/RUN-FORM[-QUANT][.gguf]."""
+    """Where the app writes an export: EXPORTS/RUN-FORM[-QUANT][.gguf], with -2, -3 … when an earlier export is
+    there (an export never writes over another)."""
     quant = quant or FORMS[form][1]
     stem = f"{run_name}-{form}" + (f"-{quant}" if form in ("gguf", "ollama") else "")
-    return Path(exports_dir) / (stem + ".gguf" if form == "gguf" else stem)
+    suffix = ".gguf" if form == "gguf" else ""
+    candidate, n = Path(exports_dir) / (stem + suffix), 2
+    while candidate.exists():
+        candidate, n = Path(exports_dir) / f"{stem}-{n}{suffix}", n + 1
+    return candidate
+
+
+def check_target(run_dir: str | Path, form: str, target: str | Path, overwrite: bool = False) -> Path:
+    """The target, if writing `form` there destroys nothing; else ExportError. Never inside the run being exported;
+    never a file where a folder goes (or a folder where the GGUF file goes); an existing file or a folder with
+    files in it only with `overwrite`. Checked before any model is loaded."""
+    target = Path(target)
+    run = Path(run_dir).resolve()
+    where = target.resolve()
+    if where == run or run in where.parents:
+        raise ExportError(f"{target}: that is inside the run {run.name} being exported; export to a path outside "
+                          "its folder.")
+    if not target.exists():
+        return target
+    writes_file = form == "gguf"
+    if writes_file and target.is_dir():
+        raise ExportError(f"{target}: is a folder; --gguf writes one file, give a file name such as "
+                          f"{target / (run.name + '.gguf')}.")
+    if not writes_file and not target.is_dir():
+        raise ExportError(f"{target}: is a file; --{form} writes a folder, give a new folder's name.")
+    if not overwrite and (writes_file or any(target.iterdir())):
+        raise ExportError(f"{target}: already exists{'' if writes_file else ' and holds files'}; give a new "
+                          f"{'file' if writes_file else 'folder'}, or add --force to write over it.")
+    return target
 
 
 def export_run(run_dir: str | Path, form: str, target: str | Path, quant: str | None = None,
-               win_rates: WinRates | None = None) -> Path:
-    """One export by form name, as the CLI flags and the app's Export panel ask for it."""
+               win_rates: WinRates | None = None, overwrite: bool = False) -> Path:
+    """One export by form name, as the CLI flags and the app's Export panel ask for it; an existing target is
+    written over only with `overwrite` (check_target)."""
     if form not in FORMS:
         raise ExportError(f"Unknown export form '{form}'; choose one of {', '.join(FORMS)}.")
+    check_target(run_dir, form, target, overwrite)
     quant = quant or FORMS[form][1]
     if form == "merged":
         return export_merged(run_dir, target, win_rates)

@@ -11,6 +11,7 @@ Deleted ratings, empty replies and pairs whose two replies are the same text are
 """
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -125,11 +126,14 @@ def convert(rows: list[dict], kind: str) -> list[dict]:
     return CONVERTERS[kind](rows)
 
 
-def write_export(rows: list[dict], kind: str, out_path: str | Path) -> tuple[Path, int]:
+def write_export(rows: list[dict], kind: str, out_path: str | Path, overwrite: bool = False) -> tuple[Path, int]:
     """Write the `kind` rows of the ratings to out_path: JSONL when it ends in .jsonl, else a `datasets`
-    save_to_disk folder. Returns (path, number of rows); RatingsExportError when there is nothing to write."""
-    records = convert(rows, kind)
+    save_to_disk folder. Returns (path, number of rows); RatingsExportError when there is nothing to write, or
+    when out_path exists (a file, or a folder with files in it) and `overwrite` is not given."""
     out_path = Path(out_path)
+    if not overwrite and out_path.exists() and (out_path.is_file() or any(out_path.iterdir())):
+        raise RatingsExportError(f"{out_path}: already exists; give a new --out, or add --force to write over it.")
+    records = convert(rows, kind)
     if not records:
         raise RatingsExportError(f"no {kind} rows in the selected ratings: {_what_makes(kind)}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,9 +166,19 @@ def export_ratings(rows: list[dict], kind: str, exports_dir: str | Path) -> tupl
     exports_dir = Path(exports_dir)
     exports_dir.mkdir(parents=True, exist_ok=True)
     stem = f"feedback-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
-    candidate, n = stem, 2
-    while (exports_dir / f"{candidate}.jsonl").exists() or (exports_dir / candidate).exists():
-        candidate, n = f"{stem}-{n}", n + 1
-    path, written = write_export(rows, kind, exports_dir / f"{candidate}.jsonl")
-    folder = write_export(rows, kind, exports_dir / candidate)[0] if kind != "ratings" else None
+    for candidate in itertools.chain([stem], (f"{stem}-{n}" for n in itertools.count(2))):
+        path = exports_dir / f"{candidate}.jsonl"
+        if (exports_dir / candidate).exists():
+            continue
+        try:
+            path.open("x").close()  # claims the name: an export in the same second, in any process, gets the next
+        except FileExistsError:
+            continue
+        break
+    try:
+        written = write_export(rows, kind, path, overwrite=True)[1]
+        folder = write_export(rows, kind, exports_dir / candidate)[0] if kind != "ratings" else None
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
     return path, written, folder

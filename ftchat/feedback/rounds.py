@@ -1,6 +1,6 @@
 """The next round: training data from the ratings of a rated model, and the RunConfigs that continue it.
 
-Every kind of round is built here, by one path (`rated_model` → data → `round_name` → configs):
+Every kind of round is built here, by one path (`rated_model` → data → `claim_round_name` → configs):
 - dpo / kto: one run, WORKSPACE/runs/<model>-r<N>-<method>, its data WORKSPACE/feedback-data/<same name>.jsonl, its
   `parent` the rated run: the adapter continues from the parent's, and the parent is the reference model (TRL keeps
   a frozen copy of the parent's adapter, named "ref", next to the one that learns).
@@ -11,13 +11,15 @@ Every kind of round is built here, by one path (`rated_model` → data → `roun
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ftchat import methods, runs
-from ftchat.chat.generation import GenerationSettings
+from ftchat import methods, models, runs
+from ftchat.chat.engine import ChatEngine
+from ftchat.chat.generation import ChatError, GenerationSettings
 from ftchat.config import ConfigError, RunConfig
 from ftchat.feedback import judge
 from ftchat.feedback.export import SHAPE_OF_KIND, to_dpo, to_kto
@@ -26,6 +28,7 @@ from ftchat.feedback.prompt_queue import PromptError, held_out_prompts
 from ftchat.feedback.store import FeedbackStore
 from ftchat.names import base_choice, base_of_choice, is_base, model_name
 from ftchat.runs import lineage  # the one place that follows parent links; re-exported for the Feedback tab
+from ftchat.train.preflight import local_base
 from ftchat.train.reward_model import check_reward_run
 from ftchat.workspace import Workspace
 
@@ -194,18 +197,50 @@ def judge_against_parent(workspace: str | Path, run: str, reward_run: str | Path
     return judgement
 
 
-def round_name(run_name: str, method: str, runs_root: Path) -> str:
-    """<stem>-r<N>-<method>: N counts the rounds so far; a name already taken gets -2, -3 …"""
+def _first_round_name(run_name: str, method: str) -> str:
     if is_base(run_name):
         stem, number = Path(base_of_choice(run_name)).name, 1
     else:
         match = ROUND_NAME.match(run_name)
         stem, number = (match["stem"], int(match["n"]) + 1) if match else (run_name, 1)
-    name = f"{stem}-r{number}-{method}"
+    return f"{stem}-r{number}-{method}"
+
+
+def round_name(run_name: str, method: str, runs_root: Path) -> str:
+    """<stem>-r<N>-<method>: N counts the rounds so far; a name already taken gets -2, -3 …"""
+    name = _first_round_name(run_name, method)
     candidate, suffix = name, 2
     while (runs_root / candidate).exists():
         candidate, suffix = f"{name}-{suffix}", suffix + 1
     return candidate
+
+
+def claim_round_name(run_name: str, method: str, runs_root: Path, reward_model: bool = False) -> str:
+    """round_name, with its run folder (and <name>-rm for a reward-rl round) made here: two rounds chosen at the same
+    time, in two processes, never share a name or a data file (each waits to train before its folder would exist)."""
+    name = _first_round_name(run_name, method)
+    Path(runs_root).mkdir(parents=True, exist_ok=True)
+    for candidate in itertools.chain([name], (f"{name}-{n}" for n in itertools.count(2))):
+        made = []
+        for folder in [Path(runs_root) / candidate] + ([Path(runs_root) / f"{candidate}-rm"] if reward_model else []):
+            try:
+                folder.mkdir()  # atomic: exactly one caller makes it
+            except FileExistsError:
+                break
+            made.append(folder)
+        else:
+            return candidate
+        for folder in made:
+            folder.rmdir()
+
+
+def release_round_name(runs_root: Path, name: str) -> None:
+    """Give back the folders claim_round_name made for a round that did not start (only while they are empty)."""
+    for folder in (Path(runs_root) / name, Path(runs_root) / f"{name}-rm"):
+        try:
+            folder.rmdir()
+        except OSError:  # not made, or training has written into it since
+            pass
 
 
 @dataclass
@@ -216,6 +251,17 @@ class RatedModel:
     inherited: dict
 
 
+def offered_base(workspace: str | Path, name: str) -> bool:
+    """Whether base:NAME is a base the workspace's chat offers: the bundled model (or another registry name), a
+    folder directly in models/, or the base of one of its runs. A name from a rating (imported ones name anything:
+    a folder elsewhere, a hub id) is never trained from unless it is one of these."""
+    space = Workspace(workspace)
+    try:
+        return ChatEngine(space.runs_dir, models_root=space.models_dir).resolve_choice(name)[0] == "base"
+    except ChatError:
+        return False
+
+
 def round_sources(store: FeedbackStore, workspace: str | Path) -> list[str]:
     """What a round can start from: the finished chat runs of this workspace that have ratings (newest first),
     then the rated bases the workspace offers. A name in a rating never becomes a model to load by itself."""
@@ -223,7 +269,7 @@ def round_sources(store: FeedbackStore, workspace: str | Path) -> list[str]:
     space = Workspace(workspace)
     out = [run.name for run in runs.list_runs(space.runs_dir)
            if run.state == "done" and run.name in rated and run.config.get("method", "sft") in methods.policy_methods()]
-    return out + [name for name in sorted(rated) if is_base(name) and space.offers_base(base_of_choice(name))]
+    return out + [name for name in sorted(rated) if is_base(name) and offered_base(space.root, name)]
 
 
 def rated_model(workspace: str | Path, model: str, kind: str) -> RatedModel:
@@ -233,9 +279,9 @@ def rated_model(workspace: str | Path, model: str, kind: str) -> RatedModel:
     allowed = methods.get(RL_METHODS[0] if kind == "reward-rl" else kind).adapters
     if is_base(model):
         base = base_of_choice(model)
-        if not space.offers_base(base):
-            raise RoundError(f"{model}: not a base this workspace offers (the bundled model or a folder in its "
-                             "models/).")
+        if not offered_base(space.root, model):
+            raise RoundError(f"{model}: not a base this workspace offers (the bundled model, a folder in its "
+                             "models/ or the base of one of its runs).")
         return RatedModel(model, None, {"base": base, "adapter": "lora"})  # a round from a base starts an adapter
     run_dir = space.run_dir(model)
     if run_dir is None or not (run_dir / "config.yaml").is_file():
@@ -263,6 +309,15 @@ def _check_flags(training_flags: dict, own: tuple[str, ...]) -> dict:
     return {k: v for k, v in training_flags.items() if v is not None}
 
 
+def _check_base(base: str) -> None:
+    """RoundError when the round's base cannot be had (a folder deleted since the rated run trained), before the
+    round marks its ratings as used."""
+    try:
+        local_base(base)
+    except models.ModelError as exc:
+        raise RoundError(f"base: {exc}") from None
+
+
 def _write_jsonl(path: Path, rows: list[dict]) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
@@ -279,13 +334,20 @@ def next_round_config(workspace: str | Path, run: str, method: str, **training_f
     rated = rated_model(workspace, run, method)
     store = FeedbackStore.for_workspace(workspace)
     data, _, ids = round_data(store, rated.name, method)
-    name = round_name(rated.name, method, workspace / "runs")
-    values = {**ROUND_DEFAULTS[method], **rated.inherited, **flags, "method": method, "parent": rated.parent,
-              "out": str(workspace / "runs" / name),
-              "data": [_write_jsonl(workspace / "feedback-data" / f"{name}.jsonl", data)]}
-    if "lr" not in flags:
-        values["lr"] = ROUND_LR_SCALE * RunConfig(base=values["base"], adapter=values.get("adapter", "qlora")).learning_rate
-    config = RunConfig(**values).validate()
+    name = claim_round_name(rated.name, method, workspace / "runs")
+    data_file = workspace / "feedback-data" / f"{name}.jsonl"
+    try:
+        values = {**ROUND_DEFAULTS[method], **rated.inherited, **flags, "method": method, "parent": rated.parent,
+                  "out": str(workspace / "runs" / name), "data": [_write_jsonl(data_file, data)]}
+        _check_base(values["base"])
+        if "lr" not in flags:
+            values["lr"] = ROUND_LR_SCALE * RunConfig(base=values["base"],
+                                                      adapter=values.get("adapter", "qlora")).learning_rate
+        config = RunConfig(**values).validate()
+    except BaseException:
+        data_file.unlink(missing_ok=True)
+        release_round_name(workspace / "runs", name)
+        raise
     store.mark_used(name, ids)
     return config
 
@@ -340,19 +402,26 @@ def reward_rl_round(workspace: str | Path, run: str, rl_method: str = "grpo", **
     problem = shortfall(len(pairs), len(prompts), rated.name)
     if problem:
         raise RoundError(problem)
-    name = round_name(rated.name, rl_method, workspace / "runs")
     data_dir, runs_root = workspace / "feedback-data", workspace / "runs"
-    rm = RunConfig(
-        data=[_write_jsonl(data_dir / f"{name}-rm.jsonl", pairs)], out=str(runs_root / f"{name}-rm"),
-        method="reward", base=rated.inherited["base"], adapter="lora", compare_prompts=0,
-        **{k: v for k, v in {**rated.inherited, **flags}.items() if k in REWARD_MODEL_FLAGS},
-    )
-    policy = RunConfig(**{
-        **rated.inherited, **flags,
-        "data": [_write_jsonl(data_dir / f"{name}.jsonl", [{"prompt": p} for p in prompts])],
-        "out": str(runs_root / name), "method": rl_method, "parent": rated.parent, "reward": [rm.out],
-    })
-    rm.validate()
+    name = claim_round_name(rated.name, rl_method, runs_root, reward_model=True)
+    try:
+        _check_base(rated.inherited["base"])
+        rm = RunConfig(
+            data=[_write_jsonl(data_dir / f"{name}-rm.jsonl", pairs)], out=str(runs_root / f"{name}-rm"),
+            method="reward", base=rated.inherited["base"], adapter="lora", compare_prompts=0,
+            **{k: v for k, v in {**rated.inherited, **flags}.items() if k in REWARD_MODEL_FLAGS},
+        )
+        policy = RunConfig(**{
+            **rated.inherited, **flags,
+            "data": [_write_jsonl(data_dir / f"{name}.jsonl", [{"prompt": p} for p in prompts])],
+            "out": str(runs_root / name), "method": rl_method, "parent": rated.parent, "reward": [rm.out],
+        })
+        rm.validate()
+    except BaseException:
+        for data_file in (data_dir / f"{name}-rm.jsonl", data_dir / f"{name}.jsonl"):
+            data_file.unlink(missing_ok=True)
+        release_round_name(runs_root, name)
+        raise
     store.mark_used(name, sorted({r["id"] for r in everything if to_dpo([r])} | {r["id"] for r in own}))
     return rm, policy
 

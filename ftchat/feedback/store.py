@@ -112,6 +112,13 @@ class FeedbackStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             self._check_readable()  # before anything below writes to it (journal mode, schema)
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:  # a damaged or foreign file: one sentence, never a traceback
+            raise FeedbackError(f"{self.path}: is not a ratings database ftchat can read ({exc}); move it aside "
+                                "to start a new one, or restore it from a backup.") from None
+
+    def _open(self) -> None:
         with closing(self._connect()) as db:
             db.execute("PRAGMA journal_mode=WAL")  # persistent: readers never block the writer
             version = db.execute("PRAGMA user_version").fetchone()[0]

@@ -19,13 +19,18 @@ from ftchat.workspace import Workspace
 
 
 def unique_run_dir(runs_dir: Path, name: str | None, method: str, adapter: str) -> Path:
-    """The run folder: the user's name (made safe) or date-method-technique, with -2, -3… if taken."""
+    """The run folder, made here: the user's name (made safe) or date-method-technique, with -2, -3… if taken.
+    Making it claims the name, so two Starts at once with the same name never train into one folder."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", (name or "").strip()).strip("-.") or \
         f"{time.strftime('%Y%m%d-%H%M%S')}-{method}-{adapter}"
+    Path(runs_dir).mkdir(parents=True, exist_ok=True)
     candidate, n = stem, 2
-    while (runs_dir / candidate).exists():
-        candidate, n = f"{stem}-{n}", n + 1
-    return runs_dir / candidate
+    while True:
+        try:
+            (runs_dir / candidate).mkdir()
+            return runs_dir / candidate
+        except FileExistsError:
+            candidate, n = f"{stem}-{n}", n + 1
 
 
 def coerce_field(name: str, value):
@@ -107,9 +112,14 @@ def config_from_form(workspace: Workspace, data: list[str], method: str, shapes:
     if not offered:
         problems.append(f"base: {values['base']} is neither the bundled model, a folder in the workspace's models/, "
                         f"nor a hub id (org/name).")
-    config = RunConfig(**values)
-    # every number finite and in range, then what the base, scheduler and LoRA targets allow (shapes: checked above)
-    problems += preflight.preflight(config, check_base=offered)
-    if problems:
-        raise ConfigError(" ".join(problems))
+    try:
+        config = RunConfig(**values)
+        # every number finite and in range, then what the base, scheduler and LoRA targets allow (shapes: checked
+        # above)
+        problems += preflight.preflight(config, check_base=offered)
+        if problems:
+            raise ConfigError(" ".join(problems))
+    except BaseException:
+        Path(values["out"]).rmdir()  # the name claimed above goes back: nothing was started
+        raise
     return config

@@ -12,7 +12,7 @@ import sys
 import threading
 
 import ftchat.ui  # noqa: F401  (sets the no-analytics environment before gradio is imported)
-from ftchat.login import ThrottledLogin, is_loopback, password_check
+from ftchat.login import ThrottledLogin, is_loopback, password_check, trust_forwarded_headers
 from ftchat.ui.context import AppContext
 from ftchat.workspace import DEFAULT_MAX_UPLOAD_MB, Workspace
 
@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
                         help=f"largest training file accepted (default: {DEFAULT_MAX_UPLOAD_MB:.0f})")
     parser.add_argument("--no-warm", action="store_true", help="do not prepare the bundled model at start-up")
+    parser.add_argument("--trust-proxy", action="store_true",
+                        help="behind a reverse proxy on this machine: take X-Forwarded-For from it as the client's "
+                             "address (for the login lockout); off, a client could claim any address")
     return parser
 
 
@@ -133,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     from starlette.middleware import Middleware  # comes with gradio
 
     bare = args.host.strip("[]")
+    trust_forwarded_headers(args.trust_proxy)
     demo.launch(
         # Gradio puts server_name into the URL it checks itself with: an IPv6 address needs its brackets there
         server_name=f"[{bare}]" if ":" in bare else bare, server_port=args.port,

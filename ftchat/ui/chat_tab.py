@@ -315,7 +315,12 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
 
     def thumb(side: str, index: int, up: bool, history: list[dict], model: str, rater_name: str = "") -> int:
         """Thumbs up (up=True) or down for the reply at `index` of a pane's history, written by `model` (a chat
-        choice: base:NAME or a run folder); returns the rating id."""
+        choice: base:NAME or a run folder); returns the rating id. Only a model the chat offers may be named: its
+        weights are hashed for the rating, and a round may later train from it."""
+        try:
+            ctx.engine().resolve_choice(model)
+        except ChatError as exc:
+            raise gr.Error(str(exc)) from None
         try:
             return session.record_thumb(ctx.feedback(), plain_history(history), int(index), model, bool(up), side,
                                         rater=rater_name, workspace=ctx.workspace.root)

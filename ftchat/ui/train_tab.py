@@ -328,6 +328,9 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
         paths = [p for p in (paths or []) if p]
         if not paths or unusable_reason(ctx, paths):
             return ""
+        if not ctx.workspace.offers_base(base_model):  # the plan reads the base's tokenizer: never another folder
+            return (f"**Plan:** not available ({base_model} is not a base this workspace offers: the bundled model, "
+                    "a folder in its models/ or a hub id).")
         try:
             plan_ = plan_for_form(paths, train_method, base=base_model, adapter=technique, epochs=n_epochs,
                                   max_steps=steps, batch_size=batch or 4, max_length=max_tokens or None)
