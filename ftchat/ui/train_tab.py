@@ -492,7 +492,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
     cancel.click(cancel_run, inputs=[run], outputs=[gr.State()], api_name="cancel_run").then(
         run_status, inputs=[run], outputs=status_outputs, api_visibility="private")
     to_front.click(move_to_front, inputs=[run], outputs=[gr.State()], api_name="move_to_front").then(
-        list_runs, outputs=[runs_table, run, parent], api_visibility="private")
+        lambda: list_runs(), outputs=[runs_table, run, parent], api_visibility="private")  # /list_runs keeps its name
     refresh_runs.click(list_runs, outputs=[runs_table, run, parent], api_name="list_runs")
     runs_table.select(pick_row, outputs=[run], api_visibility="private")
 
