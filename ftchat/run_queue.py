@@ -352,10 +352,10 @@ def _wait(run_dir: Path, cancel, estimate, report, poll_s: float) -> Slot | None
             except Exception:  # noqa: BLE001  (an estimate is advice; training reports any real problem)
                 pass
         place = places(root).get(run_dir.name)
-        text = place.describe() if place else "queued"
-        if text != said:
-            report(text)
-            said = text
+        where = (place.position, place.after) if place else None
+        if where != said:  # its place, not every tick of its ETA
+            report(place.describe() if place else "queued")
+            said = where
         cancel.wait(poll_s)
 
 
