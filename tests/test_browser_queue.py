@@ -56,6 +56,7 @@ def test_two_runs_from_the_browser_and_one_from_a_shell_wait_their_turn(app, bro
     page = browser_page
     with screenshot_on_failure(page, "test_runs_wait_their_turn"):
         wait_their_turn(page, app, chats_file)
+    ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "queue.png"), full_page=True)
 
 
@@ -71,13 +72,14 @@ def wait_their_turn(page, app, chats_file):
     page.get_by_text("Advanced").click()
     page.get_by_label("Replay ratio").fill("0")
     page.get_by_label("Comparison prompts").fill("0")
+    page.get_by_label("Eval every N steps").fill("10")  # left as it opened, the form sent 0 (refused)
 
-    start_in_the_browser(page, "a", 200)
+    start_in_the_browser(page, "a", 300)
     page.locator("#run-progress").get_by_text("running").wait_for(timeout=120_000)
     start_in_the_browser(page, "b", 20)
     picker = page.locator("#run-picker input")
     assert picker.input_value().startswith("b · queued · 1st, starts after a"), picker.input_value()
-    assert "queued · 1st, starts after a" in page.locator("#run-progress").inner_text()
+    page.locator("#run-progress").get_by_text("queued · 1st, starts after a").wait_for()
 
     upload = next(p for p in (app.workspace / "uploads").iterdir() if p.name.endswith(".jsonl"))
     shell = subprocess.Popen(
