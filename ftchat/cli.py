@@ -3,12 +3,15 @@ judge}`."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
 from dataclasses import fields
+from pathlib import Path
 
+from ftchat import run_queue
 from ftchat.chat.engine import ChatEngine
 from ftchat.chat.generation import ChatError, GenerationSettings, with_system
 from ftchat.config import ConfigError, RunConfig, add_run_arguments, config_from_args
@@ -25,7 +28,8 @@ from ftchat.feedback.rounds import RoundError, next_round_config, reward_rl_roun
 from ftchat.feedback.store import FeedbackError
 from ftchat.models import ModelError, load_tokenizer
 from ftchat.names import base_choice, is_base
-from ftchat.runs import list_runs, sigterm_cancels
+from ftchat.runs import cancel as cancel_run
+from ftchat.runs import enqueue, list_runs, read_status, sigterm_cancels
 from ftchat.serve import main as serve_main
 from ftchat.train.launch import LaunchError, default_nproc, launch_command
 from ftchat.train.plan import plan_for_files
@@ -62,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--print", dest="print_only", action="store_true",
                        help="with --launcher: print the launch command instead of running it")
     add_run_arguments(train)
+    add_queue_arguments(train)
 
     chat = commands.add_parser("chat", help="answer a prompt with the base and the tuned model")
     chat.add_argument("--run", required=True)
@@ -93,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("runs", help="list runs")
     listing.add_argument("--root", default="runs")
+    listing.add_argument("--cancel", metavar="RUN", help="cancel a run: a queued one never starts")
+    listing.add_argument("--to-front", metavar="RUN", help="move a queued run to the front of the queue")
 
     feedback = commands.add_parser("feedback", help="ratings: import, export as training data, leaderboard")
     feedback_commands = feedback.add_subparsers(dest="feedback_command", required=True)
@@ -124,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
             action.choices = ("dpo", "kto", "reward-rl")
             action.help = "dpo | kto | reward-rl (a reward model from the ratings, then --rl-method against it)"
     round_.add_argument("--rl-method", choices=("grpo", "rloo"), default="grpo", help="reward-rl: the RL method")
+    add_queue_arguments(round_)
 
     reward = commands.add_parser("reward", help="reward models").add_subparsers(dest="reward_command", required=True)
     score = reward.add_parser("score", help="pairwise accuracy of a reward model on preference pairs")
@@ -139,6 +147,30 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--max-new-tokens", type=int, default=64)
     judge.add_argument("--json", action="store_true")
     return parser
+
+
+def add_queue_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--now", action="store_true",
+                        help="train at once, beside any running run, instead of waiting in the workspace's queue")
+    parser.add_argument("--parallel-runs", type=int, default=None, metavar="N",
+                        help="let N runs of this workspace train at once from now on (default: one per GPU, one on "
+                             "a CPU); kept in RUNS/.queue/settings.json")
+
+
+def queue_turn(config: RunConfig, args, cancel):
+    """The run's turn in its workspace's queue (ftchat.run_queue), printing its place while it waits; with --now,
+    at once."""
+    if getattr(args, "parallel_runs", None) is not None:
+        run_queue.set_parallel_runs(Path(config.out).parent, args.parallel_runs)
+    if getattr(args, "now", False):
+        return contextlib.nullcontext(True)
+    return run_queue.turn(config, cancel, estimate=lambda: plan_for_files(config.data, config).est_seconds)
+
+
+def not_started(config: RunConfig) -> int:
+    status = read_status(config.out)
+    print(f"{status.get('state')}: {config.out} never started" + (f": {status['error']}" if status.get("error") else ""))
+    return 1 if status.get("error") else 0
 
 
 def cmd_data_check(args) -> int:
@@ -157,13 +189,16 @@ def cmd_train(args) -> int:
         if not config.data:
             raise ConfigError("data: give at least one training file.")
         plan = plan_for_files(config.data, config)
-        print(json.dumps(plan.to_dict(), ensure_ascii=False))
+        wait = run_queue.wait_text(Path(config.out).parent, plan.est_seconds) if config.out else ""
+        print(json.dumps({**plan.to_dict(), "queue": wait}, ensure_ascii=False))
         return 0
     if getattr(args, "launcher", None):  # `ftchat round` reuses this command without launcher flags
         return launch_train(config, args)
     with sigterm_cancels() as cancel:  # before the slow imports, so an early Cancel is clean too
-
-        status = run_training(config, resume=args.resume, cancel=cancel)
+        with queue_turn(config, args, cancel) as turn:
+            if turn is None:
+                return not_started(config)
+            status = run_training(config, resume=args.resume, cancel=cancel)
     state = status.get("state")
     summary = status.get("summary") or {}
     if state == "done":
@@ -248,9 +283,15 @@ def cmd_serve(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    for run in list_runs(args.root):
+    root = Path(args.root)
+    for name, act, done in ((args.cancel, cancel_run, "cancelling"), (args.to_front, run_queue.move_to_front, "first")):
+        if name:
+            print(f"{name}: {done}" if act(root / name) else f"{name}: not queued or running", file=sys.stderr)
+    places = run_queue.places(root)
+    for run in list_runs(root):
         s = run.summary
-        print(f"{run.name:30} {run.state:9} {run.config.get('method', '?')}/{run.config.get('adapter', '?'):6} "
+        state = places[run.name].describe() if run.state == "queued" and run.name in places else run.state
+        print(f"{run.name:30} {state:9} {run.config.get('method', '?')}/{run.config.get('adapter', '?'):6} "
               f"loss {s.get('final_loss')} eval {s.get('eval_loss')} {run.error or ''}")
     return 0
 
@@ -320,15 +361,22 @@ def _reward_rl_round(args, flags: dict) -> int:
     reward_config, policy_config = reward_rl_round(args.workspace, args.from_run, args.rl_method, **flags)
     print(f"round: reward model {reward_config.out} on {reward_config.data[0]}, then {args.rl_method} "
           f"{policy_config.out} from {policy_config.parent or policy_config.base} on {policy_config.data[0]}")
-    with sigterm_cancels() as cancel:
-        status = run_training(reward_config, cancel=cancel)
+    with sigterm_cancels() as cancel, contextlib.ExitStack() as chain:
+        if not args.now:  # the policy waits in the queue behind its reward model; ends cancelled if that fails
+            enqueue(policy_config.out, after=reward_config.out, pid=os.getpid())
+            chain.callback(run_queue.drop, policy_config.out)
+        with queue_turn(reward_config, args, cancel) as turn:
+            status = run_training(reward_config, cancel=cancel) if turn else read_status(reward_config.out)
         if status.get("state") != "done":
             print(f"{status.get('state')}: {reward_config.out}; the round stops before {args.rl_method}")
             return 1
         summary = status["summary"]
         print(f"reward model: held-out pairwise accuracy {summary.get('eval_accuracy')} "
               f"on {summary.get('eval_pairs')} pairs")
-        status = run_training(policy_config.validate(), cancel=cancel)
+        with queue_turn(policy_config, args, cancel) as turn:
+            if turn is None:
+                return not_started(policy_config)
+            status = run_training(policy_config.validate(), cancel=cancel)
     summary = status.get("summary") or {}
     print(f"{status.get('state')}: {policy_config.out} — {summary.get('steps')} steps, reward "
           f"{summary.get('first_reward')} → {summary.get('final_reward')}")

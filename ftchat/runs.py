@@ -2,7 +2,9 @@
 
 runs/NAME/
   config.yaml     resolved RunConfig (data hashes, base, every default)
-  status.json     {"state": running|done|failed|cancelled, "pid", "error", "summary", ...}
+  status.json     {"state": queued|running|done|failed|cancelled, "pid", "error", "summary", "enqueued", "started",
+                  "ended", ...}
+  queue.json      its place in the workspace's training queue: {"enqueued", "order", "after"} (ftchat.run_queue)
   metrics.jsonl   one line per logging step: step, loss, eval_loss, learning_rate, tokens_per_s, elapsed_s, eta_s
   train.log       the trainer's stdout/stderr when launched from the UI
   adapter/        a plain PEFT folder (qlora, lora, prompt) - or model/ (full, layers)
@@ -10,6 +12,7 @@ runs/NAME/
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -27,17 +30,67 @@ from ftchat.config import RunConfig, file_sha256
 from ftchat.names import base_choice, base_of_choice, is_base
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
+ENDED = ("done", "failed", "cancelled")
+QUEUE_FILE = "queue.json"
+LAUNCHED_ENV = "FTCHAT_ENQUEUED"  # set for a trainer that `launch` queued: it waits in that place, never a new one
 
 
-def write_status(run_dir: str | Path, state: str, **extra) -> dict:
+@contextmanager
+def _folder_lock(run_dir: str | Path):
+    """Exclusive between every writer of this run folder's status, in any process (flock on the folder itself)."""
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
+def write_status(run_dir: str | Path, state: str, only_if=None, **extra) -> dict | None:
+    """Merge `extra` and `state` into status.json; with `only_if(current status)` false, change nothing and return
+    None. Writers take turns, so a check and the write that follows it see no other write between them."""
     assert state in STATES, state
     path = Path(run_dir) / "status.json"
-    current = read_status(run_dir)
-    current.update(extra, state=state, updated=time.time())
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(current, indent=1))
-    tmp.replace(path)  # readers never see half a file
+    with _folder_lock(run_dir):
+        current = read_status(run_dir)
+        if only_if is not None and not only_if(current):
+            return None
+        if state in ENDED and current.get("state") not in ENDED:
+            current["ended"] = time.time()
+        current.update(extra, state=state, updated=time.time())
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(current, indent=1))
+        tmp.replace(path)  # readers never see half a file
     return current
+
+
+def read_queue_entry(run_dir: str | Path) -> dict:
+    try:
+        return json.loads((Path(run_dir) / QUEUE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_queue_entry(run_dir: str | Path, **values) -> dict:
+    """Merge `values` into the run's queue.json."""
+    path = Path(run_dir) / QUEUE_FILE
+    with _folder_lock(run_dir):
+        entry = {**read_queue_entry(run_dir), **values}
+        tmp = path.with_suffix(".qtmp")
+        tmp.write_text(json.dumps(entry, indent=1))
+        tmp.replace(path)
+    return entry
+
+
+def enqueue(run_dir: str | Path, after: str | Path | None = None, pid: int | None = None) -> dict:
+    """Put a run at the end of its workspace's queue: queue.json and status `queued`. Its trainer process waits
+    for its turn (ftchat.run_queue.turn); `after` is a run that must be done before this one may start."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    write_queue_entry(run_dir, enqueued=now, order=now, after=str(after) if after else None, est_seconds=None)
+    return write_status(run_dir, "queued", enqueued=now, started=None, ended=None, error=None, cancel_requested=None,
+                        phase=None, step=0, pid=pid, pid_start=process_start(pid))
 
 
 def read_status(run_dir: str | Path) -> dict:
@@ -196,62 +249,42 @@ def list_runs(root: str | Path) -> list[RunInfo]:
     if not root.is_dir():
         return []
     runs = [load_run(p) for p in root.iterdir() if (p / "config.yaml").exists() or (p / "status.json").exists()]
-    return sorted(runs, key=lambda r: r.status.get("started", 0), reverse=True)
+    return sorted(runs, key=lambda r: r.status.get("started") or r.status.get("enqueued") or 0, reverse=True)
 
 
 _launched: dict[str, subprocess.Popen] = {}  # run folder -> the trainer this process started for it
 
 
-def launch(config: RunConfig, resume: bool = False) -> subprocess.Popen:
-    """Start `python -m ftchat train` on a config in its own process; it writes into config.out."""
+def launch(config: RunConfig, resume: bool = False, after: str | Path | None = None) -> subprocess.Popen:
+    """Start `python -m ftchat train` on a config in its own process; it joins the workspace's queue (queued now,
+    after every run already waiting), trains when its turn comes and writes into config.out. With `after`, it
+    starts only once that run is done (and ends cancelled, saying why, if that run fails)."""
     run_dir = Path(config.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / "requested.yaml")
-    write_status(run_dir, "queued", started=time.time(), error=None, cancel_requested=None)
+    enqueue(run_dir, after=after)
     command = [sys.executable, "-m", "ftchat", "train", str(run_dir / "requested.yaml")]
     if resume:
         command.append("--resume")
     log = open(run_dir / "train.log", "ab")
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_MININTERVAL="2")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_MININTERVAL="2", **{LAUNCHED_ENV: "1"})
     process = subprocess.Popen(
         command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
     )
-    write_status(run_dir, "queued", pid=process.pid, pid_start=process_start(process.pid))
+    write_status(run_dir, "queued", pid=process.pid, pid_start=process_start(process.pid),
+                 only_if=lambda status: status.get("state") == "queued")
     _launched[str(run_dir.resolve())] = process
     threading.Thread(target=_record_end, args=(process, run_dir), name=f"watch-{run_dir.name}", daemon=True).start()
     return process
 
 
-def launch_chain(configs: list[RunConfig], poll_s: float = 1.0) -> subprocess.Popen:
-    """Train `configs` one after another, each in its own process as `launch` does; a later one starts only when the
-    one before it finished `done` (else it is marked cancelled, saying why). The later runs show as queued until
-    then. Used by a reward-RL round: the reward model first, then the policy trained against it. The chain lives in
-    this process: if the app stops meanwhile, the runs not yet started stay queued (start them from the shell with
-    `python -m ftchat train RUN/requested.yaml`)."""
-    for later in configs[1:]:
-        run_dir = Path(later.out)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        later.save(run_dir / "requested.yaml")
-        write_status(run_dir, "queued", started=time.time(), error=None, cancel_requested=None,
-                     phase=f"waiting for {Path(configs[0].out).name}")
+def launch_chain(configs: list[RunConfig]) -> subprocess.Popen:
+    """Launch `configs` as a chain of queued runs, each after the one before it: a later one starts only when the
+    one before it finished `done`, else it ends cancelled, saying why. Used by a reward-RL round: the reward model
+    first, then the policy trained against it. The chain is on disk, so it goes on if the app stops meanwhile."""
     first = launch(configs[0])
-
-    def go():
-        process = first
-        for before, after in zip(configs, configs[1:]):
-            while process.poll() is None:
-                time.sleep(poll_s)
-            state = load_run(before.out).state
-            waiting = read_status(after.out)
-            if state != "done" or waiting.get("cancel_requested"):
-                why = "cancelled" if waiting.get("cancel_requested") else f"{Path(before.out).name} ended {state}"
-                for rest in configs[configs.index(after):]:
-                    write_status(rest.out, "cancelled", error=None if waiting.get("cancel_requested") else why,
-                                 phase="not started: " + why)
-                return
-            process = launch(after)
-
-    threading.Thread(target=go, name=f"chain-{Path(configs[0].out).name}", daemon=True).start()
+    for before, later in zip(configs, configs[1:]):
+        launch(later, after=before.out)
     return first
 
 
@@ -279,12 +312,22 @@ def _record_end(process: subprocess.Popen, run_dir: Path) -> None:
 
 
 def cancel(run_dir: str | Path) -> bool:
-    """Ask a running training to stop: it saves a checkpoint and marks itself cancelled."""
+    """Ask a run to stop: a queued run never starts; a running one saves a checkpoint and marks itself cancelled."""
     status = read_status(run_dir)
+    if status.get("state") == "queued":
+        if not status.get("pid") or not trainer_alive(status):  # nobody waits for it: it ends here
+            return write_status(run_dir, "cancelled", error=None, phase="not started: cancelled",
+                                only_if=lambda s: s.get("state") == "queued") is not None or cancel(run_dir)
+        # its waiter sees this within a second and ends it; no signal: a waiter may be a process that trains
+        # another run meanwhile (`ftchat round --method reward-rl`)
+        if write_status(run_dir, "queued", cancel_requested=time.time(),
+                        only_if=lambda s: s.get("state") == "queued") is not None:
+            return True
+        status = read_status(run_dir)  # it took its slot a moment ago: stop it as a running run
     pid = status.get("pid")
-    if status.get("state") not in ("queued", "running") or not trainer_alive(status):
+    if status.get("state") != "running" or not trainer_alive(status):
         return False  # never signal a pid whose trainer is gone: the system may have given it to another process
-    write_status(run_dir, status["state"], cancel_requested=time.time())
+    write_status(run_dir, "running", cancel_requested=time.time())
     os.kill(pid, signal.SIGTERM)
     return True
 

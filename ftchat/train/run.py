@@ -70,13 +70,17 @@ def prepare_run(config: RunConfig, resume: bool = False) -> RunConfig:
             and runs.trainer_alive(status)):
         raise ConfigError(f"out: {run_dir} is being trained by process {status['pid']}.")
     resolved = config.resolved()
+    # started: when it took its place in the queue's slot (ftchat.run_queue), else now
+    queued_start = status.get("started") if status.get("state") == "running" and status.get("pid") == os.getpid() \
+        else None
     if _is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)
         resolved.save(run_dir / "config.yaml")
         if resolved.parent:
             (run_dir / "parent").write_text(str(resolved.parent) + "\n")
         runs.write_status(run_dir, "running", pid=os.getpid(), pid_start=runs.process_start(os.getpid()),
-                          started=status.get("started", time.time()), error=None, step=0, cancel_requested=None)
+                          started=queued_start or time.time(), ended=None, error=None, step=0,
+                          cancel_requested=None)
     return resolved
 
 

@@ -12,6 +12,7 @@ import sys
 import threading
 
 import ftchat.ui  # noqa: F401  (sets the no-analytics environment before gradio is imported)
+from ftchat import run_queue
 from ftchat.login import ThrottledLogin, is_loopback, password_check, trust_forwarded_headers
 from ftchat.ui.context import AppContext
 from ftchat.workspace import DEFAULT_MAX_UPLOAD_MB, Workspace
@@ -70,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trust-proxy", action="store_true",
                         help="behind a reverse proxy on this machine: take X-Forwarded-For from it as the client's "
                              "address (for the login lockout); off, a client could claim any address")
+    parser.add_argument("--parallel-runs", type=int, default=None, metavar="N",
+                        help="let N runs train at once (default: one per GPU, one on a CPU; the others wait in the "
+                             "queue); kept for the workspace")
     return parser
 
 
@@ -128,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     ctx = AppContext(Workspace(args.workspace, max_upload_mb=args.max_upload_mb))
+    if args.parallel_runs is not None:
+        run_queue.set_parallel_runs(ctx.workspace.runs_dir, args.parallel_runs)
     demo = build_app(ctx.workspace, ctx)
     import gradio as gr  # see build_app
 

@@ -1,7 +1,8 @@
 """Train tab: pick base, data, method and technique; start `python -m ftchat train` as a subprocess and watch it.
 
 The UI never trains in its own process: it writes the run config through ftchat.runs.launch and reads the run
-folder's status.json and metrics.jsonl on a timer.
+folder's status.json and metrics.jsonl on a timer. A run started while another trains waits its turn in the
+workspace's queue (ftchat.run_queue); the picker, the table and the progress say its place.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ftchat import methods, runs
+from ftchat import methods, run_queue, runs
 from ftchat.config import ADAPTERS, PLANNED, ConfigError, RunConfig, value_type
 from ftchat.models import DEFAULT_BASE
 from ftchat.train.compare import read_comparison
@@ -65,8 +66,15 @@ class TrainTab:
 
 # -- choices -----------------------------------------------------------------------------------------------------
 
+def state_text(run, places: dict) -> str:
+    """A run's state as a person reads it; a queued run's with its place: "queued · 2nd, starts after b (≈ 4 min)"."""
+    place = places.get(run.name) if run.state == "queued" else None
+    return place.describe() if place else run.state
+
+
 def run_state_choices(ctx: AppContext) -> list[tuple[str, str]]:
-    return [(f"{r.name} · {r.state}", str(r.path)) for r in runs.list_runs(ctx.workspace.runs_dir)]
+    places = run_queue.places(ctx.workspace.runs_dir)
+    return [(f"{r.name} · {state_text(r, places)}", str(r.path)) for r in runs.list_runs(ctx.workspace.runs_dir)]
 
 
 def finished_run_choices(ctx: AppContext) -> list[tuple[str, str]]:
@@ -83,12 +91,13 @@ def runs_frame(ctx: AppContext):
     import pandas as pd
 
     rows = []
+    places = run_queue.places(ctx.workspace.runs_dir)
     for r in runs.list_runs(ctx.workspace.runs_dir):
         cfg, summary = r.config, r.summary
         data = ", ".join(ctx.workspace.stored_file(Path(p)).original_name for p in cfg.get("data") or [])
         parent = Path(r.parent).name if r.parent else ""
         rows.append([
-            r.name, r.state, ctx.workspace.base_label(cfg.get("base")),
+            r.name, state_text(r, places), ctx.workspace.base_label(cfg.get("base")),
             f"{cfg.get('method', '?')}/{cfg.get('adapter', '?')}" if cfg else "", data,
             summary.get("steps", r.status.get("step", "")), fmt_loss(summary.get("first_loss")),
             fmt_loss(summary.get("final_loss")), fmt_loss(summary.get("eval_loss")), parent,
@@ -107,7 +116,9 @@ def fmt_duration(seconds) -> str:
         else f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def progress_html(info, metrics: list[dict]) -> str:
+def progress_html(info, metrics: list[dict], place=None) -> str:
+    """The run's progress line; a queued run's `place` (ftchat.run_queue.Place) gives its place and an ETA that
+    includes the wait."""
     status = info.status
     state = info.state
     last = metrics[-1] if metrics else {}
@@ -123,6 +134,8 @@ def progress_html(info, metrics: list[dict]) -> str:
         eta = last.get("eta_s")
         if eta is not None and last.get("elapsed_s") is not None and started:
             eta = max(0.0, eta - max(0.0, (time.time() - started) - last["elapsed_s"]))
+    if state == "queued" and place is not None and place.wait_s is not None and place.est_s is not None:
+        eta = place.wait_s + place.est_s
     percent = 100 if state == "done" else (100 * step / total if total else 0)
     phase = status.get("phase")
     phase_text = f" · {phase}" if phase and state == "running" else ""
@@ -141,6 +154,7 @@ def progress_html(info, metrics: list[dict]) -> str:
     return (
         f"<div class='run-progress' data-state='{state}'>"
         f"<div><b>{escape(info.name)}</b> · <span style='color:{colour}'><b>{state}</b></span>{phase_text}"
+        f"{escape(place.describe().removeprefix('queued')) if state == 'queued' and place else ''}"
         f" · step <b>{step}</b> / {total or '?'} · elapsed {fmt_duration(elapsed)} · ETA {fmt_duration(eta)}</div>"
         f"<div class='bar'><div style='width:{percent:.0f}%;background:{colour}'></div></div>{error}</div>"
     )
@@ -277,6 +291,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
             with gr.Row():
                 start = gr.Button("Start training", variant="primary", elem_id="start-training")
                 cancel = gr.Button("Cancel run", variant="stop", elem_id="cancel-run")
+                to_front = gr.Button("Move to front", elem_id="move-to-front")
         with gr.Column(scale=2):
             listed_runs = run_state_choices(ctx)
             run = gr.Dropdown(listed_runs, value=listed_runs[0][1] if listed_runs else None, label="Run",
@@ -334,7 +349,8 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
         try:
             plan_ = plan_for_form(paths, train_method, base=base_model, adapter=technique, epochs=n_epochs,
                                   max_steps=steps, batch_size=batch or 4, max_length=max_tokens or None)
-            return f"**Plan:** {plan_.describe()}"
+            wait = run_queue.wait_text(ctx.workspace.runs_dir, plan_.est_seconds)
+            return f"**Plan:** {plan_.describe()}" + (f"; {wait}" if wait else "")
         except Exception as exc:  # noqa: BLE001  (the plan is advice; Start reports the real error)
             return f"**Plan:** not available ({type(exc).__name__}: {str(exc)[:200]})"
 
@@ -361,7 +377,9 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
         except ConfigError as exc:
             raise gr.Error(str(exc)) from None
         launched[config.out] = runs.launch(config)
-        gr.Info(f"Training started: {Path(config.out).name}")
+        place = run_queue.places(ctx.workspace.runs_dir).get(Path(config.out).name)
+        gr.Info(f"Training started: {Path(config.out).name}" if place is None or not place.after
+                else f"{Path(config.out).name}: {place.describe()}")
         return (config.out, gr.Dropdown(choices=run_state_choices(ctx), value=config.out), gr.Timer(active=True),
                 runs_frame(ctx))
 
@@ -381,7 +399,9 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
         metrics = runs.read_metrics(run_dir)
         tail = ANSI_ESCAPE.sub("", runs.log_tail(run_dir, LOG_LINES))  # tqdm's cursor moves
         watching = info.state in ("queued", "running")
-        signature = (run_dir, info.state, len(metrics), info.status.get("phase"))
+        place = run_queue.places(ctx.workspace.runs_dir).get(info.name) if info.state == "queued" else None
+        shown = place.describe() if place else info.state  # a queued run's place moves while its state stays
+        signature = (run_dir, shown, len(metrics), info.status.get("phase"))
         changed = seen != signature
         scores = score_frame(metrics)
         plot_value = plot_update(loss_frame(metrics)) if changed else gr.skip()
@@ -396,23 +416,36 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
                 table = gr.Dataframe(visible=False)
                 note = ("The comparison of base and tuned answers appears here when the run is done."
                         if watching else "")
-        state_changed = not seen or tuple(seen[:2]) != (run_dir, info.state)
+        state_changed = not seen or tuple(seen[:2]) != (run_dir, shown)
         pickers = (gr.Dropdown(choices=run_state_choices(ctx)) if state_changed else gr.skip(),
                    runs_frame(ctx) if changed else gr.skip(),  # its step column moves with every logged step
                    gr.Dropdown(choices=finished_run_choices(ctx)) if state_changed else gr.skip())
-        return (progress_html(info, metrics), plot_value, tail, status_json(info, metrics), table, note,
+        return (progress_html(info, metrics, place), plot_value, tail, status_json(info, metrics), table, note,
                 gr.Timer(active=watching), signature, score_plot, *pickers)
 
     def cancel_run(run_dir: str | None):
-        """Ask the selected run to stop; it saves a checkpoint and is marked cancelled."""
+        """Ask the selected run to stop; it saves a checkpoint and is marked cancelled. A queued run never starts."""
         run_dir = ctx.workspace.run_dir(run_dir)
         if run_dir is None:
             raise gr.Error("Select a run to cancel.")
+        queued = runs.load_run(run_dir).state == "queued"
         if runs.cancel(run_dir):
-            gr.Info(f"Cancelling {Path(run_dir).name}: it stops after the current step.")
+            gr.Info(f"Cancelling {Path(run_dir).name}: " + ("it leaves the queue and never starts." if queued
+                                                           else "it stops after the current step."))
             return True
         gr.Warning(f"{Path(run_dir).name} is not running.")
         return False
+
+    def move_to_front(run_dir: str | None):
+        """Put the selected queued run first in line: it starts when a slot frees."""
+        run_dir = ctx.workspace.run_dir(run_dir)
+        if run_dir is None:
+            raise gr.Error("Select a queued run to move.")
+        if not run_queue.move_to_front(run_dir):
+            gr.Warning(f"{Path(run_dir).name} is not queued.")
+            return False
+        gr.Info(f"{Path(run_dir).name} is first in line now.")
+        return True
 
     def list_runs():
         """Every run in the workspace with status, base, method, data, losses and parent."""
@@ -461,6 +494,8 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> TrainTab:
                         api_visibility="private")
     cancel.click(cancel_run, inputs=[run], outputs=[gr.State()], api_name="cancel_run").then(
         run_status, inputs=[run], outputs=status_outputs, api_visibility="private")
+    to_front.click(move_to_front, inputs=[run], outputs=[gr.State()], api_name="move_to_front").then(
+        lambda: list_runs(), outputs=[runs_table, run, parent], api_visibility="private")  # /list_runs keeps its name
     refresh_runs.click(list_runs, outputs=[runs_table, run, parent], api_name="list_runs")
     runs_table.select(pick_row, outputs=[run], api_visibility="private")
 
