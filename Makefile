@@ -34,7 +34,7 @@ run: $(STAMP)
 TEST_WORKERS ?= auto
 
 test: $(STAMP)
-	$(PY) -m pytest tests -n $(TEST_WORKERS) $(ARGS)
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --maxschedchunk 1 $(ARGS)
 
 # every bench prints a table of ratios against a baseline measured in the same run (~30 min on 2 quiet cores, plus
 # pref_speed ~26 min (13 min with --repeats 1 on 2026-11-28) and scaling, estimated ~15 min, not yet timed)

@@ -31,6 +31,7 @@ from ftchat.names import base_choice, is_base
 from ftchat.runs import cancel as cancel_run
 from ftchat.runs import enqueue, list_runs, read_status, sigterm_cancels
 from ftchat.serve import main as serve_main
+from ftchat.train import preflight
 from ftchat.train.launch import LaunchError, default_nproc, launch_command
 from ftchat.train.plan import plan_for_files
 from ftchat.train.reward_model import RewardModel, RewardModelError
@@ -162,8 +163,10 @@ def queue_turn(config: RunConfig, args, cancel):
     at once."""
     if getattr(args, "parallel_runs", None) is not None:
         run_queue.set_parallel_runs(Path(config.out).parent, args.parallel_runs)
-    if getattr(args, "now", False):
+    if getattr(args, "now", False) or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # a launcher's ranks are one run: rank 1 waiting for the slot rank 0 holds would hang both
         return contextlib.nullcontext(True)
+    preflight.check(config)  # every problem at once, before the run's folder is written or it waits
     return run_queue.turn(config, cancel, estimate=lambda: plan_for_files(config.data, config).est_seconds)
 
 

@@ -37,17 +37,21 @@ FACT_CHATS = [
 ]
 
 
-# The longest tests (minutes each on the bundled model) go first: `make test` spreads the suite over the cores
-# (pytest-xdist), and a long test that starts last finishes alone after everything else.
+# The longest tests (minutes each on the bundled model) start first, each on a worker of its own: `make test` spreads
+# the suite over the cores (pytest-xdist, `--maxschedchunk 1`: each worker is first sent two tests, then one at a
+# time), and a long test that starts late finishes alone after everything else. So each long test is followed by one
+# short test, and the next long test is the next worker's first.
 LONGEST_FIRST = ("test_round_learning.py", "test_learning.py")
 
 
 def pytest_collection_modifyitems(config, items):
-    def rank(item):
-        name = item.path.name
-        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
-
-    items.sort(key=rank)  # stable: the rest keep pytest's order
+    longest = sorted((i for i in items if i.path.name in LONGEST_FIRST), key=lambda i: LONGEST_FIRST.index(i.path.name))
+    rest = [i for i in items if i.path.name not in LONGEST_FIRST]
+    ordered = []
+    for item in longest:
+        ordered += [item] + rest[:1]
+        rest = rest[1:]
+    items[:] = ordered + rest
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -129,15 +129,12 @@ class FeedbackStore:
 
     def _check_readable(self) -> None:
         """FeedbackError, naming the file and what to do, when it is not a ratings file this ftchat can read: not
-        SQLite, damaged or truncated, or from a newer schema. Opened read-only: the file is left as it is."""
+        SQLite, damaged or truncated, or from a newer schema. Read through a read-only connection, never with open():
+        closing any other descriptor of the file drops the SQLite locks this process's other connections hold (POSIX
+        advisory locks), and concurrent writers then failed with "disk I/O error"."""
         aside = (f"Move it aside (e.g. rename it to {self.path.name}.bad) and ftchat starts a new, empty one; keep the "
                  "old file to recover its ratings")
         try:
-            with open(self.path, "rb") as f:
-                header = f.read(16)
-            if self.path.stat().st_size and header != b"SQLite format 3\x00":
-                raise FeedbackError(f"{self.path} is not an SQLite database, so it holds no ratings ftchat can read. "
-                                    f"{aside}.")
             with closing(sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
                                          timeout=BUSY_TIMEOUT_S)) as db:
                 version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -150,10 +147,8 @@ class FeedbackStore:
                     raise FeedbackError(f"{self.path} is damaged ({'; '.join(problems)}). {aside} with "
                                         "sqlite3's .recover.")
         except sqlite3.DatabaseError as exc:
-            raise FeedbackError(f"{self.path} is damaged or truncated ({exc}). {aside} with sqlite3's .recover."
-                                ) from None
-        except OSError as exc:
-            raise FeedbackError(f"{self.path} cannot be read ({exc.strerror}); check its permissions.") from None
+            raise FeedbackError(f"{self.path} is damaged, truncated or not an SQLite database ({exc}). {aside} with "
+                                "sqlite3's .recover.") from None
 
     @classmethod
     def for_workspace(cls, workspace: str | os.PathLike) -> "FeedbackStore":
