@@ -74,7 +74,7 @@ def wait_their_turn(page, app, chats_file):
     page.get_by_label("Comparison prompts").fill("0")
     page.get_by_label("Eval every N steps").fill("10")  # left as it opened, the form sent 0 (refused)
 
-    start_in_the_browser(page, "a", 300)
+    start_in_the_browser(page, "a", 900)  # still training when c joins, under load too
     page.locator("#run-progress").get_by_text("running").wait_for(timeout=120_000)
     start_in_the_browser(page, "b", 20)
     picker = page.locator("#run-picker input")
@@ -93,7 +93,8 @@ def wait_their_turn(page, app, chats_file):
             page.wait_for_timeout(1000)
             if table_state(page, "c").startswith("queued"):
                 break
-        assert table_state(page, "c").startswith("queued · 2nd, starts after b"), table_state(page, "c")
+        assert table_state(page, "c").startswith("queued · 2nd, starts after b"), (
+            table_state(page, "c"), shell.poll(), shell.stderr.read()[-2000:] if shell.poll() is not None else "")
         assert table_state(page, "b").startswith("queued · 1st, starts after a")
         assert table_state(page, "a") == "running"
 

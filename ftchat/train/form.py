@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from ftchat import methods
-from ftchat.config import ConfigError, RunConfig, value_type
+from ftchat.config import PLANNED, ConfigError, RunConfig, value_type
 from ftchat.models import DEFAULT_BASE
 from ftchat.train import preflight
 from ftchat.train.plan import TrainingPlan, plan_for_files
@@ -65,6 +65,8 @@ def form_values(data: list[str], method: str, **fields) -> tuple[dict, list[str]
         except (TypeError, ValueError) as exc:
             problems.append(f"{key}: {value!r} is not a valid value ({exc}).")
             continue
+        if key in PLANNED and coerced == 0:
+            coerced = None  # the browser sends an empty number box as 0: in the form, 0 means "planned"
         if coerced is not None:
             values[key] = coerced
     if values.get("lr") == 0:

@@ -43,9 +43,9 @@ ADVANCED = [
     ("train_layers", "Layer-wise: last N layers", None),
     ("prompt_tokens", "Prompt tuning: virtual tokens", None),
     ("beta", "DPO / KTO beta", "how strongly the model is held near the base"),
-    ("eval_split", "Eval split", "fraction held out for the eval loss (0 disables)"),
+    ("eval_split", "Eval split", "fraction held out for the eval loss"),
     ("eval_steps", "Eval every N steps", None),
-    ("early_stopping", "Early stopping patience", "evals without improvement (0 disables)"),
+    ("early_stopping", "Early stopping patience", "evals without improvement"),
     ("replay", "Replay ratio", "base-model answers mixed in per example, against forgetting (SFT)"),
     ("chunk_tokens", "Document chunk tokens", None),
     ("compare_prompts", "Comparison prompts", "held-out and general prompts answered by base and tuned model"),
@@ -233,7 +233,7 @@ def status_json(info, metrics: list[dict]) -> dict:
 
 def knob(name: str, label: str, info: str | None, default):
     if name in PLANNED:  # empty: ftchat.train.plan plans it from the data
-        return gr.Number(value=None, label=label, info=f"{info + '; ' if info else ''}empty: planned from the data",
+        return gr.Number(value=None, label=label, info=f"{info + '; ' if info else ''}0 or empty: planned from the data",
                          precision=0 if value_type(name) is int else None, minimum=0)
     if name == "scheduler":
         return gr.Dropdown(SCHEDULERS, value=default, label=label, info=info, allow_custom_value=True)
