@@ -35,6 +35,7 @@ from ftchat.train.launch import LaunchError, default_nproc, launch_command
 from ftchat.train.plan import plan_for_files
 from ftchat.train.reward_model import RewardModel, RewardModelError
 from ftchat.train.run import run_training
+from ftchat.users import ROLES, Users, UsersError, users_path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -146,6 +147,21 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--prompts", required=True, help="a .txt file (one prompt a line) or any training file")
     judge.add_argument("--max-new-tokens", type=int, default=64)
     judge.add_argument("--json", action="store_true")
+
+    users = commands.add_parser("users", help="the rating team's logins for `app.py --users` (WORKSPACE/users.json)")
+    users_commands = users.add_subparsers(dest="users_command", required=True)
+    adding = users_commands.add_parser("add", help="add a user, or set an existing one's role and password; asks "
+                                                   "for the password")
+    adding.add_argument("name")
+    adding.add_argument("--role", required=True, choices=ROLES, help="admin: everything; rater: chat and rate")
+    adding.add_argument("--password-stdin", action="store_true",
+                        help="read the password from the first line of standard input (scripts; no prompt)")
+    removing = users_commands.add_parser("remove", help="remove a user: they can no longer log in")
+    removing.add_argument("name")
+    listing_users = users_commands.add_parser("list", help="names and roles")
+    for sub in (adding, removing, listing_users):
+        sub.add_argument("--workspace", default="workspace", help="the app's folder (default: workspace/)")
+        sub.add_argument("--file", default=None, help="the users file (default: WORKSPACE/users.json)")
     return parser
 
 
@@ -413,8 +429,36 @@ def cmd_judge(args) -> int:
     return 0
 
 
+def read_password(name: str, from_stdin: bool) -> str:
+    """The new password: the first line of stdin with --password-stdin (or when stdin is no terminal), else typed
+    twice at a prompt that does not echo it."""
+    if from_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    first = getpass.getpass(f"Password for {name}: ")
+    if getpass.getpass("Again: ") != first:
+        raise UsersError("the two passwords differ; nothing was changed.")
+    return first
+
+
+def cmd_users(args) -> int:
+    users = Users(args.file or users_path(args.workspace))
+    if args.users_command == "add":
+        new = users.add(args.name, args.role, read_password(args.name, args.password_stdin))
+        print(f"{'added' if new else 'updated'} {args.name} ({args.role}) in {users.path}")
+    elif args.users_command == "remove":
+        users.remove(args.name)
+        print(f"removed {args.name} from {users.path}")
+    else:
+        for name, entry in sorted(users.read().items()):
+            print(f"{name}\t{entry['role']}")
+    return 0
+
+
 COMMANDS = {"data": cmd_data_check, "train": cmd_train, "chat": cmd_chat, "export": cmd_export, "serve": cmd_serve,
-            "runs": cmd_runs, "feedback": cmd_feedback, "round": cmd_round, "reward": cmd_reward, "judge": cmd_judge}
+            "runs": cmd_runs, "feedback": cmd_feedback, "round": cmd_round, "reward": cmd_reward, "judge": cmd_judge,
+            "users": cmd_users}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -423,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
     known = (ConfigError, ModelError, ChatError, ExportError, FeedbackError, RatingsExportError, RoundError,
-             RewardModelError, ReportError)
+             RewardModelError, ReportError, UsersError)
     try:
         known += (DataError,)
     except ImportError:
