@@ -1,0 +1,96 @@
+"""Who may call what: every handler of the page is refused to a rater unless it is on the rater's list.
+
+`enforce` wraps each event function of the finished page, so a handler added later is an admin's until someone puts
+it on RATER_ENDPOINTS: forgetting refuses, it never opens. The check runs on the server for each call, whether from
+the page, gradio_client or a hand-made request; hiding tabs (`page_for`) only tidies the rater's page.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+
+import gradio as gr
+from gradio.context import LocalContext  # the request of the event being run; Gradio sets it around every call
+
+ADMIN, RATER = "admin", "rater"
+# The API endpoints a rater may call: chatting, the prompt queue, rating, and their own progress.
+RATER_ENDPOINTS = frozenset({
+    "chat", "next_prompt", "load_prompts", "rank_prompts", "vote_left", "vote_right", "vote_tie", "vote_bothbad",
+    "better_answer", "thumb", "clear_chat", "set_arena", "models", "my_progress",
+})
+# Modules whose page-only events (no API name: streaming steps, thumbs, refreshing the Chat tab's lists) a rater's
+# page needs.
+RATER_PAGES = frozenset({"ftchat.ui.chat_tab", __name__})
+ADMIN_TABS = ("data", "train", "feedback")
+
+
+def logged_in() -> str | None:
+    """The name the current event's caller logged in with; None when the app asks for no login."""
+    request = LocalContext.request.get(None)
+    return getattr(request, "username", None) or None
+
+
+def rater_may_call(block_fn) -> bool:
+    if block_fn.api_visibility != "private":
+        return block_fn.api_name in RATER_ENDPOINTS
+    return getattr(block_fn.fn, "__module__", None) in RATER_PAGES
+
+
+def enforce(demo: gr.Blocks, role_of) -> None:
+    """Wrap every event function of `demo` with a role check; `role_of(user name or None)` -> 'admin', 'rater' or
+    None (no access)."""
+    for block_fn in demo.fns.values():
+        if block_fn.fn is None or getattr(block_fn.fn, "ftchat_guarded", False):
+            continue
+        allowed = (ADMIN, RATER) if rater_may_call(block_fn) else (ADMIN,)
+        what = block_fn.api_name if block_fn.api_visibility != "private" else None
+        block_fn.fn = guarded(block_fn.fn, allowed, role_of, what)
+
+
+def refusal(user: str | None, role: str | None, what: str | None) -> gr.Error:
+    action = f"/{what}" if what else "this"
+    text = (f"{user} is not a user of this app" if role is None else f"{user} is a {role}") + \
+        f": {action} needs an admin. Ask an admin of this app to do it, or to make you one."
+    # page-only events (a rater's page loading an admin tab's lists) fail quietly; API calls say why
+    return gr.Error(text, visible=what is not None, print_exception=False)
+
+
+def guarded(fn, allowed: tuple[str, ...], role_of, what: str | None):
+    """`fn` that first checks the caller's role; the same signature, so Gradio passes it the same arguments."""
+    def check():
+        user = logged_in()
+        role = role_of(user)
+        if role not in allowed:
+            raise refusal(user, role, what)
+
+    if inspect.isasyncgenfunction(fn):
+        @functools.wraps(fn)
+        async def wrapper(*args, **kwargs):
+            check()
+            async for item in fn(*args, **kwargs):
+                yield item
+    elif inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def wrapper(*args, **kwargs):
+            check()
+            return await fn(*args, **kwargs)
+    elif inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            check()
+            yield from fn(*args, **kwargs)
+    else:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            check()
+            return fn(*args, **kwargs)
+    wrapper.ftchat_guarded = True
+    return wrapper
+
+
+def page_for(role_of):
+    """A demo.load handler: the admin tabs shown to an admin only, and who is logged in."""
+    def show_tabs():
+        role = role_of(logged_in())
+        return tuple(gr.Tab(visible=role == ADMIN) for _ in ADMIN_TABS)
+    return show_tabs

@@ -1,0 +1,176 @@
+"""A rating team (issue 21): an admin adds people with `python -m ftchat users add`, the app logs them in with
+`--users FILE`, a rater's ratings carry their login whatever name they type, and every endpoint a rater may not use
+is refused by the server, however it is called.
+"""
+from __future__ import annotations
+
+import io
+import json
+import stat
+
+import pytest
+from conftest import ftchat_main
+from test_hostile import login
+from test_ui_api import AppProcess, make_workspace
+
+ADMIN = ("ana", "ana-s-long-password")
+RATER = ("bo", "bo-s-long-password")
+# What a rater may call; every other API endpoint must answer "needs an admin". Adding an endpoint to the rater's
+# list is a decision, so it is written here as well as in ftchat/ui/roles.py.
+RATER_ALLOWED = {"chat", "next_prompt", "load_prompts", "rank_prompts", "vote_left", "vote_right", "vote_tie",
+                 "vote_bothbad", "better_answer", "thumb", "clear_chat", "set_arena", "models", "my_progress"}
+QUESTION = "What colour is the Zumo lamp?"
+
+
+def add_user(workspace, name: str, role: str, password: str, monkeypatch) -> tuple[int, str, str]:
+    monkeypatch.setattr("sys.stdin", io.StringIO(password + "\n"))
+    return ftchat_main("users", "add", name, "--role", role, "--password-stdin", "--workspace", workspace)
+
+
+def test_users_add_keeps_a_salted_hash_never_the_password(tmp_path, monkeypatch):
+    from ftchat.users import Users
+
+    code, out, err = add_user(tmp_path, *ADMIN[:1], "admin", ADMIN[1], monkeypatch)
+    assert (code, err) == (0, "") and "added ana (admin)" in out
+    assert add_user(tmp_path, "bo", "rater", ADMIN[1], monkeypatch)[0] == 0  # the same password as ana's
+    path = tmp_path / "users.json"
+    text = path.read_text()
+    assert ADMIN[1] not in text and "long-password" not in text
+    stored = json.loads(text)
+    assert {name: entry["role"] for name, entry in stored.items()} == {"ana": "admin", "bo": "rater"}
+    assert stored["ana"]["hash"].startswith("$argon2id$")
+    assert stored["ana"]["hash"] != stored["bo"]["hash"]  # salted: one password, two hashes
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["users.json"]  # no temporary file left behind
+
+    users = Users(path)
+    assert users.check(*ADMIN) and users.check("bo", ADMIN[1])
+    assert not users.check("ana", "ana-s-long-passwordX") and not users.check("nobody", ADMIN[1])
+
+    code, out, _ = ftchat_main("users", "list", "--workspace", tmp_path)
+    assert code == 0 and out.split() == ["ana", "admin", "bo", "rater"]
+    code, _, err = add_user(tmp_path, "cy", "rater", "short", monkeypatch)
+    assert code == 1 and "too short" in err and "cy" not in path.read_text()
+    assert add_user(tmp_path, "bo", "admin", RATER[1], monkeypatch)[1].startswith("updated bo (admin)")
+    assert Users(path).check(*RATER) and not Users(path).check("bo", ADMIN[1])
+    assert ftchat_main("users", "remove", "bo", "--workspace", tmp_path)[0] == 0
+    assert not Users(path).check(*RATER) and Users(path).role("bo") is None
+
+
+def test_an_app_with_an_empty_or_broken_users_file_does_not_start(tmp_path):
+    from ftchat.ui.app import main
+
+    broken = tmp_path / "users.json"
+    broken.write_text("{not json")
+    assert main(["--users", str(broken), "--workspace", str(tmp_path / "ws"), "--no-warm"]) == 2
+    assert main(["--users", str(broken), "--auth", "a:bbbbbbbb", "--workspace", str(tmp_path / "ws")]) == 2
+
+
+@pytest.fixture(scope="module")
+def team_app(tmp_path_factory, tiny_model_dir):
+    root = tmp_path_factory.mktemp("team")
+    workspace = make_workspace(root, tiny_model_dir)
+    from ftchat.users import Users
+
+    users = Users(workspace / "users.json")
+    users.add(ADMIN[0], "admin", ADMIN[1])
+    users.add(RATER[0], "rater", RATER[1])
+    process = AppProcess(workspace, "--users", str(workspace / "users.json"))
+    process.tiny = f"base:{workspace / 'models' / 'tiny'}"
+    yield process
+    process.stop()
+
+
+def chat(client, model: str):
+    return client.predict(QUESTION, model, model, [], [], "", 0.0, 0.9, 8, api_name="/chat")
+
+
+def test_only_the_team_logs_in(team_app):
+    from ftchat.users import Users
+
+    with pytest.raises(Exception):
+        team_app.client()
+    with pytest.raises(Exception):
+        team_app.client(auth=(RATER[0], ADMIN[1]))  # another member's password
+    Users(team_app.workspace / "users.json").add("cy", "rater", "cy-s-long-password")  # while the app runs
+    assert "Signed in as **cy**" in team_app.client(auth=("cy", "cy-s-long-password")).predict(
+        api_name="/my_progress")
+
+
+def test_a_raters_ratings_carry_their_login_not_a_typed_name(team_app):
+    from ftchat.feedback.store import FeedbackStore
+
+    rater = team_app.client(auth=RATER)
+    left, right, _ = chat(rater, team_app.tiny)
+    *_, vote = rater.predict("ana", api_name="/vote_left")  # types the admin's name
+    rater.predict("right", "The Zumo lamp is teal.", "ana", api_name="/better_answer")
+    thumb = rater.predict("left", 1, True, left, team_app.tiny, "ana", api_name="/thumb")
+
+    store = FeedbackStore.for_workspace(team_app.workspace)
+    mine = store.ratings(rater=RATER[0])
+    assert store.get(vote["id"])["rater"] == "bo" and store.get(thumb)["rater"] == "bo"
+    assert sorted(r["kind"] for r in mine) == ["edit", "thumb", "vote"]
+    assert store.ratings(rater="ana") == []
+    assert rater.predict(api_name="/my_progress").startswith("Signed in as **bo**: 3 ratings so far (1 votes, 1 thumbs")
+
+    admin = team_app.client(auth=ADMIN)
+    rows = admin.predict("", "", "", "", "", api_name="/ratings")  # the admin reads the ratings table
+    assert {row[3] for row in rows if row[0] in (vote["id"], thumb)} == {"bo"}
+
+
+def refused(client, endpoint: str, args: list) -> str:
+    with pytest.raises(Exception) as caught:
+        client.predict(*args, api_name=f"/{endpoint}")
+    return str(caught.value)
+
+
+def test_every_endpoint_but_the_raters_is_refused_to_a_rater(team_app):
+    rater, admin = team_app.client(auth=RATER), team_app.client(auth=ADMIN)
+    endpoints = rater.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    names = {name.lstrip("/") for name in endpoints}
+    assert RATER_ALLOWED <= names
+    admin_only = sorted(names - RATER_ALLOWED)
+    # the admin's work the issue names is among them
+    assert {"start_training", "cancel_run", "export_ratings", "delete_rating", "import_ratings", "start_round",
+            "judge_parent", "upload"} <= set(admin_only)
+
+    for name in admin_only:
+        args = []
+        for parameter in endpoints[f"/{name}"]["parameters"]:
+            if parameter["component"] == "File":
+                args.append(None)  # no download of the example file: the call must be refused before any work
+            else:
+                args.append(parameter["parameter_default"] if parameter["parameter_has_default"]
+                            else parameter["example_input"])
+        message = refused(rater, name, args)
+        assert "bo is a rater" in message and f"/{name} needs an admin" in message, (name, message)
+
+    # refused means not done: a rater's delete leaves the rating live, a rater's training starts no run
+    from ftchat.feedback.store import FeedbackStore
+
+    store = FeedbackStore.for_workspace(team_app.workspace)
+    chat(rater, team_app.tiny)
+    *_, vote = rater.predict("", api_name="/vote_tie")
+    assert "needs an admin" in refused(rater, "delete_rating", [vote["id"], "mine", "", "", "", "", ""])
+    assert vote["id"] in [r["id"] for r in store.ratings()]
+    sample = admin.predict("quorvane_support.jsonl", api_name="/use_sample")[1][0]["stored_as"]
+    values = dict(base_model=str(team_app.workspace / "models" / "tiny"), data=[sample], train_method="sft",
+                  technique="lora", steps=1, eval_steps=1, eval_split=0.1, learning_rate=0, name="by-a-rater",
+                  batch=4)
+    with pytest.raises(Exception, match="needs an admin"):
+        rater.predict(**values, api_name="/start_training")
+    assert not (team_app.workspace / "runs" / "by-a-rater").exists()
+
+    # the rater's own endpoints answer, and the admin may do what the rater may not
+    assert team_app.tiny in [v for _, v in rater.predict(None, None, api_name="/models")[2]]
+    assert admin.predict(api_name="/list_runs")[0]["headers"][0] == "run"
+    admin.predict(vote["id"], "a test vote", "", "", "", "", "", api_name="/delete_rating")
+    assert vote["id"] not in [r["id"] for r in store.ratings()]
+
+
+def test_wrong_passwords_for_a_team_member_are_locked_out(team_app):
+    attacker = "127.0.0.3"
+    codes = [login(team_app.url, RATER[0], f"guess-{i}", attacker).status for i in range(7)]
+    assert codes[:5] == [400] * 5 and set(codes[5:]) == {429}, codes
+    assert login(team_app.url, *RATER, attacker).status == 429  # the right password waits too
+    assert login(team_app.url, *RATER, "127.0.0.1").status == 200
