@@ -174,3 +174,95 @@ def test_wrong_passwords_for_a_team_member_are_locked_out(team_app):
     assert codes[:5] == [400] * 5 and set(codes[5:]) == {429}, codes
     assert login(team_app.url, *RATER, attacker).status == 429  # the right password waits too
     assert login(team_app.url, *RATER, "127.0.0.1").status == 200
+
+
+# -- how the team agrees (ftchat/feedback/agreement.py) ----------------------------------------------------------
+
+def vote(rater: str, prompt: str, left: str, right: str, winner: str, when: float = 0.0) -> dict:
+    return {"kind": "vote", "rater": rater, "conversation": [{"role": "user", "content": prompt}], "model_a": left,
+            "model_b": right, "winner": winner, "time": when}
+
+
+def test_cohen_and_fleiss_kappa_match_worked_examples():
+    from ftchat.feedback.agreement import cohen_kappa, fleiss_kappa
+
+    # Wikipedia's Cohen example: 50 proposals, yes/yes 20, yes/no 5, no/yes 10, no/no 15: kappa 0.4
+    a = ["yes"] * 25 + ["no"] * 25
+    b = ["yes"] * 20 + ["no"] * 5 + ["yes"] * 10 + ["no"] * 15
+    assert cohen_kappa(a, b) == pytest.approx(0.4)
+    assert cohen_kappa(["tie"] * 3, ["tie"] * 3) is None  # chance agreement is certain: undefined, not 1 or 0
+    # Wikipedia's Fleiss example: 10 subjects, 14 raters, 5 categories: kappa 0.210
+    table = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1], [7, 7, 0, 0, 0],
+             [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
+    items = [[category for category, n in enumerate(row) for _ in range(n)] for row in table]
+    assert fleiss_kappa(items) == pytest.approx(0.2099, abs=5e-4)
+
+
+def test_agreement_counts_shared_prompts_whatever_pane_each_model_was_in():
+    from ftchat.feedback.agreement import team_agreement
+
+    rows = []
+    for i in range(6):
+        prompt = f"question {i}"
+        rows.append(vote("ana", prompt, "run-1", "run-2", "a"))  # ana: run-1 wins every time, from the left
+        rows.append(vote("bo", prompt, "run-2", "run-1", "b"))  # bo: the same verdict with the sides swapped
+        rows.append(vote("cy", prompt, "run-1", "run-2", "b" if i % 2 else "a"))  # cy: half against them
+    rows.append(vote("bo", "question 0", "run-2", "run-1", "a", when=-1))  # an older vote: the later one counts
+    rows.append({"kind": "thumb", "rater": "cy", "conversation": [], "model_a": "run-1", "thumb": 1})
+    rows.append(vote(None, "question 0", "run-1", "run-2", "b"))  # no rater: left out
+    team = team_agreement(rows)
+
+    by_name = {r.rater: r for r in team.raters}
+    assert [(r.votes, r.thumbs, r.shared_items) for r in team.raters] == [(7, 0, 6), (6, 0, 6), (6, 1, 6)]
+    assert (by_name["ana"].left_share, by_name["bo"].left_share) == (1.0, 1 / 7)
+    pairs = {(p.rater_a, p.rater_b): p for p in team.pairs}
+    assert (pairs["ana", "bo"].shared, pairs["ana", "bo"].agreed) == (6, 6)
+    assert pairs["ana", "bo"].kappa is None  # both always said run-1: agreement by chance is certain
+    assert (pairs["ana", "cy"].agreed, pairs["bo", "cy"].agreed) == (3, 3)
+    assert pairs["ana", "cy"].kappa == pytest.approx(0.0)  # cy agrees with them only as often as chance would
+    assert team.items_shared == 6
+    # 18 votes on 6 prompts: per prompt 3 raters, all agreeing on 3 prompts, two of three on the others
+    assert team.fleiss_kappa == pytest.approx(((3 * 6 + 3 * 2) / 36 - ((15 / 18) ** 2 + (3 / 18) ** 2))
+                                              / (1 - ((15 / 18) ** 2 + (3 / 18) ** 2)))
+    assert (by_name["cy"].agreement_with_others, by_name["cy"].others_agreement) == (0.5, 1.0)
+    assert by_name["cy"].flags == ["disagrees with the others: agrees with them on 50%, they with each other on "
+                                   "100% of 6 shared prompts"]
+    # ana always names run-1, as most do: her kappa against the others is 0 (chance explains a constant answer),
+    # yet she agrees with them more often than they agree with each other, and is not flagged
+    assert by_name["ana"].kappa_with_others == pytest.approx(0.0) and by_name["ana"].agreement_with_others == 0.75
+    assert not by_name["ana"].flags and not by_name["bo"].flags  # too few decisive votes to call ana one-sided
+
+
+def test_a_rater_who_always_picks_the_left_pane_is_flagged():
+    from ftchat.feedback.agreement import team_agreement
+
+    rows = [vote("dee", f"q{i}", f"m{i % 3}", f"m{i % 3 + 1}", "a") for i in range(12)]
+    rows += [vote("eve", f"q{i}", f"m{i % 3}", f"m{i % 3 + 1}", "a" if i % 2 else "b") for i in range(12)]
+    flags = {r.rater: r.flags for r in team_agreement(rows).raters}
+    assert flags["dee"] and "left pane in 100% of 12" in flags["dee"][-1]
+    assert not any("pane" in flag for flag in flags["eve"])
+
+
+def test_the_admin_sees_each_raters_count_and_how_they_agree(team_app):
+    from ftchat.users import Users
+
+    users = Users(team_app.workspace / "users.json")
+    for name in ("dana", "eli"):
+        users.add(name, "rater", f"{name}-s-long-password")
+        client = team_app.client(auth=(name, f"{name}-s-long-password"))
+        client.predict("Which planet is red?", team_app.tiny, team_app.tiny, [], [], "", 0.0, 0.9, 8,
+                       api_name="/chat")
+        client.predict("", api_name="/vote_right")
+        assert "needs an admin" in refused(client, "raters", [])
+
+    admin = team_app.client(auth=ADMIN)
+    summary = admin.predict(api_name="/raters")
+    pair = next(p for p in summary["pairs"] if (p["rater_a"], p["rater_b"]) == ("dana", "eli"))
+    assert (pair["shared"], pair["agreed"]) == (1, 1)
+    by_name = {r["rater"]: r for r in summary["raters"]}
+    assert (by_name["dana"]["votes"], by_name["dana"]["left_share"], by_name["dana"]["shared_items"]) == (1, 0.0, 1)
+    outputs = admin.predict("", "", "", "", "", False, None, None, "dpo", api_name="/refresh_feedback")
+    text, rater_rows, pair_rows = outputs[-3:]
+    assert "prompt voted on by two or more" in text or "prompts voted on by two or more" in text
+    assert ["dana", 1, 0, 0, "0%", 1] == rater_rows["data"][[r[0] for r in rater_rows["data"]].index("dana")][:6]
+    assert ["dana", "eli", 1, "100%"] in [row[:4] for row in pair_rows["data"]]
