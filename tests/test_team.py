@@ -266,3 +266,30 @@ def test_the_admin_sees_each_raters_count_and_how_they_agree(team_app):
     assert "prompt voted on by two or more" in text or "prompts voted on by two or more" in text
     assert ["dana", 1, 0, 0, "0%", 1] == rater_rows["data"][[r[0] for r in rater_rows["data"]].index("dana")][:6]
     assert ["dana", "eli", 1, "100%"] in [row[:4] for row in pair_rows["data"]]
+
+
+def fetch_as(url: str, user: str, password: str, path: str) -> int:
+    """Log in as a browser does (a session cookie) and fetch a file the app serves; the HTTP status."""
+    import http.cookiejar
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    opener.open(url + "login", urllib.parse.urlencode({"username": user, "password": password}).encode(), timeout=30)
+    try:
+        with opener.open(url + "gradio_api/file=" + urllib.parse.quote(path), timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_an_export_file_is_served_to_admins_only(team_app):
+    rater, admin = team_app.client(auth=RATER), team_app.client(auth=ADMIN)
+    chat(rater, team_app.tiny)
+    rater.predict("", api_name="/vote_left")
+    exported = admin.predict("ratings", "", api_name="/export_ratings")[1]
+    path = exported.split("`")[1]
+    assert path.startswith(str(team_app.workspace / "exports"))
+    assert fetch_as(team_app.url, *RATER, path) == 403
+    assert fetch_as(team_app.url, *ADMIN, path) == 200

@@ -185,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
                            font_mono=["ui-monospace", "Consolas", "monospace"])
     from starlette.middleware import Middleware  # comes with gradio
 
+    from ftchat.ui import roles
+
+    exports = str(ctx.workspace.root / "exports")
+
     bare = args.host.strip("[]")
     trust_forwarded_headers(args.trust_proxy)
     demo.launch(
@@ -193,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         auth=login, theme=theme, css=CSS, ssr_mode=False,
         show_error=True, prevent_thread_lock=True, max_file_size=ctx.workspace.max_upload_bytes,
         footer_links=[], mcp_server=False, pwa=False, enable_monitoring=False,
-        app_kwargs={"middleware": [Middleware(ThrottledLogin)]} if login else None,
-        allowed_paths=[str(ctx.workspace.root / "exports")],  # rating and model exports offered for download
+        app_kwargs={"middleware": [Middleware(ThrottledLogin),
+                                   Middleware(roles.AdminOnlyFiles, folders=[exports], role_of=role_of)]}
+        if login else None,
+        allowed_paths=[exports],  # rating and model exports offered for download (to admins: AdminOnlyFiles)
     )
     print(f"ftchat: open http://{url_host(args.host)}:{args.port} (workspace: {ctx.workspace.root})", flush=True)
     if not args.no_warm:

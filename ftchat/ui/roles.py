@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
+import os
+import urllib.parse
+from http.cookies import SimpleCookie
 
 import gradio as gr
 from gradio.context import LocalContext  # the request of the event being run; Gradio sets it around every call
@@ -94,3 +98,42 @@ def page_for(role_of):
         role = role_of(logged_in())
         return tuple(gr.Tab(visible=role == ADMIN) for _ in ADMIN_TABS)
     return show_tabs
+
+
+class AdminOnlyFiles:
+    """ASGI middleware: files under `folders` (WORKSPACE/exports: rating and model exports) are served to admins only.
+    Gradio serves allowed paths to every logged-in user, and an export's name can be guessed."""
+
+    def __init__(self, app, folders, role_of):
+        self.app = app
+        self.folders = [os.path.realpath(folder) for folder in folders]
+        self.role_of = role_of
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            _, marker, target = scope.get("path", "").partition("/file=")
+            if marker and self.inside(target) and self.role_of(self.user(scope)) != ADMIN:
+                body = json.dumps({"detail": "Exports are for admins: ask an admin of this app for the file."})
+                await send({"type": "http.response.start", "status": 403,
+                            "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": body.encode()})
+                return
+        return await self.app(scope, receive, send)
+
+    def inside(self, target: str) -> bool:
+        path = os.path.realpath(urllib.parse.unquote(target))
+        return any(path == folder or path.startswith(folder + os.sep) for folder in self.folders)
+
+    @staticmethod
+    def user(scope) -> str | None:
+        """The login of the request's session cookie, as Gradio's own routes find it."""
+        app = scope.get("app")  # the Gradio app: its login tokens and cookie name
+        cookie = SimpleCookie()
+        for name, value in scope.get("headers") or []:
+            if name == b"cookie":
+                cookie.load(value.decode("latin-1"))
+        cookie_id = getattr(app, "cookie_id", "")
+        for name in (f"access-token-{cookie_id}", f"access-token-unsecure-{cookie_id}"):
+            if name in cookie:
+                return getattr(app, "tokens", {}).get(cookie[name].value)
+        return None
