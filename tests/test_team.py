@@ -293,3 +293,54 @@ def test_an_export_file_is_served_to_admins_only(team_app):
     assert path.startswith(str(team_app.workspace / "exports"))
     assert fetch_as(team_app.url, *RATER, path) == 403
     assert fetch_as(team_app.url, *ADMIN, path) == 200
+
+
+def call_page_event(url: str, user: str, password: str, dependency: dict) -> dict:
+    """Run one of the page's events as the browser does (no API name needed: queue/join with its index) and return
+    Gradio's last message about it."""
+    import http.cookiejar
+    import urllib.parse
+    import urllib.request
+    import uuid
+
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    opener.open(url + "login", urllib.parse.urlencode({"username": user, "password": password}).encode(), timeout=30)
+    session = uuid.uuid4().hex
+    body = {"data": [None] * len(dependency["inputs"]), "fn_index": dependency["id"], "session_hash": session,
+            "event_data": None, "trigger_id": None}
+    opener.open(urllib.request.Request(url + "gradio_api/queue/join", json.dumps(body).encode(),
+                                       {"Content-Type": "application/json"}), timeout=30).read()
+    with opener.open(url + f"gradio_api/queue/data?session_hash={session}", timeout=120) as stream:
+        for line in stream:
+            if line.startswith(b"data:"):
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed":
+                    return message
+    raise AssertionError(f"no answer to event {dependency['api_name']}")
+
+
+def test_the_admin_tabs_page_events_are_refused_to_a_rater_too(team_app):
+    import re
+
+    dependencies = team_app.client(auth=ADMIN).config["dependencies"]
+    page_only = [d for d in dependencies if d["api_visibility"] == "private" and d["backend_fn"]]
+    # events of the Data, Train and Feedback tabs that the page fires itself (their names are the handlers')
+    admin_events = [d for d in page_only if re.sub(r"_\d+$", "", d["api_name"]) in
+                    {"refresh_all", "filters_and_table", "judge_default", "on_data", "plan", "refresh_choices",
+                     "export", "replot", "round_readiness", "report_markdown"}]
+    assert len(admin_events) >= 20
+    for dependency in admin_events:
+        answer = call_page_event(team_app.url, *RATER, dependency)
+        assert answer["success"] is False and "needs an admin" in answer["output"]["error"], (dependency, answer)
+    refresh = next(d for d in admin_events if d["api_name"].startswith("refresh_all"))
+    assert call_page_event(team_app.url, *ADMIN, refresh)["success"] is True
+    # the Chat tab's own page events answer a rater: opening the page shows who is rating
+    who = next(d for d in page_only if d["api_name"] == "who_rates")
+    answer = call_page_event(team_app.url, *RATER, who)
+    assert answer["success"] is True and answer["output"]["data"][0]["value"] == "bo"
+    # and hides the admin's tabs from a rater (the refusals above are what keeps them out)
+    tabs = next(d for d in page_only if d["api_name"] == "show_tabs")
+    assert [update["visible"] for update in call_page_event(team_app.url, *RATER, tabs)["output"]["data"]] == \
+        [False] * 3
+    assert [update["visible"] for update in call_page_event(team_app.url, *ADMIN, tabs)["output"]["data"]] == \
+        [True] * 3
