@@ -19,6 +19,7 @@ from ftchat.data import DataError, check_files, load_dataset
 from ftchat.export import forms as export
 from ftchat.export.forms import ExportError
 from ftchat.feedback import FeedbackStore
+from ftchat.feedback.agreement import team_agreement
 from ftchat.feedback.export import RatingsExportError, write_export
 from ftchat.feedback.imports import import_file
 from ftchat.feedback.judge import judge_runs, read_prompts, write_judgement
@@ -114,7 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     board = feedback_commands.add_parser("leaderboard", help="Bradley-Terry ratings with 95%% intervals")
     board.add_argument("--json", action="store_true", help="a JSON list of {model, rating, ci_low, ci_high, votes, rank}")
     board.add_argument("--anonymous-only", action="store_true", help="only votes cast with model names hidden")
-    for sub in (importing, exporting, board):
+    raters = feedback_commands.add_parser("raters", help="per-rater counts, left-pane share, agreement between raters "
+                                                          "(Cohen's / Fleiss' kappa) and raters to check")
+    raters.add_argument("--json", action="store_true", help="one JSON object: raters, pairs, items_shared, fleiss_kappa")
+    for sub in (importing, exporting, board, raters):
         sub.add_argument("--workspace", default="workspace", help="the app's folder (default: workspace/)")
 
     round_ = commands.add_parser("round", help="train the next round of a rated run from its ratings; "
@@ -328,6 +332,9 @@ def cmd_feedback(args) -> int:
         print(f"{n} {args.kind} row(s) written to {path}")
         return 0
 
+    if args.feedback_command == "raters":
+        return print_raters(team_agreement(store.ratings()), args.json)
+
     ratings = bradley_terry(store.ratings(kind="vote"), anonymous_only=args.anonymous_only)
     if args.json:
         print(json.dumps([r.to_dict() for r in ratings], ensure_ascii=False))
@@ -337,6 +344,29 @@ def cmd_feedback(args) -> int:
         print(f"{'rank':>4}  {'model':40} {'rating':>7}  {'95% interval':>15}  {'votes':>5}")
         for r in ratings:
             print(f"{r.rank:>4}  {r.model:40} {r.rating:>7.1f}  {r.ci_low:>7.1f}–{r.ci_high:<7.1f}  {r.votes:>5}")
+    return 0
+
+
+def print_raters(team, as_json: bool) -> int:
+    def number(value, form="{:.2f}"):
+        return "-" if value is None else form.format(value)
+
+    if as_json:
+        print(json.dumps(team.to_dict(), ensure_ascii=False))
+        return 0
+    if not team.raters:
+        print("no rating carries a rater's name yet")
+        return 0
+    print(f"{'rater':20} {'votes':>5} {'thumbs':>6} {'answers':>7} {'left':>5} {'shared':>6} {'agree':>5} "
+          f"{'kappa':>6}  flags")
+    for r in team.raters:
+        print(f"{r.rater:20} {r.votes:>5} {r.thumbs:>6} {r.edits:>7} {number(r.left_share, '{:.0%}'):>5} "
+              f"{r.shared_items:>6} {number(r.agreement_with_others, '{:.0%}'):>5} "
+              f"{number(r.kappa_with_others):>6}  {'; '.join(r.flags)}")
+    for p in team.pairs:
+        print(f"{p.rater_a} / {p.rater_b}: {p.agreed} of {p.shared} shared prompts agree, Cohen's kappa "
+              f"{number(p.kappa)}")
+    print(f"team: {team.items_shared} prompts voted on by two or more, Fleiss' kappa {number(team.fleiss_kappa)}")
     return 0
 
 

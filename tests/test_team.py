@@ -92,9 +92,15 @@ def test_only_the_team_logs_in(team_app):
         team_app.client()
     with pytest.raises(Exception):
         team_app.client(auth=(RATER[0], ADMIN[1]))  # another member's password
-    Users(team_app.workspace / "users.json").add("cy", "rater", "cy-s-long-password")  # while the app runs
-    assert "Signed in as **cy**" in team_app.client(auth=("cy", "cy-s-long-password")).predict(
-        api_name="/my_progress")
+    users = Users(team_app.workspace / "users.json")
+    users.add("cy", "rater", "cy-s-long-password")  # while the app runs
+    cy = team_app.client(auth=("cy", "cy-s-long-password"))
+    assert "Signed in as **cy**" in cy.predict(api_name="/my_progress")
+    users.remove("cy")  # a removed user's open session can do nothing more
+    with pytest.raises(Exception, match="cy is not a user of this app"):
+        cy.predict(api_name="/my_progress")
+    with pytest.raises(Exception):
+        team_app.client(auth=("cy", "cy-s-long-password"))
 
 
 def test_a_raters_ratings_carry_their_login_not_a_typed_name(team_app):
@@ -344,3 +350,20 @@ def test_the_admin_tabs_page_events_are_refused_to_a_rater_too(team_app):
         [False] * 3
     assert [update["visible"] for update in call_page_event(team_app.url, *ADMIN, tabs)["output"]["data"]] == \
         [True] * 3
+
+
+def test_the_shell_shows_the_same_agreement(tmp_path):
+    from ftchat.feedback.store import FeedbackStore
+
+    store = FeedbackStore.for_workspace(tmp_path)
+    conversation = [{"role": "user", "content": "Which planet is red?"}]
+    for rater, winner in (("ana", "a"), ("bo", "a"), ("cy", "b")):
+        store.add_vote(conversation, "run-1", "run-2", "Mars.", "Venus.", winner, rater=rater)
+    code, out, err = ftchat_main("feedback", "raters", "--json", "--workspace", tmp_path)
+    assert (code, err) == (0, "")
+    team = json.loads(out)
+    assert team["items_shared"] == 1 and [r["rater"] for r in team["raters"]] == ["ana", "bo", "cy"]
+    assert {(p["rater_a"], p["rater_b"]): p["agreed"] for p in team["pairs"]} == \
+        {("ana", "bo"): 1, ("ana", "cy"): 0, ("bo", "cy"): 0}
+    code, out, _ = ftchat_main("feedback", "raters", "--workspace", tmp_path)
+    assert code == 0 and "ana / bo: 1 of 1 shared prompts agree" in out and "team: 1 prompts voted on" in out

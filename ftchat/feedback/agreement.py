@@ -61,6 +61,12 @@ class TeamAgreement:
     items_shared: int  # items two or more raters voted on
     fleiss_kappa: float | None
 
+    def to_dict(self) -> dict:
+        """Plain JSON values: raters (with left_share), pairs (with agreement), items_shared, fleiss_kappa."""
+        return {"raters": [{**r.__dict__, "left_share": r.left_share} for r in self.raters],
+                "pairs": [{**p.__dict__, "agreement": p.agreement} for p in self.pairs],
+                "items_shared": self.items_shared, "fleiss_kappa": self.fleiss_kappa}
+
 
 def item_key(row: dict) -> tuple[str, tuple[str, str]] | None:
     conversation = row.get("conversation")

@@ -286,10 +286,7 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
 
     def raters_summary() -> dict:
         """Per-rater counts, left-pane share, agreement with the others and flags; agreement per pair and overall."""
-        team = agreement.team_agreement(ctx.feedback().ratings())
-        return {"raters": [{**r.__dict__, "left_share": r.left_share} for r in team.raters],
-                "pairs": [{**p.__dict__, "agreement": p.agreement} for p in team.pairs],
-                "items_shared": team.items_shared, "fleiss_kappa": team.fleiss_kappa}
+        return agreement.team_agreement(ctx.feedback().ratings()).to_dict()
 
     # -- lineage and rounds -----------------------------------------------------------------------------------------
     def lineage_html(run: str | None) -> str:

@@ -93,7 +93,7 @@ def guarded(fn, allowed: tuple[str, ...], role_of, what: str | None):
 
 
 def page_for(role_of):
-    """A demo.load handler: the admin tabs shown to an admin only, and who is logged in."""
+    """A demo.load handler: the admin tabs (ADMIN_TABS, in that order) shown to an admin only."""
     def show_tabs():
         role = role_of(logged_in())
         return tuple(gr.Tab(visible=role == ADMIN) for _ in ADMIN_TABS)
