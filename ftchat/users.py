@@ -5,6 +5,8 @@ no password, only its Argon2id hash, and is written atomically with mode 0600.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -89,22 +91,33 @@ class Users:
             raise UsersError(f"role {role!r}: use one of {', '.join(ROLES)}.")
         if len(password) < MIN_PASSWORD:
             raise UsersError(f"the password for {name} is too short: use at least {MIN_PASSWORD} characters.")
-        users = self.read()
-        new = name not in users
-        users[name] = {"role": role, "hash": _hasher.hash(password)}
-        self._write(users)
+        hashed = _hasher.hash(password)
+        with self._changing() as users:
+            new = name not in users
+            users[name] = {"role": role, "hash": hashed}
         return new
 
     def remove(self, name: str) -> None:
-        users = self.read()
-        if name not in users:
-            raise UsersError(f"{self.path}: no user {name!r} (users: {', '.join(sorted(users)) or 'none'}).")
-        del users[name]
-        self._write(users)
+        with self._changing() as users:
+            if name not in users:
+                raise UsersError(f"{self.path}: no user {name!r} (users: {', '.join(sorted(users)) or 'none'}).")
+            del users[name]
+
+    @contextlib.contextmanager
+    def _changing(self):
+        """The users to change, written back on leaving; one change at a time across processes (two admins adding
+        people at once both keep theirs)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with self._lock:
+                self._seen = None  # read what is on disk now, not what this process saw before
+            users = self.read()
+            yield users
+            self._write(users)
 
     def _write(self, users: dict[str, dict]) -> None:
         """Write the whole file at once (a reader sees the old file or the new one) and only for its owner."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".users-", suffix=".tmp", dir=self.path.parent)  # mkstemp: mode 0600
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
