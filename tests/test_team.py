@@ -347,10 +347,10 @@ def test_the_admin_tabs_page_events_are_refused_to_a_rater_too(team_app):
     assert answer["success"] is True and answer["output"]["data"][0]["value"] == "bo"
     # and hides the admin's tabs from a rater (the refusals above are what keeps them out)
     tabs = next(d for d in page_only if d["api_name"] == "show_tabs")
-    assert [update["visible"] for update in call_page_event(team_app.url, *RATER, tabs)["output"]["data"]] == \
-        [False] * 3
-    assert [update["visible"] for update in call_page_event(team_app.url, *ADMIN, tabs)["output"]["data"]] == \
-        [True] * 3
+    chosen, *shown = call_page_event(team_app.url, *RATER, tabs)["output"]["data"]
+    assert chosen["selected"] == "chat" and [update["visible"] for update in shown] == [False] * 3
+    chosen, *shown = call_page_event(team_app.url, *ADMIN, tabs)["output"]["data"]
+    assert [update["visible"] for update in shown] == [True] * 3
 
 
 def test_the_shell_shows_the_same_agreement(tmp_path):

@@ -134,7 +134,8 @@ def build_app(workspace, ctx=None, role_of=everyone_admin):
         for event in data.events:
             event.then(train.refresh_choices, inputs=[data.loaded_paths], outputs=[train.datasets],
                        api_visibility="private")
-        demo.load(roles.page_for(role_of), outputs=[data_page, train_page, feedback_page], api_visibility="private")
+        demo.load(roles.page_for(role_of), outputs=[tabs, data_page, train_page, feedback_page],
+                  api_visibility="private")
     roles.enforce(demo, role_of)  # last: every handler above, whoever wired it
     demo.ctx = ctx
     return demo

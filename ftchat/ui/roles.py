@@ -93,10 +93,11 @@ def guarded(fn, allowed: tuple[str, ...], role_of, what: str | None):
 
 
 def page_for(role_of):
-    """A demo.load handler: the admin tabs (ADMIN_TABS, in that order) shown to an admin only."""
+    """A demo.load handler for (the tabs, *ADMIN_TABS): those tabs shown to an admin only; anyone else starts in
+    the Chat tab."""
     def show_tabs():
-        role = role_of(logged_in())
-        return tuple(gr.Tab(visible=role == ADMIN) for _ in ADMIN_TABS)
+        admin = role_of(logged_in()) == ADMIN
+        return (gr.skip() if admin else gr.Tabs(selected="chat"), *(gr.Tab(visible=admin) for _ in ADMIN_TABS))
     return show_tabs
 
 
