@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--anonymous-only", action="store_true", help="only votes cast with model names hidden")
     raters = feedback_commands.add_parser("raters", help="per-rater counts, left-pane share, agreement between raters "
                                                           "(Cohen's / Fleiss' kappa) and raters to check")
-    raters.add_argument("--json", action="store_true", help="one JSON object: raters, pairs, items_shared, fleiss_kappa")
+    raters.add_argument("--json", action="store_true",
+                        help="one JSON object: raters, pairs, items_shared, fleiss_kappa")
     for sub in (importing, exporting, board, raters):
         sub.add_argument("--workspace", default="workspace", help="the app's folder (default: workspace/)")
 

@@ -312,8 +312,8 @@ def call_page_event(url: str, user: str, password: str, dependency: dict, data: 
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
     opener.open(url + "login", urllib.parse.urlencode({"username": user, "password": password}).encode(), timeout=30)
     session = uuid.uuid4().hex
-    body = {"data": [None] * len(dependency["inputs"]) if data is None else data, "fn_index": dependency["id"], "session_hash": session,
-            "event_data": None, "trigger_id": None}
+    body = {"data": [None] * len(dependency["inputs"]) if data is None else data, "fn_index": dependency["id"],
+            "session_hash": session, "event_data": None, "trigger_id": None}
     opener.open(urllib.request.Request(url + "gradio_api/queue/join", json.dumps(body).encode(),
                                        {"Content-Type": "application/json"}), timeout=30).read()
     with opener.open(url + f"gradio_api/queue/data?session_hash={session}", timeout=120) as stream:
