@@ -1,6 +1,6 @@
 """Start the ftchat browser app.
 
-    python app.py [--host 127.0.0.1] [--port 7860] [--workspace DIR] [--auth USER:PASS]
+    python app.py [--host 127.0.0.1] [--port 7860] [--workspace DIR] [--auth USER:PASS | --users FILE]
 """
 import sys
 

@@ -19,6 +19,7 @@ from ftchat.data import DataError, check_files, load_dataset
 from ftchat.export import forms as export
 from ftchat.export.forms import ExportError
 from ftchat.feedback import FeedbackStore
+from ftchat.feedback.agreement import team_agreement
 from ftchat.feedback.export import RatingsExportError, write_export
 from ftchat.feedback.imports import import_file
 from ftchat.feedback.judge import judge_runs, read_prompts, write_judgement
@@ -36,6 +37,7 @@ from ftchat.train.launch import LaunchError, default_nproc, launch_command
 from ftchat.train.plan import plan_for_files
 from ftchat.train.reward_model import RewardModel, RewardModelError
 from ftchat.train.run import run_training
+from ftchat.users import ROLES, Users, UsersError, users_path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -114,7 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     board = feedback_commands.add_parser("leaderboard", help="Bradley-Terry ratings with 95%% intervals")
     board.add_argument("--json", action="store_true", help="a JSON list of {model, rating, ci_low, ci_high, votes, rank}")
     board.add_argument("--anonymous-only", action="store_true", help="only votes cast with model names hidden")
-    for sub in (importing, exporting, board):
+    raters = feedback_commands.add_parser("raters", help="per-rater counts, left-pane share, agreement between raters "
+                                                          "(Cohen's / Fleiss' kappa) and raters to check")
+    raters.add_argument("--json", action="store_true",
+                        help="one JSON object: raters, pairs, items_shared, fleiss_kappa")
+    for sub in (importing, exporting, board, raters):
         sub.add_argument("--workspace", default="workspace", help="the app's folder (default: workspace/)")
 
     round_ = commands.add_parser("round", help="train the next round of a rated run from its ratings; "
@@ -147,6 +153,21 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--prompts", required=True, help="a .txt file (one prompt a line) or any training file")
     judge.add_argument("--max-new-tokens", type=int, default=64)
     judge.add_argument("--json", action="store_true")
+
+    users = commands.add_parser("users", help="the rating team's logins for `app.py --users` (WORKSPACE/users.json)")
+    users_commands = users.add_subparsers(dest="users_command", required=True)
+    adding = users_commands.add_parser("add", help="add a user, or set an existing one's role and password; asks "
+                                                   "for the password")
+    adding.add_argument("name")
+    adding.add_argument("--role", required=True, choices=ROLES, help="admin: everything; rater: chat and rate")
+    adding.add_argument("--password-stdin", action="store_true",
+                        help="read the password from the first line of standard input (scripts; no prompt)")
+    removing = users_commands.add_parser("remove", help="remove a user: they can no longer log in")
+    removing.add_argument("name")
+    listing_users = users_commands.add_parser("list", help="names and roles")
+    for sub in (adding, removing, listing_users):
+        sub.add_argument("--workspace", default="workspace", help="the app's folder (default: workspace/)")
+        sub.add_argument("--file", default=None, help="the users file (default: WORKSPACE/users.json)")
     return parser
 
 
@@ -315,6 +336,9 @@ def cmd_feedback(args) -> int:
         print(f"{n} {args.kind} row(s) written to {path}")
         return 0
 
+    if args.feedback_command == "raters":
+        return print_raters(team_agreement(store.ratings()), args.json)
+
     ratings = bradley_terry(store.ratings(kind="vote"), anonymous_only=args.anonymous_only)
     if args.json:
         print(json.dumps([r.to_dict() for r in ratings], ensure_ascii=False))
@@ -324,6 +348,29 @@ def cmd_feedback(args) -> int:
         print(f"{'rank':>4}  {'model':40} {'rating':>7}  {'95% interval':>15}  {'votes':>5}")
         for r in ratings:
             print(f"{r.rank:>4}  {r.model:40} {r.rating:>7.1f}  {r.ci_low:>7.1f}–{r.ci_high:<7.1f}  {r.votes:>5}")
+    return 0
+
+
+def print_raters(team, as_json: bool) -> int:
+    def number(value, form="{:.2f}"):
+        return "-" if value is None else form.format(value)
+
+    if as_json:
+        print(json.dumps(team.to_dict(), ensure_ascii=False))
+        return 0
+    if not team.raters:
+        print("no rating carries a rater's name yet")
+        return 0
+    print(f"{'rater':20} {'votes':>5} {'thumbs':>6} {'answers':>7} {'left':>5} {'shared':>6} {'agree':>5} "
+          f"{'kappa':>6}  flags")
+    for r in team.raters:
+        print(f"{r.rater:20} {r.votes:>5} {r.thumbs:>6} {r.edits:>7} {number(r.left_share, '{:.0%}'):>5} "
+              f"{r.shared_items:>6} {number(r.agreement_with_others, '{:.0%}'):>5} "
+              f"{number(r.kappa_with_others):>6}  {'; '.join(r.flags)}")
+    for p in team.pairs:
+        print(f"{p.rater_a} / {p.rater_b}: {p.agreed} of {p.shared} shared prompts agree, Cohen's kappa "
+              f"{number(p.kappa)}")
+    print(f"team: {team.items_shared} prompts voted on by two or more, Fleiss' kappa {number(team.fleiss_kappa)}")
     return 0
 
 
@@ -416,8 +463,36 @@ def cmd_judge(args) -> int:
     return 0
 
 
+def read_password(name: str, from_stdin: bool) -> str:
+    """The new password: the first line of stdin with --password-stdin (or when stdin is no terminal), else typed
+    twice at a prompt that does not echo it."""
+    if from_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    first = getpass.getpass(f"Password for {name}: ")
+    if getpass.getpass("Again: ") != first:
+        raise UsersError("the two passwords differ; nothing was changed.")
+    return first
+
+
+def cmd_users(args) -> int:
+    users = Users(args.file or users_path(args.workspace))
+    if args.users_command == "add":
+        new = users.add(args.name, args.role, read_password(args.name, args.password_stdin))
+        print(f"{'added' if new else 'updated'} {args.name} ({args.role}) in {users.path}")
+    elif args.users_command == "remove":
+        users.remove(args.name)
+        print(f"removed {args.name} from {users.path}")
+    else:
+        for name, entry in sorted(users.read().items()):
+            print(f"{name}\t{entry['role']}")
+    return 0
+
+
 COMMANDS = {"data": cmd_data_check, "train": cmd_train, "chat": cmd_chat, "export": cmd_export, "serve": cmd_serve,
-            "runs": cmd_runs, "feedback": cmd_feedback, "round": cmd_round, "reward": cmd_reward, "judge": cmd_judge}
+            "runs": cmd_runs, "feedback": cmd_feedback, "round": cmd_round, "reward": cmd_reward, "judge": cmd_judge,
+            "users": cmd_users}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -426,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
     known = (ConfigError, ModelError, ChatError, ExportError, FeedbackError, RatingsExportError, RoundError,
-             RewardModelError, ReportError)
+             RewardModelError, ReportError, UsersError)
     try:
         known += (DataError,)
     except ImportError:

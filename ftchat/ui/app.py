@@ -15,6 +15,7 @@ import ftchat.ui  # noqa: F401  (sets the no-analytics environment before gradio
 from ftchat import run_queue
 from ftchat.login import ThrottledLogin, is_loopback, password_check, trust_forwarded_headers
 from ftchat.ui.context import AppContext
+from ftchat.users import Users, UsersError
 from ftchat.workspace import DEFAULT_MAX_UPLOAD_MB, Workspace
 
 log = logging.getLogger("ftchat.ui")
@@ -64,7 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default: 127.0.0.1, this machine)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--workspace", default="./workspace", help="where uploads, models and runs are kept")
-    parser.add_argument("--auth", default=None, metavar="USER:PASS", help="require this login (needed off loopback)")
+    parser.add_argument("--auth", default=None, metavar="USER:PASS",
+                        help="require this login (needed off loopback, or --users); that one user is an admin")
+    parser.add_argument("--users", default=None, metavar="FILE",
+                        help="log in the rating team of this users file (WORKSPACE/users.json, made with "
+                             "`python -m ftchat users add NAME --role admin|rater`): raters chat and rate, admins "
+                             "do everything")
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
                         help=f"largest training file accepted (default: {DEFAULT_MAX_UPLOAD_MB:.0f})")
     parser.add_argument("--no-warm", action="store_true", help="do not prepare the bundled model at start-up")
@@ -77,13 +83,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_app(workspace, ctx=None):
-    """The page: a gr.Blocks with the Data, Train and Chat tabs wired to each other."""
+def everyone_admin(user: str | None) -> str:
+    """The roles of an app without logins: the one person at this machine may do everything."""
+    return "admin"
+
+
+def one_admin(name: str):
+    """The roles under --auth USER:PASS: that user is an admin."""
+    return lambda user: "admin" if user == name else None
+
+
+def build_app(workspace, ctx=None, role_of=everyone_admin):
+    """The page: a gr.Blocks with the Data, Train, Chat and Feedback tabs wired to each other; each handler refused
+    to a caller whose role (`role_of(login name)`) may not call it."""
     # gradio and the tabs (which import it) load here, after the arguments are checked: `--help` and a refused
     # --host answer in a blink
     import gradio as gr
 
-    from ftchat.ui import chat_tab, data_tab, export_panel, feedback_tab, train_tab
+    from ftchat.ui import chat_tab, data_tab, export_panel, feedback_tab, roles, train_tab
 
     if ctx is None:
         ctx = AppContext(workspace if isinstance(workspace, Workspace) else Workspace(workspace))
@@ -93,7 +110,7 @@ def build_app(workspace, ctx=None):
                     "**3. Chat:** compare the base with your tuned model and rate the answers · "
                     "**4. Feedback:** see who wins and train the next round from the votes.")
         with gr.Tabs() as tabs:
-            with gr.Tab("1. Data", id="data"):
+            with gr.Tab("1. Data", id="data") as data_page:
                 data = data_tab.build(ctx, demo)
             with gr.Tab("2. Train", id="train") as train_page:
                 train = train_tab.build(ctx, demo, train_page)
@@ -117,6 +134,9 @@ def build_app(workspace, ctx=None):
         for event in data.events:
             event.then(train.refresh_choices, inputs=[data.loaded_paths], outputs=[train.datasets],
                        api_visibility="private")
+        demo.load(roles.page_for(role_of), outputs=[tabs, data_page, train_page, feedback_page],
+                  api_visibility="private")
+    roles.enforce(demo, role_of)  # last: every handler above, whoever wired it
     demo.ctx = ctx
     return demo
 
@@ -124,33 +144,64 @@ def build_app(workspace, ctx=None):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     auth = parse_auth(args.auth)
-    if not is_loopback(args.host) and auth is None:
+    if auth and args.users:
+        print("error: use --auth USER:PASS (one admin) or --users FILE (a team), not both: add yourself to the users "
+              f"file with `python -m ftchat users add NAME --role admin --file {args.users}`.", file=sys.stderr)
+        return 2
+    users = None
+    if args.users:
+        users = Users(args.users)
+        try:
+            team = users.read()
+        except UsersError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if not team:
+            print(f"error: {args.users} holds no users: add one with "
+                  f"`python -m ftchat users add NAME --role admin --file {args.users}`.", file=sys.stderr)
+            return 2
+        if not any(entry["role"] == "admin" for entry in team.values()):
+            print(f"warning: {args.users} has no admin: nobody can train, export or start rounds until "
+                  "`python -m ftchat users add NAME --role admin` makes one.", file=sys.stderr)
+    if not is_loopback(args.host) and auth is None and users is None:
         print(f"error: refusing to serve on {args.host} without a login: anyone who can reach this machine could "
               f"read your data and run training on it. Add one with --auth user:pass "
-              f"(e.g. python app.py --host {args.host} --auth alice:a-long-password), "
+              f"(e.g. python app.py --host {args.host} --auth alice:a-long-password) or a team with --users FILE, "
               f"or serve on this machine only with --host 127.0.0.1.", file=sys.stderr)
         return 2
+    if users is not None:
+        login, role_of = users.check, users.role
+    elif auth is not None:
+        login, role_of = password_check(*auth), one_admin(auth[0])
+    else:
+        login, role_of = None, everyone_admin
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     ctx = AppContext(Workspace(args.workspace, max_upload_mb=args.max_upload_mb))
     if args.parallel_runs is not None:
         run_queue.set_parallel_runs(ctx.workspace.runs_dir, args.parallel_runs)
-    demo = build_app(ctx.workspace, ctx)
+    demo = build_app(ctx.workspace, ctx, role_of)
     import gradio as gr  # see build_app
 
     theme = gr.themes.Soft(primary_hue="indigo", font=["ui-sans-serif", "system-ui", "sans-serif"],
                            font_mono=["ui-monospace", "Consolas", "monospace"])
     from starlette.middleware import Middleware  # comes with gradio
 
+    from ftchat.ui import roles
+
+    exports = str(ctx.workspace.root / "exports")
+
     bare = args.host.strip("[]")
     trust_forwarded_headers(args.trust_proxy)
     demo.launch(
         # Gradio puts server_name into the URL it checks itself with: an IPv6 address needs its brackets there
         server_name=f"[{bare}]" if ":" in bare else bare, server_port=args.port,
-        auth=password_check(*auth) if auth else None, theme=theme, css=CSS, ssr_mode=False,
+        auth=login, theme=theme, css=CSS, ssr_mode=False,
         show_error=True, prevent_thread_lock=True, max_file_size=ctx.workspace.max_upload_bytes,
         footer_links=[], mcp_server=False, pwa=False, enable_monitoring=False,
-        app_kwargs={"middleware": [Middleware(ThrottledLogin)]} if auth else None,
-        allowed_paths=[str(ctx.workspace.root / "exports")],  # rating and model exports offered for download
+        app_kwargs={"middleware": [Middleware(ThrottledLogin),
+                                   Middleware(roles.AdminOnlyFiles, folders=[exports], role_of=role_of)]}
+        if login else None,
+        allowed_paths=[exports],  # rating and model exports offered for download (to admins: AdminOnlyFiles)
     )
     print(f"ftchat: open http://{url_host(args.host)}:{args.port} (workspace: {ctx.workspace.root})", flush=True)
     if not args.no_warm:

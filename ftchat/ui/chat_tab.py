@@ -15,6 +15,7 @@ from ftchat.models import ModelError
 from ftchat.names import is_base
 from ftchat.train.reward_model import RewardModelError, reward_runs
 from ftchat.ui.context import AppContext
+from ftchat.ui.roles import logged_in
 
 THINKING = "…"
 BLANK_REPLY = "(no text: the model answered with whitespace only, or stopped at once)"
@@ -84,7 +85,8 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
         arena = gr.Checkbox(False, label="Arena mode (blind): hide the model names and shuffle the sides until "
                                          "you vote", elem_id="arena-mode", scale=3)
         rater = gr.Textbox(label="Your name (optional, stored with your ratings)", elem_id="rater", scale=2,
-                           max_lines=1)
+                           max_lines=1)  # behind a login the rater is who logged in, and this box shows it
+    my_progress = gr.Markdown("", elem_id="my-progress")
     with gr.Row(equal_height=False):
         with gr.Column():
             left_model = gr.Dropdown(choices, value=left_value, label="Left model", allow_custom_value=True,
@@ -268,10 +270,35 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
         return (bool(on), *fresh)
 
     # -- rating ---------------------------------------------------------------------------------------------------
+    def rater_of(typed: str | None) -> str | None:
+        """Who a rating is stored under: the person logged in; only an app without logins takes the typed name."""
+        return logged_in() or typed
+
+    def progress_text() -> str:
+        """The logged-in person's own ratings so far (nothing to show without a login)."""
+        name = logged_in()
+        if not name:
+            return ""
+        mine = ctx.feedback().ratings(rater=name)
+        kinds = {kind: sum(r["kind"] == kind for r in mine) for kind in ("vote", "thumb", "edit")}
+        return (f"Signed in as **{name}**: {len(mine)} ratings so far ({kinds['vote']} votes, {kinds['thumb']} "
+                f"thumbs, {kinds['edit']} written answers).")
+
+    def my_progress_now() -> str:
+        """Your own ratings so far: how many votes, thumbs and written answers are stored under your login."""
+        return progress_text()
+
+    def who_rates():
+        """On opening the page: the name box shows who is logged in and cannot be changed; and their progress."""
+        name = logged_in()
+        box = gr.Textbox(value=name, interactive=False, label="Rating as (your login)") if name else gr.skip()
+        return box, progress_text()
+
     def vote_for(vote: str):
         def cast(rater_name: str, current):
             try:
-                rating_id = session.record_vote(ctx.feedback(), current, vote, rater_name, ctx.workspace.root)
+                rating_id = session.record_vote(ctx.feedback(), current, vote, rater_of(rater_name),
+                                                ctx.workspace.root)
             except session.RatingError as exc:
                 raise gr.Error(str(exc)) from None
             return (current, *show(current),
@@ -283,7 +310,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
     def save_better(side: str, better: str, rater_name: str, current):
         """Store a better answer for one side's last reply (the chosen answer of a DPO pair, and an SFT row)."""
         try:
-            rating_id = session.record_better_answer(ctx.feedback(), current, side, better, rater_name,
+            rating_id = session.record_better_answer(ctx.feedback(), current, side, better, rater_of(rater_name),
                                                      ctx.workspace.root)
         except session.RatingError as exc:
             raise gr.Error(str(exc)) from None
@@ -305,7 +332,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
                 settings = current.settings if current is not None else None
                 try:
                     thumb_id = session.record_thumb(store, plain_history(history), index, choice, data.liked, side,
-                                                    settings, rater_name, anonymous, ctx.workspace.root)
+                                                    settings, rater_of(rater_name), anonymous, ctx.workspace.root)
                 except session.RatingError as exc:
                     raise gr.Error(str(exc)) from None
                 text = f"✓ counted: thumbs {'up' if data.liked else 'down'} for the {side} reply"
@@ -323,7 +350,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
             raise gr.Error(str(exc)) from None
         try:
             return session.record_thumb(ctx.feedback(), plain_history(history), int(index), model, bool(up), side,
-                                        rater=rater_name, workspace=ctx.workspace.root)
+                                        rater=rater_of(rater_name), workspace=ctx.workspace.root)
         except session.RatingError as exc:
             raise gr.Error(str(exc)) from None
 
@@ -434,16 +461,20 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
         voted = button.click(vote_for(vote), inputs=[rater, exchange],
                              outputs=[exchange, *shown, gr.JSON(visible=False)],
                              api_name=f"vote_{vote}", concurrency_limit=None)  # a vote is one quick write
+        voted.success(progress_text, outputs=[my_progress], api_visibility="private", show_progress="hidden")
         voted.success(next_after_vote, inputs=[queue_auto, queue, system], outputs=[*queue_outputs, asked_state],
                       api_visibility="private").success(**if_asked(before)).success(**if_asked(private_chat)) \
             .then(**if_asked(after))
     better_save.click(save_better, inputs=[better_side, better_text, rater, exchange],
-                      outputs=[better_text, vote_status], api_name="better_answer", concurrency_limit=None)
+                      outputs=[better_text, vote_status], api_name="better_answer", concurrency_limit=None) \
+        .success(progress_text, outputs=[my_progress], api_visibility="private", show_progress="hidden")
     left_chat.like(thumb_for("left"), inputs=[left_chat, exchange, replies, rater], outputs=[replies, vote_status],
                    api_visibility="private", concurrency_limit=None)
     right_chat.like(thumb_for("right"), inputs=[right_chat, exchange, replies, rater], outputs=[replies, vote_status],
                     api_visibility="private", concurrency_limit=None)
     gr.api(thumb, api_name="thumb", concurrency_limit=None)
+    gr.api(my_progress_now, api_name="my_progress")
+    demo.load(who_rates, outputs=[rater, my_progress], api_visibility="private")
 
     cleared = [left_chat, right_chat, message, exchange, replies, *vote_buttons, vote_status]
     clear.click(clear_chat, outputs=cleared, api_name="clear_chat")

@@ -12,7 +12,7 @@ import gradio as gr
 
 from ftchat import runs
 from ftchat.chat.generation import ChatError
-from ftchat.feedback import export, leaderboard, rounds
+from ftchat.feedback import agreement, export, leaderboard, rounds
 from ftchat.feedback.imports import import_file
 from ftchat.feedback.report import ReportError, describe_report, round_report
 from ftchat.feedback.store import UNUSED, FeedbackError
@@ -25,6 +25,9 @@ from ftchat.ui.context import AppContext
 RATING_COLUMNS = ["id", "time", "kind", "rater", "outcome", "model A (left)", "model B (right)", "prompt", "reply A",
                   "reply B / written answer", "blind", "source"]
 LEADERBOARD_COLUMNS = ["rank", "model", "rating", "95% CI", "votes"]
+RATER_COLUMNS = ["rater", "votes", "thumbs", "written answers", "left pane wins", "shared prompts",
+                 "agrees with the others", "the others agree", "kappa with the others", "flags"]
+PAIR_COLUMNS = ["rater", "rater ", "shared prompts", "agree", "Cohen's kappa"]
 OUTCOME = {"a": "A better", "b": "B better", "tie": "tie", "bothbad": "both bad"}
 KIND_CHOICES = [("all", ""), ("votes", "vote"), ("thumbs", "thumb"), ("written answers", "edit")]
 SOURCE_CHOICES = [("all", ""), ("rated here", "ftchat"), ("imported", "import")]
@@ -103,6 +106,14 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
         chart = gr.HTML("", elem_id="leaderboard-plot")
         matrix = gr.Dataframe(interactive=False, elem_id="win-matrix", wrap=True,
                               label="Win rate of the row model against the column model (ties half; blank: never met)")
+
+    with gr.Accordion("Raters: how many ratings each gave, and how they agree", open=False):
+        team_summary = gr.Markdown("", elem_id="rater-summary")
+        rater_table = gr.Dataframe(headers=RATER_COLUMNS, interactive=False, wrap=True, elem_id="rater-table",
+                                   label="Per rater (left pane wins: share of their left-or-right votes that chose "
+                                         "the left pane)")
+        pair_table = gr.Dataframe(headers=PAIR_COLUMNS, interactive=False, wrap=True, elem_id="rater-pairs",
+                                  label="Agreement per pair of raters, on the prompts (and model pairs) both voted on")
 
     with gr.Accordion("Lineage and the next round", open=True):
         lineage_run = gr.Dropdown(lineage_choices(), value=None, label="Lineage of the run", elem_id="lineage-run",
@@ -249,6 +260,33 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
             table = [[short(name)] + ["" if v != v else f"{v:.0%}" for v in row]
                      for name, row in zip(wins.index, wins.values.tolist())]
         return rows, interval_chart(chart_rows, title), gr.Dataframe(value=table, headers=headers)
+
+    # -- raters ---------------------------------------------------------------------------------------------------
+    def team_view():
+        """The raters' summary line, the per-rater table and the per-pair agreement table."""
+        team = agreement.team_agreement(ctx.feedback().ratings())
+        if not team.raters:
+            return "No rating carries a rater's name yet (behind `--users` each carries its login).", [], []
+
+        def number(value, form="{:.2f}"):
+            return "—" if value is None else form.format(value)
+
+        rows = [[r.rater, r.votes, r.thumbs, r.edits, number(r.left_share, "{:.0%}"), r.shared_items,
+                 number(r.agreement_with_others, "{:.0%}"), number(r.others_agreement, "{:.0%}"),
+                 number(r.kappa_with_others), "; ".join(r.flags)] for r in team.raters]
+        pairs = [[p.rater_a, p.rater_b, p.shared, f"{p.agreement:.0%}", number(p.kappa)] for p in team.pairs]
+        flagged = [r.rater for r in team.raters if r.flags]
+        text = (f"**{plural(len(team.raters), 'rater')}**; {plural(team.items_shared, 'prompt')} voted on by two or "
+                f"more. Team agreement (Fleiss' kappa): **{number(team.fleiss_kappa)}**")
+        if team.fleiss_kappa is None:
+            text += " (needs prompts that two raters voted on)"
+        if flagged:
+            text += f". ⚠ Check: {', '.join(flagged)}"
+        return text + ".", rows, pairs
+
+    def raters_summary() -> dict:
+        """Per-rater counts, left-pane share, agreement with the others and flags; agreement per pair and overall."""
+        return agreement.team_agreement(ctx.feedback().ratings()).to_dict()
 
     # -- lineage and rounds -----------------------------------------------------------------------------------------
     def lineage_html(run: str | None) -> str:
@@ -456,15 +494,17 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
         round_from = round_from if round_from in [v for _, v in rated] else (rated[0][1] if rated else None)
         return (*filters_and_table(model, source, rater, kind, round_), *board_view(only_anonymous),
                 gr.Dropdown(choices=lineage_choices(), value=run), lineage_html(run),
-                gr.Dropdown(choices=rated, value=round_from), round_readiness(round_from, method))
+                gr.Dropdown(choices=rated, value=round_from), round_readiness(round_from, method), *team_view())
 
     everything_in = [*filters, anonymous_only, lineage_run, round_run, round_method]
-    everything_out = [*table_outputs, *board_outputs, lineage_run, lineage_view, round_run, round_status]
+    everything_out = [*table_outputs, *board_outputs, lineage_run, lineage_view, round_run, round_status,
+                      team_summary, rater_table, pair_table]
     refresh.click(refresh_all, inputs=everything_in, outputs=everything_out, api_name="refresh_feedback")
     page.select(refresh_all, inputs=everything_in, outputs=everything_out, api_visibility="private")
     for box in filters:
         box.change(filters_and_table, inputs=filters, outputs=table_outputs, api_visibility="private")
     gr.api(rating_rows, api_name="ratings")
+    gr.api(raters_summary, api_name="raters")
     table.select(pick_row, inputs=[table], outputs=[delete_id], api_visibility="private")
     delete.click(delete_rating, inputs=[delete_id, delete_reason, *filters],
                  outputs=[delete_id, delete_reason, *table_outputs], api_name="delete_rating")
