@@ -30,7 +30,7 @@ from ftchat.feedback.store import FeedbackError
 from ftchat.models import ModelError, load_tokenizer
 from ftchat.names import base_choice, is_base
 from ftchat.runs import cancel as cancel_run
-from ftchat.runs import enqueue, list_runs, read_status, sigterm_cancels
+from ftchat.runs import enqueue, list_runs, read_queue_entry, read_status, sigterm_cancels
 from ftchat.serve import main as serve_main
 from ftchat.train import preflight
 from ftchat.train.launch import LaunchError, default_nproc, launch_command
@@ -187,7 +187,8 @@ def queue_turn(config: RunConfig, args, cancel):
     if getattr(args, "now", False) or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # a launcher's ranks are one run: rank 1 waiting for the slot rank 0 holds would hang both
         return contextlib.nullcontext(True)
-    preflight.check(config)  # every problem at once, before the run's folder is written or it waits
+    if not read_queue_entry(config.out).get("after"):  # a chained run's settings name its predecessor's result
+        preflight.check(config)  # every problem at once, before the run's folder is written or it waits
     return run_queue.turn(config, cancel, estimate=lambda: plan_for_files(config.data, config).est_seconds)
 
 

@@ -49,7 +49,7 @@ def ended(*run_dirs, timeout: float = 240):
 def test_runs_started_together_train_one_after_the_other_and_each_knows_its_place(tmp_path, tiny_model_dir,
                                                                                    chats_file):
     root = tmp_path / "runs"
-    first = runs.launch(config(root, "a", chats_file, tiny_model_dir, steps=40))  # as the Train tab starts them
+    first = runs.launch(config(root, "a", chats_file, tiny_model_dir, steps=300))  # as the Train tab starts them; still training under load
     runs.launch(config(root, "b", chats_file, tiny_model_dir))
     shell = subprocess.Popen(  # and one from a shell, on the same workspace
         [sys.executable, "-m", "ftchat", "train", "--data", str(chats_file), "--out", str(root / "c"), "--base",
