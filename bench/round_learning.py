@@ -178,7 +178,7 @@ def store_votes(store: FeedbackStore, kind: str, method: str, n: int, world: Wor
     that were rated. KTO cells rate half the prompts with two thumbs (the styled reply up, the plain one down)."""
     settings = {"max_new_tokens": ANSWER_TOKENS, "temperature": 0.0}
     if kind == "refusal":
-        topic = world.game_prompts(max(2, n // 2))
+        topic = world.game_prompts(min(max(2, n // 2), 7))  # of 12: 5 stay unseen for the evaluation
         other = world.prompts(n - len(topic) + 40)[: n - len(topic)]
         rated = []
         for prompt, answer in zip(topic + other, answers(topic + other)):

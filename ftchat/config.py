@@ -38,6 +38,7 @@ RANGES = {
     "prompt_tokens": (1, 65_536, True),
     "beta": (1e-6, 1e3, False),
     "sft_weight": (0, 100, False),
+    "label_noise": (0, 0.49, False),
     "eval_split": (0, 0.99, False),
     "eval_steps": (1, 10_000_000, True),
     "early_stopping": (0, 1_000_000, True),
@@ -103,6 +104,9 @@ class RunConfig:
     # dpo: weight of an SFT term (the chosen reply's negative log-likelihood; TRL's loss_type "sft", as in RPO) added
     # to the preference loss; 0: plain DPO
     sft_weight: float = 0.0
+    # dpo: the share of votes taken to be reversed by mistake; above 0 the preference loss is TRL's robust DPO
+    # (label_smoothing), which stops pushing on pairs that contradict the rest; 0: sigmoid DPO
+    label_noise: float = 0.0
 
     # grpo / rloo: the model answers each prompt num_generations times and the rewards score the answers
     reward: list[str] = field(default_factory=list)  # reward-model run folders and/or rules (rule:NAME, ftchat.train.rewards)

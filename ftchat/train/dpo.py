@@ -14,7 +14,11 @@ from ftchat.train.common import trainer_arguments
 
 
 def build_trainer(config: RunConfig, model, peft_config, tokenizer, train_ds, eval_ds, callbacks) -> DPOTrainer:
-    losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, config.sft_weight]} if config.sft_weight else {}
+    preference = "robust" if config.label_noise else "sigmoid"
+    losses = {"loss_type": [preference, "sft"], "loss_weights": [1.0, config.sft_weight]} if config.sft_weight \
+        else {"loss_type": [preference]}
+    if config.label_noise:
+        losses["label_smoothing"] = config.label_noise
     # The reference's log-probs once, before the first step: a round passes over the same few pairs many times
     # (plan.PREFERENCE_MIN_STEPS), and each step then skips the reference's forward pass.
     args = DPOConfig(**trainer_arguments(config, has_eval=eval_ds is not None), beta=config.beta,
