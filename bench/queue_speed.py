@@ -6,8 +6,8 @@ Each run is `python -m ftchat train` in a fresh process: the bundled model (the 
 8 short conversations about the Zumo lamp (tests/conftest.py's FACT_CHATS), no eval split, replay or comparison.
 The threads are this shell's (OMP_NUM_THREADS if set, else every core for one run: the queue gives a run all the
 cores of its slot).
-Usage: python bench/queue_speed.py [--runs 3] [--steps 8] [--skip-at-once]   (named so: a bench/queue.py would hide the standard library's queue from every bench script; nothing it imports needs
-the standard library's `queue`, which this file's name hides)
+Usage: python bench/queue_speed.py [--runs 3] [--steps 8] [--skip-at-once]
+(not bench/queue.py: that name hides the standard library's queue from every script run from bench/)
 """
 from __future__ import annotations
 
