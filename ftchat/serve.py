@@ -36,6 +36,24 @@ def _error(status: int, message: str, kind: str = "invalid_request_error", param
     return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status)
 
 
+# the largest request body read: far past any offered model's context in text, so a bigger one is refused unread
+MAX_REQUEST_BYTES = 4 * 2**20
+
+
+async def _read_body(request) -> bytes | None:
+    """The request's body, or None once it is over MAX_REQUEST_BYTES (by its Content-Length, or while streaming in)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_REQUEST_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 # answers decoded at once (more only split the cores; each llama.cpp one holds a 4096-token context) and answers
 # waiting for a turn; past both a request gets 429 with Retry-After instead of holding memory and a connection
 MAX_ACTIVE_ANSWERS = 4
@@ -214,8 +232,12 @@ def create_app(runs_root: str | Path, api_key: str | None = None, default_base: 
     @app.post("/v1/chat/completions", openapi_extra={"requestBody": {
         "required": True, "content": {"application/json": {"schema": CHAT_REQUEST_SCHEMA}}}})
     async def chat_completions(request: Request):
+        raw = await _read_body(request)
+        if raw is None:
+            return _error(413, f"The request body is over {MAX_REQUEST_BYTES // 2**20} MiB; a conversation that fits "
+                               "any model's context is far smaller.", code="request_too_large")
         try:
-            body = await request.json()
+            body = json.loads(raw)
         except ValueError:
             return _error(400, "The request body is not JSON.")
         if not isinstance(body, dict):

@@ -255,6 +255,16 @@ def served(two_rounds, tiny_model_dir, tmp_path_factory):
     server.stop()
 
 
+def test_a_request_body_past_the_limit_is_refused_unread(served):
+    from ftchat.serve import MAX_REQUEST_BYTES
+
+    huge = {"model": "a", "messages": [{"role": "user", "content": "x" * (MAX_REQUEST_BYTES + 10)}]}
+    status, _, answer = post(served.port, huge)
+    assert status == 413 and "MiB" in answer["error"]["message"], answer
+    status, _, answer = post(served.port, {"model": "a", "messages": QUESTION, "max_tokens": 2})  # still answers
+    assert status == 200, answer
+
+
 @pytest.mark.parametrize("body, param", [
     (b"[1, 2, 3]", None),
     ({"model": "a", "messages": QUESTION, "stop": 5}, "stop"),
