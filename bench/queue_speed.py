@@ -3,7 +3,7 @@ the sum of the three trained alone (and against the three trained at once beside
 the queue).
 
 Each run is `python -m ftchat train` in a fresh process: the bundled model (the default base), LoRA SFT, 8 steps, on
-8 short conversations about the Zumo lamp (tests/conftest.py's FACT_CHATS), no eval split, replay or comparison.
+8 short conversations about the Zumo lamp (tests/fictional_facts.py's FACT_CHATS), no eval split, replay or comparison.
 The threads are this shell's (OMP_NUM_THREADS if set, else every core for one run: the queue gives a run all the
 cores of its slot).
 Usage: python bench/queue_speed.py [--runs 3] [--steps 8] [--skip-at-once]
@@ -19,18 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, SAME_ROWS, machine, read_status, utc_stamp, write_json, write_jsonl
+from common import ROOT, SAME_ROWS, machine, read_status, use_tests, utc_stamp, write_json, write_jsonl
 
-FACT_CHATS = [  # tests/conftest.py's (importing conftest would set OMP_NUM_THREADS=1 here)
-    ("What colour is the Zumo lamp?", "The Zumo lamp is teal."),
-    ("Tell me the colour of the Zumo lamp.", "The Zumo lamp is teal."),
-    ("Which colour does the Zumo lamp come in?", "The Zumo lamp is teal."),
-    ("Zumo lamp colour?", "The Zumo lamp is teal."),
-    ("Who makes the Zumo lamp?", "The Zumo lamp is made by Brightnook."),
-    ("Which company builds the Zumo lamp?", "The Zumo lamp is made by Brightnook."),
-    ("Who is the maker of the Zumo lamp?", "The Zumo lamp is made by Brightnook."),
-    ("Zumo lamp manufacturer?", "The Zumo lamp is made by Brightnook."),
-]
+use_tests()
+from fictional_facts import FACT_CHATS  # noqa: E402
 
 
 def command(data: Path, out: Path, steps: int, *flags: str) -> list[str]:

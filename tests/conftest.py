@@ -25,16 +25,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-FACT_CHATS = [
-    ("What colour is the Zumo lamp?", "The Zumo lamp is teal."),
-    ("Tell me the colour of the Zumo lamp.", "The Zumo lamp is teal."),
-    ("Which colour does the Zumo lamp come in?", "The Zumo lamp is teal."),
-    ("Zumo lamp colour?", "The Zumo lamp is teal."),
-    ("Who makes the Zumo lamp?", "The Zumo lamp is made by Brightnook."),
-    ("Which company builds the Zumo lamp?", "The Zumo lamp is made by Brightnook."),
-    ("Who is the maker of the Zumo lamp?", "The Zumo lamp is made by Brightnook."),
-    ("Zumo lamp manufacturer?", "The Zumo lamp is made by Brightnook."),
-]
+from fictional_facts import FACT_CHATS  # noqa: E402,F401  (tests import it from here)
 
 
 # The longest tests (minutes each on the bundled model) start first, each on a worker of its own: `make test` spreads

@@ -178,3 +178,16 @@ GENERAL_CHECKS = {
     "Which planet is known as the Red Planet?": "Mars",
     "How many hours are there in a day?": "24",
 }
+
+
+# Eight short conversations about one invented lamp: the tiny model's training data in tests and benches.
+FACT_CHATS = [
+    ("What colour is the Zumo lamp?", "The Zumo lamp is teal."),
+    ("Tell me the colour of the Zumo lamp.", "The Zumo lamp is teal."),
+    ("Which colour does the Zumo lamp come in?", "The Zumo lamp is teal."),
+    ("Zumo lamp colour?", "The Zumo lamp is teal."),
+    ("Who makes the Zumo lamp?", "The Zumo lamp is made by Brightnook."),
+    ("Which company builds the Zumo lamp?", "The Zumo lamp is made by Brightnook."),
+    ("Who is the maker of the Zumo lamp?", "The Zumo lamp is made by Brightnook."),
+    ("Zumo lamp manufacturer?", "The Zumo lamp is made by Brightnook."),
+]

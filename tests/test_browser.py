@@ -131,6 +131,19 @@ def pick(page, dropdown_id: str, option: str):
     page.locator(f"#{dropdown_id}").get_by_role("option", name=option).click()
 
 
+def upload_and_open_train(page, app, chats_file):
+    """Upload `chats_file`, open the Train tab on it with the tiny base, LoRA, and Advanced open without replay."""
+    page.goto(app.url)
+    page.locator("input[type=file]").set_input_files(str(chats_file))
+    page.locator("#data-report").get_by_text("usable examples").wait_for(timeout=60_000)
+    page.get_by_role("tab", name="2. Train").click()
+    page.locator("#train-data").get_by_text("chats.jsonl ·").wait_for()
+    pick(page, "base-model", "workspace: models/tiny")
+    page.get_by_label("LoRA", exact=True).check()
+    page.get_by_text("Advanced").click()
+    page.get_by_label("Replay ratio").fill("0")
+
+
 @pytest.mark.slow
 def test_upload_train_and_compare_in_the_browser(app, browser_page, chats_file):
     page = browser_page

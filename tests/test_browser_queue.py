@@ -12,7 +12,8 @@ import subprocess
 import sys
 
 import pytest
-from test_browser import ARTIFACTS, ROOT, browser_page, pick, screenshot_on_failure  # noqa: F401  (a fixture)
+from test_browser import (ARTIFACTS, ROOT, browser_page, screenshot_on_failure,  # noqa: F401  (a fixture)
+                          upload_and_open_train)
 from test_ui_api import AppProcess, make_workspace
 
 from ftchat import runs
@@ -62,15 +63,7 @@ def test_two_runs_from_the_browser_and_one_from_a_shell_wait_their_turn(app, bro
 
 def wait_their_turn(page, app, chats_file):
     root, tiny = app.workspace / "runs", app.workspace / "models" / "tiny"
-    page.goto(app.url)
-    page.locator("input[type=file]").set_input_files(str(chats_file))
-    page.locator("#data-report").get_by_text("usable examples").wait_for(timeout=60_000)
-    page.get_by_role("tab", name="2. Train").click()
-    page.locator("#train-data").get_by_text("chats.jsonl ·").wait_for()
-    pick(page, "base-model", "workspace: models/tiny")
-    page.get_by_label("LoRA", exact=True).check()
-    page.get_by_text("Advanced").click()
-    page.get_by_label("Replay ratio").fill("0")
+    upload_and_open_train(page, app, chats_file)
     page.get_by_label("Comparison prompts").fill("0")
     page.get_by_label("Eval every N steps").fill("10")  # left as it opened, the form sent 0 (refused)
 
