@@ -1,5 +1,5 @@
 """The command line: `python -m ftchat {data check, train, chat, export, serve, runs, feedback, round, reward score,
-judge}`."""
+judge, users, task}`."""
 from __future__ import annotations
 
 import argparse
@@ -26,7 +26,10 @@ from ftchat.feedback.judge import judge_runs, read_prompts, write_judgement
 from ftchat.feedback.leaderboard import bradley_terry
 from ftchat.feedback.report import ReportError, describe_report, round_report
 from ftchat.feedback.rounds import RoundError, next_round_config, reward_rl_round, store_win_rates
+from ftchat.feedback.prompt_queue import PromptError, prompts_from_file
 from ftchat.feedback.store import FeedbackError
+from ftchat.feedback.tasks import (DEFAULT_OVERLAP, TaskError, create_task, describe_task, progress, task_models,
+                                  task_raters, task_report)
 from ftchat.models import ModelError, load_tokenizer
 from ftchat.names import base_choice, is_base
 from ftchat.runs import cancel as cancel_run
@@ -116,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     board = feedback_commands.add_parser("leaderboard", help="Bradley-Terry ratings with 95%% intervals")
     board.add_argument("--json", action="store_true", help="a JSON list of {model, rating, ci_low, ci_high, votes, rank}")
     board.add_argument("--anonymous-only", action="store_true", help="only votes cast with model names hidden")
+    board.add_argument("--exclude-flagged", action="store_true",
+                       help="leave out the votes of the raters `feedback raters` flags")
     raters = feedback_commands.add_parser("raters", help="per-rater counts, left-pane share, agreement between raters "
                                                           "(Cohen's / Fleiss' kappa) and raters to check")
     raters.add_argument("--json", action="store_true",
@@ -138,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
             action.choices = ("dpo", "kto", "reward-rl")
             action.help = "dpo | kto | reward-rl (a reward model from the ratings, then --rl-method against it)"
     round_.add_argument("--rl-method", choices=("grpo", "rloo"), default="grpo", help="reward-rl: the RL method")
+    round_.add_argument("--exclude-flagged", action="store_true",
+                        help="leave out the ratings of the raters `feedback raters` flags")
     add_queue_arguments(round_)
 
     reward = commands.add_parser("reward", help="reward models").add_subparsers(dest="reward_command", required=True)
@@ -168,6 +175,27 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (adding, removing, listing_users):
         sub.add_argument("--workspace", default="workspace", help="the app's folder (default: workspace/)")
         sub.add_argument("--file", default=None, help="the users file (default: WORKSPACE/users.json)")
+
+    task = commands.add_parser("task", help="rating tasks: prompts shared out among raters, a share of them to two")
+    task_commands = task.add_subparsers(dest="task_command", required=True)
+    creating = task_commands.add_parser("create", help="share out a prompt list among raters for two (or more) models")
+    creating.add_argument("--prompts", required=True, help="a .txt file (one prompt a line) or any data file")
+    creating.add_argument("--models", required=True, nargs="+",
+                          help="two models (a run's folder name, base:NAME or a folder in models/); more: a pair "
+                               "drawn per prompt")
+    creating.add_argument("--raters", nargs="+", default=None,
+                          help="who rates (default: every rater of the users file)")
+    creating.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
+                          help=f"share of prompts given to two raters, to measure agreement (default {DEFAULT_OVERLAP})")
+    creating.add_argument("--name", default=None, help="the task's name (default: the prompt file's name)")
+    creating.add_argument("--seed", type=int, default=0, help="the assignment's random seed (default 0)")
+    creating.add_argument("--users", default=None, help="the users file (default: WORKSPACE/users.json)")
+    task_commands.add_parser("list", help="every task with its progress")
+    status = task_commands.add_parser("status", help="a task's progress per rater, agreement, flagged raters")
+    status.add_argument("task", help="the task's name or id")
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    for sub in task_commands.choices.values():
+        sub.add_argument("--workspace", default="workspace", help="the app's folder (default: workspace/)")
     return parser
 
 
@@ -340,7 +368,8 @@ def cmd_feedback(args) -> int:
     if args.feedback_command == "raters":
         return print_raters(team_agreement(store.ratings()), args.json)
 
-    ratings = bradley_terry(store.ratings(kind="vote"), anonymous_only=args.anonymous_only)
+    ratings = bradley_terry(store.ratings(kind="vote"), anonymous_only=args.anonymous_only,
+                            exclude_flagged=args.exclude_flagged)
     if args.json:
         print(json.dumps([r.to_dict() for r in ratings], ensure_ascii=False))
     elif not ratings:
@@ -390,7 +419,7 @@ def cmd_round(args) -> int:
         raise ConfigError("--method: a round trains with dpo, kto or reward-rl; give one of them.")
     if args.method == "reward-rl":
         return _reward_rl_round(args, flags)
-    config = next_round_config(args.workspace, args.from_run, args.method, **flags)
+    config = next_round_config(args.workspace, args.from_run, args.method, args.exclude_flagged, **flags)
     print(f"round: {config.out} from {config.parent or config.base} on {config.data[0]}")
     args.resume = False
     args.config = None
@@ -409,7 +438,8 @@ def _round_report(args) -> int:
 
 
 def _reward_rl_round(args, flags: dict) -> int:
-    reward_config, policy_config = reward_rl_round(args.workspace, args.from_run, args.rl_method, **flags)
+    reward_config, policy_config = reward_rl_round(args.workspace, args.from_run, args.rl_method,
+                                                   args.exclude_flagged, **flags)
     print(f"round: reward model {reward_config.out} on {reward_config.data[0]}, then {args.rl_method} "
           f"{policy_config.out} from {policy_config.parent or policy_config.base} on {policy_config.data[0]}")
     with sigterm_cancels() as cancel, contextlib.ExitStack() as chain:
@@ -491,9 +521,43 @@ def cmd_users(args) -> int:
     return 0
 
 
+def cmd_task(args) -> int:
+    store = FeedbackStore.for_workspace(args.workspace)
+    if args.task_command == "create":
+        users = Users(args.users or users_path(args.workspace))
+        raters = task_raters(args.raters, users.read(), users.path)
+        try:
+            prompts = prompts_from_file(args.prompts)
+        except (PromptError, OSError) as exc:
+            raise TaskError(f"prompts: {exc}") from None
+        task = create_task(store, args.name or Path(args.prompts).stem, prompts,
+                           task_models(args.workspace, args.models), raters, args.overlap, args.seed)
+        items = store.task_items(task["id"])
+        shared = len({i["prompt_index"] for i in items if i["shared"]})
+        print(f"task {task['name']} (id {task['id']}): {len(prompts)} prompts, {shared} of them to two raters; "
+              + ", ".join(f"{name} {total}" for name, (_, total) in sorted(progress(items).items())))
+    elif args.task_command == "list":
+        for task in store.tasks():
+            items = store.task_items(task["id"])
+            done = sum(i["done"] for i in items)
+            print(f"{task['id']}\t{task['name']}\t{done} of {len(items)} done\t{', '.join(task['models'])}")
+    else:
+        task = store.task(args.task)
+        report = task_report(task, store.task_items(task["id"]), store.task_votes(task["id"]))
+        if args.json:
+            print(json.dumps(report, ensure_ascii=False))
+            return 0
+        print(describe_task(report).replace("**", ""))
+        for r in report["raters"]:
+            left = "-" if r["left_share"] is None else f"{r['left_share']:.0%}"
+            print(f"  {r['rater']:20} {r['done']} of {r['assigned']} done, left pane {left}"
+                  + (f"  ⚠ {'; '.join(r['flags'])}" if r["flags"] else ""))
+    return 0
+
+
 COMMANDS = {"data": cmd_data_check, "train": cmd_train, "chat": cmd_chat, "export": cmd_export, "serve": cmd_serve,
             "runs": cmd_runs, "feedback": cmd_feedback, "round": cmd_round, "reward": cmd_reward, "judge": cmd_judge,
-            "users": cmd_users}
+            "users": cmd_users, "task": cmd_task}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -502,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
     known = (ConfigError, ModelError, ChatError, ExportError, FeedbackError, RatingsExportError, RoundError,
-             RewardModelError, ReportError, UsersError)
+             RewardModelError, ReportError, UsersError, TaskError)
     try:
         known += (DataError,)
     except ImportError:

@@ -275,4 +275,4 @@ def test_a_schema_1_file_opens_with_every_rating_kept(tmp_path):
     assert [r["id"] for r in store.ratings(round="-")] == [vote["id"]]
     store.mark_used("run-1-r1-dpo", [vote["id"]])
     assert store.ratings(round="-") == [] and store.rounds_used() == [("run-1-r1-dpo", 1)]
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3  # and every later table

@@ -5,6 +5,10 @@ each model was in; an outcome is which of the two models won, a tie, or both bad
 not count as disagreement). Of a rater's votes on one item the latest counts. Agreement is Cohen's kappa per pair of
 raters over the items both voted on, and for the team Fleiss' kappa over the items two or more raters voted on (its
 pairwise form, which allows a different number of raters per item).
+
+A rater is compared with how the others agree among themselves on the same prompts; where each of their prompts had
+just one other rater (a rating task gives an overlap prompt to two), with how the others agree on the prompts they
+share. `flagged_raters` and `without_raters` let the leaderboard and a round leave the flagged raters' votes out.
 """
 from __future__ import annotations
 
@@ -159,6 +163,11 @@ def team_agreement(rows: list[dict]) -> TeamAgreement:
                 own += [by_rater[name]] * len(rest)
                 others += rest
                 among += [x == y for x, y in combinations(rest, 2)]
+        elsewhere = not among  # each prompt of theirs had one other rater (a rating task's overlap prompts)
+        if elsewhere:  # then the others' agreement on the prompts they share without this rater
+            for by_rater in shared.values():
+                rest = [label for other, label in sorted(by_rater.items()) if other != name]
+                among += [x == y for x, y in combinations(rest, 2)]
         if own:
             rater.agreement_with_others = sum(x == y for x, y in zip(own, others)) / len(own)
             rater.kappa_with_others = cohen_kappa(own, others)
@@ -167,10 +176,15 @@ def team_agreement(rows: list[dict]) -> TeamAgreement:
         # Kappa alone would flag a rater who always names the model everyone prefers (their chance agreement is
         # their observed one); comparing with how the others agree among themselves does not.
         if rater.shared_items >= MIN_SHARED and rater.others_agreement is not None and \
+                rater.agreement_with_others is not None and \
                 rater.agreement_with_others <= rater.others_agreement - AGREEMENT_GAP:
-            rater.flags.append(f"disagrees with the others: agrees with them on {rater.agreement_with_others:.0%}, "
-                               f"they with each other on {rater.others_agreement:.0%} of "
-                               f"{rater.shared_items} shared prompts")
+            flag = (f"disagrees with the others: agrees with them on {rater.agreement_with_others:.0%}, they with "
+                    f"each other on {rater.others_agreement:.0%} of {rater.shared_items} shared prompts")
+            if elsewhere:
+                flag = (f"disagrees with the others: agrees with them on {rater.agreement_with_others:.0%} of "
+                        f"{rater.shared_items} shared prompts, they with each other on "
+                        f"{rater.others_agreement:.0%} of the prompts they share")
+            rater.flags.append(flag)
         decisive = rater.left_wins + rater.right_wins
         share = rater.left_share
         if decisive >= MIN_DECISIVE and share is not None and max(share, 1 - share) >= SIDE_BIAS:
@@ -178,3 +192,14 @@ def team_agreement(rows: list[dict]) -> TeamAgreement:
                                f"of {decisive} decisive votes")
     ordered = sorted(stats.values(), key=lambda r: (-r.votes, r.rater))
     return TeamAgreement(ordered, pairs, len(shared), fleiss_kappa(list(list(v.values()) for v in shared.values())))
+
+
+def flagged_raters(rows: list[dict]) -> set[str]:
+    """The raters `team_agreement` flags in these rows (disagreeing with the others, or always one pane)."""
+    return {r.rater for r in team_agreement(rows).raters if r.flags}
+
+
+def without_raters(rows: list[dict], raters) -> list[dict]:
+    """The rows whose rater is not one of `raters` (rows without a rater stay)."""
+    leave_out = set(raters)
+    return [r for r in rows if r.get("rater") not in leave_out]

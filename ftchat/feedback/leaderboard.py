@@ -3,7 +3,8 @@ out (as FastChat's rating_systems.py; no storage, no UI).
 
 A vote is a dict with `model_a`, `model_b`, `winner` ∈ a | b | tie | bothbad (store rows of kind "vote"; other
 kinds and deleted rows are ignored). A tie, "both bad" included, counts half a win for each side, as Chatbot
-Arena counts it. Ratings are on the Elo scale: a 400-point gap means 10:1 odds of winning, and the mean of all
+Arena counts it. With `exclude_flagged` the votes of the raters ftchat.feedback.agreement flags (found in the same
+votes) are left out. Ratings are on the Elo scale: a 400-point gap means 10:1 odds of winning, and the mean of all
 models is 1000.
 """
 from __future__ import annotations
@@ -12,6 +13,8 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from ftchat.feedback.agreement import flagged_raters, without_raters
 
 SCALE = 400.0
 CENTER = 1000.0
@@ -33,8 +36,11 @@ class Rating:
         return asdict(self)
 
 
-def votes_of(rows, anonymous_only: bool = False) -> list[dict]:
-    """The live votes among store rows (optionally only those cast in arena mode)."""
+def votes_of(rows, anonymous_only: bool = False, exclude_flagged: bool = False) -> list[dict]:
+    """The live votes among store rows (optionally only those cast in arena mode, or without the flagged raters')."""
+    rows = list(rows)
+    if exclude_flagged:
+        rows = without_raters(rows, flagged_raters([r for r in rows if not r.get("deleted")]))
     return [r for r in rows
             if r.get("kind", "vote") == "vote" and not r.get("deleted") and r.get("winner") in ("a", "b", "tie", "bothbad")
             and r.get("model_a") != r.get("model_b") and (not anonymous_only or r.get("anonymous"))]
@@ -105,10 +111,10 @@ def to_elo(theta: np.ndarray) -> np.ndarray:
 
 
 def bradley_terry(votes, anonymous_only: bool = False, bootstrap: int = 100, seed: int = 0,
-                  confidence: float = 0.95) -> list[Rating]:
+                  confidence: float = 0.95, exclude_flagged: bool = False) -> list[Rating]:
     """Ratings sorted best first, with `confidence` intervals from `bootstrap` resamples of the votes (seeded), and
     Chatbot Arena's rank: 1 + the number of models whose lower bound lies above this model's upper bound."""
-    votes = votes_of(votes, anonymous_only)
+    votes = votes_of(votes, anonymous_only, exclude_flagged)
     if not votes:
         return []
     models, a, b, s = _encode(votes)

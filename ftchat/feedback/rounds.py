@@ -22,6 +22,7 @@ from ftchat.chat.engine import ChatEngine
 from ftchat.chat.generation import ChatError, GenerationSettings
 from ftchat.config import ConfigError, RunConfig
 from ftchat.feedback import judge
+from ftchat.feedback.agreement import flagged_raters, without_raters
 from ftchat.feedback.export import SHAPE_OF_KIND, to_dpo, to_kto
 from ftchat.feedback.leaderboard import win_rate
 from ftchat.feedback.prompt_queue import PromptError, held_out_prompts
@@ -88,10 +89,17 @@ def _need_message(method: str, run_name: str, needed: int, have: int) -> str:
             f"good and bad ones, and the ratings give {have}.")
 
 
-def round_data(store: FeedbackStore, run_name: str, method: str) -> tuple[list[dict], str, list[int]]:
+def leave_out(store: FeedbackStore, exclude_flagged: bool) -> set[str]:
+    """The raters whose ratings a round leaves out: those the team's votes flag (ftchat.feedback.agreement), when
+    asked."""
+    return flagged_raters(store.ratings(kind="vote")) if exclude_flagged else set()
+
+
+def round_data(store: FeedbackStore, run_name: str, method: str, exclude_flagged: bool = False
+               ) -> tuple[list[dict], str, list[int]]:
     """(training rows, their shape, the ids of the ratings they come from) from the live ratings that involve
-    `run_name`; RoundError when too few."""
-    rows = store.ratings(model=run_name)
+    `run_name` (without the flagged raters' with `exclude_flagged`); RoundError when too few."""
+    rows = without_raters(store.ratings(model=run_name), leave_out(store, exclude_flagged))
     data = training_rows(method, rows)
     needed = min_ratings_needed(method, rows)
     if needed:
@@ -324,16 +332,18 @@ def _write_jsonl(path: Path, rows: list[dict]) -> str:
     return str(path)
 
 
-def next_round_config(workspace: str | Path, run: str, method: str, **training_flags) -> RunConfig:
+def next_round_config(workspace: str | Path, run: str, method: str, exclude_flagged: bool = False,
+                      **training_flags) -> RunConfig:
     """Write the round's dataset from the ratings of `run` (a run name or folder, or base:NAME) and return the
-    RunConfig that trains it (not started). `training_flags` are RunConfig fields that override the defaults."""
+    RunConfig that trains it (not started). `training_flags` are RunConfig fields that override the defaults;
+    `exclude_flagged` leaves out the ratings of the raters the team's votes flag."""
     if method not in METHODS:
         raise RoundError(f"method: a round trains with {' or '.join(METHODS)}, not '{method}'.")
     flags = _check_flags(training_flags, ("data", "out", "parent", "method"))
     workspace = Path(workspace)
     rated = rated_model(workspace, run, method)
     store = FeedbackStore.for_workspace(workspace)
-    data, _, ids = round_data(store, rated.name, method)
+    data, _, ids = round_data(store, rated.name, method, exclude_flagged)
     name = claim_round_name(rated.name, method, workspace / "runs")
     data_file = workspace / "feedback-data" / f"{name}.jsonl"
     try:
@@ -384,20 +394,21 @@ def readiness(store: FeedbackStore, run_name: str) -> tuple[str | None, int, int
     return shortfall(pairs, prompts, run_name), pairs, prompts
 
 
-def reward_rl_round(workspace: str | Path, run: str, rl_method: str = "grpo", **training_flags
-                    ) -> tuple[RunConfig, RunConfig]:
+def reward_rl_round(workspace: str | Path, run: str, rl_method: str = "grpo", exclude_flagged: bool = False,
+                    **training_flags) -> tuple[RunConfig, RunConfig]:
     """Write the round's data and return (reward-model config, RL config), neither started; the RL config is
     validated only once the reward model is trained (its `reward` names that run). RoundError when the ratings are
-    too few: it says how many more are needed."""
+    too few: it says how many more are needed. `exclude_flagged`: as for next_round_config."""
     if rl_method not in RL_METHODS:
         raise RoundError(f"a reward-RL round trains its policy with {' or '.join(RL_METHODS)}, not '{rl_method}'.")
     flags = _check_flags(training_flags, ("data", "out", "parent", "method", "reward"))
     workspace = Path(workspace)
     rated = rated_model(workspace, run, "reward-rl")
     store = FeedbackStore.for_workspace(workspace)
-    everything = store.ratings()
+    flagged = leave_out(store, exclude_flagged)
+    everything = without_raters(store.ratings(), flagged)
     pairs = to_dpo(everything)
-    own = store.ratings(model=rated.name)
+    own = without_raters(store.ratings(model=rated.name), flagged)
     prompts = rated_prompts(own)
     problem = shortfall(len(pairs), len(prompts), rated.name)
     if problem:

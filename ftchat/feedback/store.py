@@ -7,6 +7,8 @@ WORKSPACE/feedback.sqlite (WAL mode, `PRAGMA user_version` = SCHEMA_VERSION):
   audit    one row per deletion (and per import), never erased
   round_ratings  which ratings each training round was built from (schema 2), so the ratings a round has not
            used yet can be told apart from those it trained on
+  tasks, task_items, task_ratings  rating tasks (schema 3): prompts shared out among raters (ftchat.feedback.tasks),
+           one item per prompt and rater, and which votes were cast on which item
 
 Every write is one transaction on a fresh connection, so any number of threads and processes may write at once
 (SQLite serialises them; `busy_timeout` makes a writer wait its turn instead of failing) and a rating that a call
@@ -22,7 +24,7 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-SCHEMA_VERSION = 2  # 2: round_ratings (version 1 files gain the table when opened)
+SCHEMA_VERSION = 3  # 2: round_ratings, 3: rating tasks (older files gain the tables when opened)
 RATING_KINDS = ("vote", "thumb", "edit")
 WINNERS = ("a", "b", "tie", "bothbad")
 SIDES = ("a", "b")  # a: the left pane, b: the right pane
@@ -70,9 +72,41 @@ CREATE TABLE IF NOT EXISTS round_ratings (
     time      REAL    NOT NULL,
     PRIMARY KEY (round, rating_id)
 );
+-- rating tasks --
+CREATE TABLE IF NOT EXISTS tasks (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    name       TEXT    NOT NULL UNIQUE,
+    time       REAL    NOT NULL,
+    models     TEXT    NOT NULL,              -- JSON list of the chat choices rated (2, or more: a pair per prompt)
+    overlap    REAL    NOT NULL,              -- the share of prompts given to two raters
+    seed       INTEGER NOT NULL,
+    created_by TEXT
+);
+CREATE TABLE IF NOT EXISTS task_items (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    task         INTEGER NOT NULL REFERENCES tasks (id),
+    prompt_index INTEGER NOT NULL,            -- the prompt's place in the task's list: two items share an overlap one
+    conversation TEXT    NOT NULL,            -- JSON list of messages, ending with the user's prompt
+    rater        TEXT    NOT NULL,
+    position     INTEGER NOT NULL,            -- the rater's order of work, from 0
+    model_left   TEXT    NOT NULL,            -- chat choices (base:NAME or a run folder)
+    model_right  TEXT    NOT NULL,
+    shared       INTEGER NOT NULL DEFAULT 0,  -- 1: an overlap prompt, rated by two raters
+    UNIQUE (task, prompt_index, rater)
+);
+CREATE INDEX IF NOT EXISTS task_items_rater ON task_items (rater, task, position);
+CREATE TABLE IF NOT EXISTS task_ratings (
+    item      INTEGER NOT NULL REFERENCES task_items (id),
+    rating_id INTEGER NOT NULL REFERENCES ratings (id),
+    PRIMARY KEY (item, rating_id)
+);
+-- end of rating tasks --
 """
 UNUSED = "-"  # ratings(round=UNUSED): the ratings no round has been built from yet
 JSON_COLUMNS = ("conversation", "settings")
+# An item is done once a live vote is linked to it (SQL shared by task_items and next_task_item).
+ITEM_VOTES = ("(SELECT COUNT(*) FROM task_ratings l JOIN ratings r ON r.id = l.rating_id "
+              "WHERE l.item = i.id AND r.deleted = 0)")
 
 
 class FeedbackError(ValueError):
@@ -161,13 +195,15 @@ class FeedbackStore:
         db.row_factory = sqlite3.Row
         return db
 
-    def _insert(self, values: dict) -> int:
+    def _insert(self, values: dict, task_item: int | None = None) -> int:
         columns = ", ".join(values)
         marks = ", ".join("?" for _ in values)
         with closing(self._connect()) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 cursor = db.execute(f"INSERT INTO ratings ({columns}) VALUES ({marks})", list(values.values()))
+                if task_item is not None:
+                    self._link_task_vote(db, int(task_item), int(cursor.lastrowid), values["rater"])
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -188,8 +224,11 @@ class FeedbackStore:
 
     def add_vote(self, conversation: list[dict], model_a: str, model_b: str, reply_a: str, reply_b: str,
                  winner: str, settings: dict | None = None, rater: str | None = None, anonymous: bool = False,
-                 hash_a: str | None = None, hash_b: str | None = None, when: float | None = None) -> int:
-        """Store one vote between two replies to the same conversation; returns its id once it is on disk."""
+                 hash_a: str | None = None, hash_b: str | None = None, when: float | None = None,
+                 task_item: int | None = None) -> int:
+        """Store one vote between two replies to the same conversation; returns its id once it is on disk.
+        `task_item`: the id of the rating-task item the vote answers (the rater's own), linked in the same
+        transaction."""
         if winner not in WINNERS:
             raise FeedbackError(f"winner: '{winner}' is not one of {', '.join(WINNERS)}.")
         _check_model(model_a, "model_a")
@@ -197,7 +236,7 @@ class FeedbackStore:
         values = self._common(conversation, settings, rater, anonymous, when)
         values.update(kind="vote", model_a=model_a, model_b=model_b, hash_a=hash_a, hash_b=hash_b,
                       reply_a=str(reply_a), reply_b=str(reply_b), winner=winner)
-        return self._insert(values)
+        return self._insert(values, task_item)
 
     def add_thumb(self, conversation: list[dict], model: str, reply: str, up: bool, side: str | None = None,
                   settings: dict | None = None, rater: str | None = None, anonymous: bool = False,
@@ -268,10 +307,10 @@ class FeedbackStore:
     # -- reading ------------------------------------------------------------------------------------------------
     def ratings(self, model: str | None = None, rater: str | None = None, kind: str | None = None,
                 round: str | None = None, include_deleted: bool = False, source: str | None = None,
-                anonymous: bool | None = None) -> list[dict]:
+                anonymous: bool | None = None, task: int | None = None) -> list[dict]:
         """Ratings as dicts (conversation and settings parsed), oldest first. `model` matches either side;
         `round` is a round's run name (the ratings it was built from) or UNUSED (those no round used yet);
-        `source` is where a rating came from ('ftchat' or 'import')."""
+        `source` is where a rating came from ('ftchat' or 'import'); `task` a rating task's id (its votes)."""
         where, params = [], []
         if model:
             where.append("(model_a = ? OR model_b = ?)")
@@ -295,6 +334,10 @@ class FeedbackStore:
         if anonymous is not None:
             where.append("anonymous = ?")
             params.append(int(bool(anonymous)))
+        if task is not None:
+            where.append("id IN (SELECT l.rating_id FROM task_ratings l JOIN task_items i ON i.id = l.item "
+                         "WHERE i.task = ?)")
+            params.append(int(task))
         if not include_deleted:
             where.append("deleted = 0")
         sql = "SELECT * FROM ratings" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
@@ -364,6 +407,104 @@ class FeedbackStore:
                 db.execute("ROLLBACK")
                 raise
         return added, duplicates
+
+    # -- rating tasks --------------------------------------------------------------------------------------------
+    # Plain SQL on purpose (no upsert, no RETURNING, no SQLite functions), so that it ports as it is.
+    def add_task(self, name: str, models: list[str], overlap: float, seed: int, items: list[dict],
+                 created_by: str | None = None) -> int:
+        """Store a task and its items (dicts of prompt_index, conversation, rater, position, model_left,
+        model_right, shared) in one transaction; returns the task's id. FeedbackError when the name is taken."""
+        name = (name or "").strip()
+        if not name:
+            raise FeedbackError("task name: give the task a name.")
+        with closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if db.execute("SELECT id FROM tasks WHERE name = ?", (name,)).fetchone() is not None:
+                    raise FeedbackError(f"task {name!r} exists already; give the new task another name.")
+                cursor = db.execute("INSERT INTO tasks (name, time, models, overlap, seed, created_by) "
+                                    "VALUES (?, ?, ?, ?, ?, ?)",
+                                    (name, time.time(), json.dumps(list(models), ensure_ascii=False), float(overlap),
+                                     int(seed), created_by))
+                task_id = int(cursor.lastrowid)
+                db.executemany(
+                    "INSERT INTO task_items (task, prompt_index, conversation, rater, position, model_left, "
+                    "model_right, shared) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(task_id, int(item["prompt_index"]),
+                      json.dumps(check_conversation(item["conversation"], f"prompt {item['prompt_index'] + 1}"),
+                                 ensure_ascii=False),
+                      item["rater"], int(item["position"]), item["model_left"], item["model_right"],
+                      int(bool(item["shared"]))) for item in items])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return task_id
+
+    def tasks(self) -> list[dict]:
+        """Every task (models parsed) with its number of items, oldest first."""
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT t.id, t.name, t.time, t.models, t.overlap, t.seed, t.created_by, "
+                              "COUNT(i.id) AS items FROM tasks t LEFT JOIN task_items i ON i.task = t.id "
+                              "GROUP BY t.id, t.name, t.time, t.models, t.overlap, t.seed, t.created_by "
+                              "ORDER BY t.id").fetchall()
+        return [{**dict(r), "models": json.loads(r["models"])} for r in rows]
+
+    def task(self, key: int | str) -> dict:
+        """One task by its name, or by its id; FeedbackError naming the tasks there are when there is none."""
+        every = self.tasks()
+        key = str(key).strip()
+        for match in (lambda t: t["name"] == key, lambda t: str(t["id"]) == key):
+            found = [t for t in every if match(t)]
+            if found:
+                return found[0]
+        raise FeedbackError(f"task {key!r}: no such task (tasks: {', '.join(t['name'] for t in every) or 'none yet'}).")
+
+    def task_items(self, task_id: int, rater: str | None = None) -> list[dict]:
+        """The items of a task (of one rater), by rater and position; each with `votes`: its live linked votes."""
+        sql = f"SELECT i.*, {ITEM_VOTES} AS votes FROM task_items i WHERE i.task = ?"
+        params: list = [int(task_id)]
+        if rater is not None:
+            sql += " AND i.rater = ?"
+            params.append(rater)
+        with closing(self._connect()) as db:
+            return [_item_dict(r) for r in db.execute(sql + " ORDER BY i.rater, i.position", params)]
+
+    def next_task_item(self, rater: str) -> dict | None:
+        """The rater's next item without a live vote: the oldest task's first by position; None when all are done."""
+        with closing(self._connect()) as db:
+            row = db.execute(f"SELECT i.*, {ITEM_VOTES} AS votes FROM task_items i WHERE i.rater = ? AND "
+                             f"{ITEM_VOTES} = 0 ORDER BY i.task, i.position LIMIT 1", (rater,)).fetchone()
+        return _item_dict(row) if row is not None else None
+
+    def task_votes(self, task_id: int) -> list[dict]:
+        """The live votes cast on a task's items, oldest first: rating dicts with `task_item`, `prompt_index` and
+        `shared` (whether two raters have the prompt)."""
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT r.*, i.id AS task_item, i.prompt_index AS prompt_index, i.shared AS shared "
+                              "FROM ratings r JOIN task_ratings l ON l.rating_id = r.id "
+                              "JOIN task_items i ON i.id = l.item WHERE i.task = ? AND r.deleted = 0 ORDER BY r.id",
+                              (int(task_id),)).fetchall()
+        return [{**_row_dict(r), "shared": bool(r["shared"])} for r in rows]
+
+    @staticmethod
+    def _link_task_vote(db: sqlite3.Connection, item_id: int, rating_id: int, rater: str | None) -> None:
+        """Link a vote to a task item inside the vote's transaction: only the item's own rater's vote counts."""
+        item = db.execute("SELECT rater FROM task_items WHERE id = ?", (item_id,)).fetchone()
+        if item is None:
+            raise FeedbackError(f"task item {item_id}: no such item.")
+        if item["rater"] != rater:
+            raise FeedbackError(f"task item {item_id} is {item['rater']}'s to rate, not {rater or 'an unnamed rater'}'s.")
+        db.execute("INSERT INTO task_ratings (item, rating_id) VALUES (?, ?)", (item_id, rating_id))
+    # -- end of rating tasks -------------------------------------------------------------------------------------
+
+
+def _item_dict(row: sqlite3.Row) -> dict:
+    out = dict(row)
+    out["conversation"] = json.loads(out["conversation"])
+    out["shared"] = bool(out["shared"])
+    out["done"] = bool(out.get("votes"))
+    return out
 
 
 def _row_dict(row: sqlite3.Row) -> dict:
