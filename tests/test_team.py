@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import stat
 
 import pytest
 from conftest import ftchat_main
 from test_hostile import login
-from test_ui_api import AppProcess, make_workspace
+from test_ui_api import AppProcess, make_workspace, value_of
 
 ADMIN = ("ana", "ana-s-long-password")
 RATER = ("bo", "bo-s-long-password")
 # What a rater may call; every other API endpoint must answer "needs an admin". Adding an endpoint to the rater's
 # list is a decision, so it is written here as well as in ftchat/ui/roles.py.
 RATER_ALLOWED = {"chat", "next_prompt", "load_prompts", "rank_prompts", "vote_left", "vote_right", "vote_tie",
-                 "vote_bothbad", "better_answer", "thumb", "clear_chat", "set_arena", "models", "my_progress"}
+                 "vote_bothbad", "better_answer", "thumb", "clear_chat", "set_arena", "models", "my_progress",
+                 "my_task"}
 QUESTION = "What colour is the Zumo lamp?"
 
 
@@ -70,6 +72,7 @@ def test_an_app_with_an_empty_or_broken_users_file_does_not_start(tmp_path):
 def team_app(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("team")
     workspace = make_workspace(root, tiny_model_dir)
+    shutil.copytree(tiny_model_dir, workspace / "models" / "second")  # a second model for a rating task
     from ftchat.users import Users
 
     users = Users(workspace / "users.json")
@@ -138,7 +141,7 @@ def test_every_endpoint_but_the_raters_is_refused_to_a_rater(team_app):
     admin_only = sorted(names - RATER_ALLOWED)
     # the admin's work the issue names is among them
     assert {"start_training", "cancel_run", "export_ratings", "delete_rating", "import_ratings", "start_round",
-            "judge_parent", "upload"} <= set(admin_only)
+            "judge_parent", "upload", "create_task", "task_status"} <= set(admin_only)
 
     for name in admin_only:
         args = []
@@ -274,6 +277,43 @@ def test_the_admin_sees_each_raters_count_and_how_they_agree(team_app):
     assert ["dana", "eli", 1, "100%"] in [row[:4] for row in pair_rows["data"]]
 
 
+def test_a_rating_task_brings_each_rater_their_next_prompt_and_counts_their_votes(team_app):
+    from ftchat.feedback.store import FeedbackStore
+
+    rater, admin = team_app.client(auth=RATER), team_app.client(auth=ADMIN)
+    second = f"base:{team_app.workspace / 'models' / 'second'}"
+    typed = "Who makes the Zumo lamp?\nWhat colour is the Zumo lamp?\nHow bright is the Zumo lamp?"
+    task_args = ["zumo-lamp", typed, None, [team_app.tiny, second], [RATER[0]], 0.0]
+    assert "needs an admin" in refused(rater, "create_task", task_args)
+    store = FeedbackStore.for_workspace(team_app.workspace)
+    assert store.tasks() == []  # refused means not made
+
+    created, _ = admin.predict(*task_args, api_name="/create_task")
+    assert created.startswith("✓ task **zumo-lamp**: 3 prompts for bo (3)")
+    outputs = rater.predict("", api_name="/my_task")
+    # the message box, system prompt, both panes (empty: a new conversation), both pickers, the progress line
+    message, left, right, progress = outputs[0], value_of(outputs[4]), value_of(outputs[5]), outputs[-1]
+    assert progress == "Task **zumo-lamp**: 0 of 3 done"
+    assert message in typed.splitlines() and {left, right} == {team_app.tiny, second}
+    first = message
+
+    # the rater answers it with the task's models (as the page sends it) and votes: 1 of 3 done
+    rater.predict(message, left, right, [], [], "", 0.0, 0.9, 8, api_name="/chat")
+    *_, vote = rater.predict("", api_name="/vote_left")
+    assert vote["task_item"] is not None
+    outputs = rater.predict("", api_name="/my_task")
+    assert outputs[-1] == "Task **zumo-lamp**: 1 of 3 done" and outputs[0] != first
+    # a vote on another question (plain chatting) does not count
+    rater.predict("Something else?", left, right, [], [], "", 0.0, 0.9, 8, api_name="/chat")
+    *_, other = rater.predict("", api_name="/vote_right")
+    assert other["task_item"] is None and rater.predict("", api_name="/my_task")[-1].endswith("1 of 3 done")
+
+    summary, table = admin.predict("zumo-lamp", api_name="/task_status")
+    assert "zumo-lamp**: 1 of 3 items done" in summary
+    assert table["data"][0][:4] == ["bo", 1, 3, "33%"]
+    assert [r["id"] for r in store.ratings(task=store.task("zumo-lamp")["id"])] == [vote["id"]]
+
+
 def fetch_as(url: str, user: str, password: str, path: str) -> int:
     """Log in as a browser does (a session cookie) and fetch a file the app serves; the HTTP status."""
     import http.cookiejar
@@ -333,13 +373,13 @@ def test_the_admin_tabs_page_events_are_refused_to_a_rater_too(team_app):
     # events of the Data, Train and Feedback tabs that the page fires itself (their names are the handlers')
     admin_events = [d for d in page_only if re.sub(r"_\d+$", "", d["api_name"]) in
                     {"refresh_all", "filters_and_table", "judge_default", "on_data", "plan", "refresh_choices",
-                     "export", "replot", "round_readiness", "report_markdown"}]
+                     "export", "replot", "round_readiness", "report_markdown", "task_view", "board_view"}]
     assert len(admin_events) >= 20
     for dependency in admin_events:
         answer = call_page_event(team_app.url, *RATER, dependency)
         assert answer["success"] is False and "needs an admin" in answer["output"]["error"], (dependency, answer)
     refresh = next(d for d in admin_events if d["api_name"].startswith("refresh_all"))
-    answer = call_page_event(team_app.url, *ADMIN, refresh, ["", "", "", "", "", False, None, None, "dpo"])
+    answer = call_page_event(team_app.url, *ADMIN, refresh, ["", "", "", "", "", False, None, None, "dpo", False, None])
     assert answer["success"] is True, answer
     # the Chat tab's own page events answer a rater: opening the page shows who is rating
     who = next(d for d in page_only if d["api_name"] == "who_rates")

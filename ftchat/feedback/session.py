@@ -98,8 +98,9 @@ def answered(exchange: Exchange | None, left: str, right: str, conversation_left
 
 
 def record_vote(store: FeedbackStore, exchange: Exchange | None, vote: str, rater: str | None = None,
-                workspace=None) -> int:
-    """Store a vote on an open exchange at once (one transaction) and close the exchange; returns the rating id."""
+                workspace=None, task_item: int | None = None) -> int:
+    """Store a vote on an open exchange at once (one transaction) and close the exchange; returns the rating id.
+    `task_item`: the rating-task item the exchange answers, linked to the vote in the same transaction."""
     if vote not in WINNER_OF:
         raise RatingError(f"vote: '{vote}' is not one of {', '.join(WINNER_OF)}.")
     if exchange is None or not exchange.answered:
@@ -114,7 +115,7 @@ def record_vote(store: FeedbackStore, exchange: Exchange | None, vote: str, rate
         exchange.conversation_left, model_name(exchange.left), model_name(exchange.right),
         exchange.reply_left, exchange.reply_right, WINNER_OF[vote], settings=settings, rater=rater,
         anonymous=exchange.arena, hash_a=weights_hash(exchange.left, workspace),
-        hash_b=weights_hash(exchange.right, workspace))
+        hash_b=weights_hash(exchange.right, workspace), task_item=task_item)
     exchange.vote, exchange.vote_id = vote, rating_id
     return rating_id
 

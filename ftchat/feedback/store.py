@@ -451,13 +451,18 @@ class FeedbackStore:
         return [{**dict(r), "models": json.loads(r["models"])} for r in rows]
 
     def task(self, key: int | str) -> dict:
-        """One task by its name, or by its id; FeedbackError naming the tasks there are when there is none."""
+        """One task by its id (an int), or by its name or id as typed; FeedbackError naming the tasks there are when
+        there is none."""
         every = self.tasks()
-        key = str(key).strip()
-        for match in (lambda t: t["name"] == key, lambda t: str(t["id"]) == key):
-            found = [t for t in every if match(t)]
-            if found:
-                return found[0]
+        by_id = {t["id"]: t for t in every}
+        if isinstance(key, int) and key in by_id:
+            return by_id[key]
+        typed = str(key).strip()
+        for task in every:
+            if task["name"] == typed:
+                return task
+        if typed.isdigit() and int(typed) in by_id:
+            return by_id[int(typed)]
         raise FeedbackError(f"task {key!r}: no such task (tasks: {', '.join(t['name'] for t in every) or 'none yet'}).")
 
     def task_items(self, task_id: int, rater: str | None = None) -> list[dict]:

@@ -241,6 +241,21 @@ def task_raters(named: list[str] | None, team: dict[str, dict], users_file="the 
     return raters
 
 
+def next_for(store: FeedbackStore, rater: str) -> tuple[dict | None, str]:
+    """(the rater's next item, or None when they have none left; their progress line in that task, or in their
+    latest task once all are done, or '' when no task names them)."""
+    item = store.next_task_item(rater)
+    if item is not None:
+        task = store.task(item["task"])
+    else:
+        mine = [t for t in store.tasks() if store.task_items(t["id"], rater=rater)]
+        if not mine:
+            return None, ""
+        task = mine[-1]
+    done, total = progress(store.task_items(task["id"], rater=rater))[rater]
+    return item, progress_text(task["name"], done, total)
+
+
 def create_task(store: FeedbackStore, name: str, prompts: list[list[dict]], models: list[str], raters: list[str],
                 overlap: float = DEFAULT_OVERLAP, seed: int = 0, created_by: str | None = None) -> dict:
     """Assign the prompts and store the task; returns the stored task."""

@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         login, role_of = None, everyone_admin
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     ctx = AppContext(Workspace(args.workspace, max_upload_mb=args.max_upload_mb))
+    ctx.users = users
     if args.parallel_runs is not None:
         run_queue.set_parallel_runs(ctx.workspace.runs_dir, args.parallel_runs)
     demo = build_app(ctx.workspace, ctx, role_of)

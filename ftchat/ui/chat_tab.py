@@ -1,6 +1,7 @@
 """Chat tab: two panes, each with its own model (a base or a finished run); one message goes to both and the
 replies stream side by side. Each exchange can be rated (votes, thumbs, a better answer), blind in arena mode, and a
-prompt queue steps through prompts to rate. What a rating stores is ftchat.feedback.session's business."""
+prompt queue steps through prompts to rate. A rater of a rating task finds their next prompt of it waiting, with
+their progress, and each vote on it brings the next. What a rating stores is ftchat.feedback.session's business."""
 from __future__ import annotations
 
 import random
@@ -9,8 +10,9 @@ from dataclasses import dataclass
 import gradio as gr
 
 from ftchat.chat.generation import ChatError, GenerationSettings, with_system
-from ftchat.feedback import prompt_queue, session
+from ftchat.feedback import prompt_queue, session, tasks
 from ftchat.feedback.prompt_queue import RANK_PROMPTS, PromptError, PromptQueue, split_prompt
+from ftchat.feedback.store import FeedbackError
 from ftchat.models import ModelError
 from ftchat.names import is_base
 from ftchat.train.reward_model import RewardModelError, reward_runs
@@ -87,6 +89,9 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
         rater = gr.Textbox(label="Your name (optional, stored with your ratings)", elem_id="rater", scale=2,
                            max_lines=1)  # behind a login the rater is who logged in, and this box shows it
     my_progress = gr.Markdown("", elem_id="my-progress")
+    with gr.Row():
+        task_progress = gr.Markdown("", elem_id="task-progress")
+        task_next = gr.Button("▶ My next task prompt", scale=0, size="sm", elem_id="task-next")
     with gr.Row(equal_height=False):
         with gr.Column():
             left_model = gr.Dropdown(choices, value=left_value, label="Left model", allow_custom_value=True,
@@ -155,6 +160,8 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
     queue = gr.State(PromptQueue())
     asked_state = gr.State(False)  # whether a vote just asked the next queued prompt
     replies = gr.State({})  # "side:index" -> [choice, anonymous, thumb id]: who wrote each reply, its last thumb
+    task_item = gr.State(None)  # the rating-task item (FeedbackStore.task_items row) the rater is answering
+    picked = gr.State(False)  # whether the models were picked on this page (by the person, or by their task)
 
     # -- what the panes and buttons show for an exchange ----------------------------------------------------------
     def pane_labels(current):
@@ -295,15 +302,18 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
         return box, progress_text()
 
     def vote_for(vote: str):
-        def cast(rater_name: str, current):
+        def cast(rater_name: str, current, item=None):
+            answers = current is not None and current.answered and \
+                tasks.matches(item, current.conversation_left, current.left, current.right)
             try:
                 rating_id = session.record_vote(ctx.feedback(), current, vote, rater_of(rater_name),
-                                                ctx.workspace.root)
-            except session.RatingError as exc:
+                                                ctx.workspace.root, task_item=item["id"] if answers else None)
+            except (session.RatingError, FeedbackError) as exc:
                 raise gr.Error(str(exc)) from None
             return (current, *show(current),
                     {"id": rating_id, "vote": vote, "left": session.model_name(current.left),
-                     "right": session.model_name(current.right), "anonymous": current.arena})
+                     "right": session.model_name(current.right), "anonymous": current.arena,
+                     "task_item": item["id"] if answers else None})
         cast.__doc__ = f"Vote '{vote}' on the current exchange; stored at once. Returns the rating id and models."
         return cast
 
@@ -353,6 +363,23 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
                                         rater=rater_of(rater_name), workspace=ctx.workspace.root)
         except session.RatingError as exc:
             raise gr.Error(str(exc)) from None
+
+    # -- the rater's task -----------------------------------------------------------------------------------------
+    def task_prompt(item, system_prompt: str):
+        """The outputs that put a task item in the panes: its prompt waits in the message box, its two models in
+        the pickers (so a picker's default does not replace them)."""
+        prompt_system, earlier, text = split_prompt(item["conversation"])
+        return (item, text, prompt_system or system_prompt, earlier, earlier, None,
+                gr.Dropdown(value=item["model_left"]), gr.Dropdown(value=item["model_right"]), True)
+
+    def my_task(system_prompt: str = ""):
+        """Your next prompt of your rating task, put in the message box with the task's two models, and your progress
+        ('12 of 40 done'); when your part is done, says so."""
+        name = logged_in()
+        item, text = tasks.next_for(ctx.feedback(), name) if name else (None, "")
+        if item is None:
+            return (None, *(gr.skip() for _ in range(8)), text)
+        return (*task_prompt(item, system_prompt), text)
 
     # -- the prompt queue -----------------------------------------------------------------------------------------
     def load_prompts(run: str | None, file: str | None, typed: str):
@@ -412,11 +439,20 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
         return (current_queue, text, prompt_system or system_prompt, earlier, earlier, None,
                 current_queue.progress())
 
-    def next_after_vote(auto: bool, current_queue: PromptQueue, system_prompt: str):
-        """After a vote, ask the next queued prompt when that is wanted; the last output says whether it was."""
+    def next_after_vote(auto: bool, current_queue: PromptQueue, system_prompt: str, voted: dict | None):
+        """After a vote on a task item, ask the rater's next one; after another vote, the next queued prompt when
+        that is wanted. The last output says whether a prompt was asked."""
+        unchanged = [gr.skip() for _ in task_outputs]
+        if voted and voted.get("task_item"):
+            item, text = tasks.next_for(ctx.feedback(), logged_in() or "")
+            if item is None:
+                return (*(gr.skip() for _ in queue_outputs), None, *unchanged[1:-1], text, False)
+            loaded = task_prompt(item, system_prompt)
+            asked = [gr.skip(), loaded[1], loaded[2], loaded[3], loaded[4], loaded[5], gr.skip()]
+            return (*asked, loaded[0], *loaded[6:], text, True)
         if not auto or current_queue is None or current_queue.position < 0 or current_queue.finished:
-            return (*(gr.skip() for _ in queue_outputs), False)
-        return (*next_prompt(current_queue, system_prompt), True)
+            return (*(gr.skip() for _ in queue_outputs), *unchanged, False)
+        return (*next_prompt(current_queue, system_prompt), *unchanged, True)
 
     def if_asked(step):
         """A step of the chain after a vote that runs only when a queued prompt was asked."""
@@ -457,14 +493,17 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
         .success(rank_prompts, inputs=[queue, queue_reward, left_model, right_model, queue_rank],
                  outputs=[queue, queue_progress, queue_order, gr.JSON(visible=False)], api_name="rank_prompts")
 
+    # [task item, left model, right model, picked, task progress]: what asking a task's prompt changes besides the
+    # queue's outputs
+    task_outputs = [task_item, left_model, right_model, picked, task_progress]
     for (vote, _, _), button in zip(VOTE_BUTTONS, vote_buttons):
-        voted = button.click(vote_for(vote), inputs=[rater, exchange],
-                             outputs=[exchange, *shown, gr.JSON(visible=False)],
+        result = gr.JSON(visible=False)
+        voted = button.click(vote_for(vote), inputs=[rater, exchange, task_item], outputs=[exchange, *shown, result],
                              api_name=f"vote_{vote}", concurrency_limit=None)  # a vote is one quick write
         voted.success(progress_text, outputs=[my_progress], api_visibility="private", show_progress="hidden")
-        voted.success(next_after_vote, inputs=[queue_auto, queue, system], outputs=[*queue_outputs, asked_state],
-                      api_visibility="private").success(**if_asked(before)).success(**if_asked(private_chat)) \
-            .then(**if_asked(after))
+        voted.success(next_after_vote, inputs=[queue_auto, queue, system, result],
+                      outputs=[*queue_outputs, *task_outputs, asked_state], api_visibility="private") \
+            .success(**if_asked(before)).success(**if_asked(private_chat)).then(**if_asked(after))
     better_save.click(save_better, inputs=[better_side, better_text, rater, exchange],
                       outputs=[better_text, vote_status], api_name="better_answer", concurrency_limit=None) \
         .success(progress_text, outputs=[my_progress], api_visibility="private", show_progress="hidden")
@@ -483,10 +522,14 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
                   api_name="models")
     # A run that finished since the page was built shows up without a restart, paired against what it was trained
     # from, unless the person has picked models on this page (`.input` fires for a person's choice only).
-    picked = gr.State(False)
     for picker in (left_model, right_model):
         picker.input(lambda: True, outputs=[picked], api_visibility="private", show_progress="hidden")
-    demo.load(lambda: models()[:2], outputs=[left_model, right_model], api_visibility="private")
+    task_loaded = [task_item, message, system, left_chat, right_chat, exchange, left_model, right_model, picked,
+                   task_progress]
+    task_next.click(my_task, inputs=[system], outputs=task_loaded, api_name="my_task")
+    # the rater's task after the default pair, so that the task's two models stay in the pickers
+    demo.load(lambda: models()[:2], outputs=[left_model, right_model], api_visibility="private") \
+        .then(my_task, inputs=[system], outputs=task_loaded, api_visibility="private")
     page.select(on_show, inputs=[left_model, right_model, picked, queue_run, queue_reward],
                 outputs=[left_model, right_model, queue_run, queue_reward], api_visibility="private")
     return ChatTab(left_model, right_model, refresh, queue_panel, queue_text, queue, queue_progress,

@@ -67,6 +67,7 @@ class AppContext:
         self._feedback = None
         self._reward_lock = threading.Lock()  # loading a reward model is slow: not under the shared lock
         self._reward_model = None  # (key, ftchat.train.reward_model.RewardModel): the last one used
+        self.users = None  # ftchat.users.Users of `app.py --users`: the raters a rating task can name
 
     def tokenizer(self):
         """The bundled model's tokenizer, or None when it cannot be loaded (token counts are then estimates)."""

@@ -1,5 +1,5 @@
-"""Feedback tab: the ratings given in the Chat tab (filter, delete, export, import), the leaderboard, the lineage of
-rounds, and the button that trains the next round from the votes. The rules live in ftchat.feedback.*; this module
+"""Feedback tab: the ratings given in the Chat tab (filter, delete, export, import), the leaderboard, the raters and
+their rating tasks, the lineage of rounds, and the button that trains the next round from the votes. The rules live in ftchat.feedback.*; this module
 draws and wires."""
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import gradio as gr
 
 from ftchat import runs
 from ftchat.chat.generation import ChatError
-from ftchat.feedback import agreement, export, leaderboard, rounds
+from ftchat.feedback import agreement, export, leaderboard, rounds, tasks
 from ftchat.feedback.imports import import_file
+from ftchat.feedback.prompt_queue import PromptError, prompts_from_file
+from ftchat.feedback.prompt_queue import prompts_from_text as prompt_queue_text
 from ftchat.feedback.report import ReportError, describe_report, round_report
 from ftchat.feedback.store import UNUSED, FeedbackError
 from ftchat.models import ModelError
@@ -21,6 +23,7 @@ from ftchat.names import base_choice, base_of_choice, is_base
 from ftchat.train.reward_model import RewardModelError, reward_runs
 from ftchat.ui.charts import interval_chart
 from ftchat.ui.context import AppContext
+from ftchat.ui.roles import logged_in
 
 RATING_COLUMNS = ["id", "time", "kind", "rater", "outcome", "model A (left)", "model B (right)", "prompt", "reply A",
                   "reply B / written answer", "blind", "source"]
@@ -28,6 +31,8 @@ LEADERBOARD_COLUMNS = ["rank", "model", "rating", "95% CI", "votes"]
 RATER_COLUMNS = ["rater", "votes", "thumbs", "written answers", "left pane wins", "shared prompts",
                  "agrees with the others", "the others agree", "kappa with the others", "flags"]
 PAIR_COLUMNS = ["rater", "rater ", "shared prompts", "agree", "Cohen's kappa"]
+TASK_COLUMNS = ["rater", "done", "assigned", "progress", "overlap prompts", "votes", "left pane wins",
+                "agrees with the others", "kappa with the others", "flags"]
 OUTCOME = {"a": "A better", "b": "B better", "tie": "tie", "bothbad": "both bad"}
 KIND_CHOICES = [("all", ""), ("votes", "vote"), ("thumbs", "thumb"), ("written answers", "edit")]
 SOURCE_CHOICES = [("all", ""), ("rated here", "ftchat"), ("imported", "import")]
@@ -88,6 +93,16 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
     def lineage_choices() -> list[tuple[str, str]]:
         return [(f"{r.name} · {r.state}", r.name) for r in runs.list_runs(ctx.workspace.runs_dir)]
 
+    def model_choices() -> list[tuple[str, str]]:
+        return ctx.engine().choices()
+
+    def rater_choices() -> list[str]:
+        team = ctx.users.read() if ctx.users is not None else {}
+        return sorted(name for name, entry in team.items() if entry["role"] == "rater")
+
+    def task_choices() -> list[tuple[str, str]]:
+        return [(f"{t['name']} ({plural(t['items'], 'item')})", t["name"]) for t in ctx.feedback().tasks()]
+
     def judge_choices() -> list[tuple[str, str]]:
         """Finished reward-model runs: what can judge a round against its parent."""
         return [(path.name, path.name) for path in reward_runs(ctx.workspace.runs_dir)]
@@ -100,7 +115,10 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
         refresh = gr.Button("↻ Refresh", scale=0, elem_id="feedback-refresh")
 
     with gr.Accordion("Leaderboard", open=True):
-        anonymous_only = gr.Checkbox(False, label="Arena (blind) votes only", elem_id="anonymous-only")
+        with gr.Row():
+            anonymous_only = gr.Checkbox(False, label="Arena (blind) votes only", elem_id="anonymous-only")
+            exclude_flagged = gr.Checkbox(False, label="Leave out the votes of flagged raters (see Raters), here and "
+                                                       "in the next round", elem_id="exclude-flagged")
         board = gr.Dataframe(headers=LEADERBOARD_COLUMNS, interactive=False, elem_id="leaderboard", wrap=True,
                              label="Bradley–Terry ratings (a tie counts half a win each)")
         chart = gr.HTML("", elem_id="leaderboard-plot")
@@ -114,6 +132,29 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
                                          "the left pane)")
         pair_table = gr.Dataframe(headers=PAIR_COLUMNS, interactive=False, wrap=True, elem_id="rater-pairs",
                                   label="Agreement per pair of raters, on the prompts (and model pairs) both voted on")
+
+    with gr.Accordion("Rating tasks: share prompts out among raters", open=False, elem_id="tasks-panel"):
+        gr.Markdown("Each prompt goes to one rater, the overlap share to two (to measure how they agree). Each "
+                    "rater's Chat tab then brings their next prompt with the task's two models, and their progress.")
+        with gr.Row():
+            task_text = gr.Textbox(label="Prompts, one per line", lines=4, elem_id="task-prompts", scale=3)
+            task_file = gr.File(label="…or a file (.txt: one prompt per line; or any data file)",
+                                file_types=[".txt", ".jsonl", ".json", ".csv", ".tsv"], elem_id="task-file", scale=2)
+        with gr.Row():
+            task_models = gr.Dropdown(model_choices(), value=[], multiselect=True, elem_id="task-models", scale=3,
+                                      label="Models (two; more: a pair drawn per prompt, arena-style)")
+            task_raters = gr.Dropdown(rater_choices(), value=[], multiselect=True, allow_custom_value=True, scale=2,
+                                      label="Raters (none picked: every rater)", elem_id="task-raters")
+            task_overlap = gr.Slider(0, 1, value=tasks.DEFAULT_OVERLAP, step=0.05, elem_id="task-overlap", scale=1,
+                                     label="Overlap: share of prompts to two raters")
+            task_name = gr.Textbox(label="Task name", elem_id="task-name", scale=1, max_lines=1)
+            create_task_button = gr.Button("Create task", variant="primary", elem_id="create-task", scale=1)
+        task_status_line = gr.Markdown("", elem_id="task-created")
+        task_pick = gr.Dropdown(task_choices(), value=None, label="Task", elem_id="task-pick", allow_custom_value=True)
+        task_summary = gr.Markdown("", elem_id="task-summary")
+        task_table = gr.Dataframe(headers=TASK_COLUMNS, interactive=False, wrap=True, elem_id="task-table",
+                                  label="Per rater: their items, votes, left pane share and agreement on the "
+                                        "overlap prompts")
 
     with gr.Accordion("Lineage and the next round", open=True):
         lineage_run = gr.Dropdown(lineage_choices(), value=None, label="Lineage of the run", elem_id="lineage-run",
@@ -242,15 +283,18 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
         return (None, "", *filters_and_table(model, source, rater, kind, round_))
 
     # -- leaderboard ------------------------------------------------------------------------------------------------
-    def board_view(only_anonymous: bool = False):
-        """Leaderboard rows (rank, model, rating, 95% CI, votes), the chart, and the win-rate matrix."""
+    def board_view(only_anonymous: bool = False, without_flagged: bool = False):
+        """Leaderboard rows (rank, model, rating, 95% CI, votes), the chart, and the win-rate matrix; optionally from
+        the blind votes only, or without the votes of the raters the Raters section flags."""
         votes = ctx.feedback().ratings(kind="vote")
-        ratings = leaderboard.bradley_terry(votes, anonymous_only=bool(only_anonymous))
+        ratings = leaderboard.bradley_terry(votes, anonymous_only=bool(only_anonymous),
+                                            exclude_flagged=bool(without_flagged))
         rows = [[r.rank, short(r.model), round(r.rating), f"{r.ci_low:.0f} – {r.ci_high:.0f}", r.votes]
                 for r in ratings]
         chart_rows = [{**r.to_dict(), "model": short(r.model)} for r in ratings]
-        title = "Rating with 95% interval" + (" (blind votes only)" if only_anonymous else "")
-        chosen = leaderboard.votes_of(votes, anonymous_only=bool(only_anonymous))
+        title = "Rating with 95% interval" + (" (blind votes only)" if only_anonymous else "") + \
+            (" (without flagged raters)" if without_flagged else "")
+        chosen = leaderboard.votes_of(votes, anonymous_only=bool(only_anonymous), exclude_flagged=bool(without_flagged))
         wins = leaderboard.win_matrix(chosen)
         if wins.empty:
             table = [["no votes yet"]]
@@ -287,6 +331,56 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
     def raters_summary() -> dict:
         """Per-rater counts, left-pane share, agreement with the others and flags; agreement per pair and overall."""
         return agreement.team_agreement(ctx.feedback().ratings()).to_dict()
+
+    # -- rating tasks ---------------------------------------------------------------------------------------------
+    def create_task(name: str, typed: str, file: str | None, models: list[str], raters: list[str] | None,
+                    overlap: float = tasks.DEFAULT_OVERLAP):
+        """Share out prompts (typed one per line, else a file's) among raters (none named: every rater of the
+        users file) for two models, or a pair of several drawn per prompt; `overlap` of them go to two raters.
+        Returns a message and the task picker showing the new task."""
+        try:
+            if typed and typed.strip():
+                prompts, source = prompt_queue_text(typed), "typed prompts"
+            elif file:
+                prompts, source = prompts_from_file(file), Path(file).stem
+            else:
+                raise gr.Error("Type the prompts, one per line, or choose a file of them.")
+            team = ctx.users.read() if ctx.users is not None else {}
+            chosen = tasks.task_raters(list(raters or []), team, "the users file")
+            task = tasks.create_task(ctx.feedback(), (name or "").strip() or source, prompts, list(models or []),
+                                     chosen, float(overlap), created_by=logged_in())
+        except (PromptError, tasks.TaskError) as exc:
+            raise gr.Error(str(exc)) from None
+        counts = tasks.progress(ctx.feedback().task_items(task["id"]))
+        text = (f"✓ task **{task['name']}**: {plural(len(prompts), 'prompt')} for "
+                + ", ".join(f"{name} ({n})" for name, (_, n) in sorted(counts.items())) + ".")
+        return text, gr.Dropdown(choices=task_choices(), value=task["name"])
+
+    def task_view(name: str | None):
+        """A task's summary (progress, agreement on the overlap prompts, raters to check) and its per-rater table."""
+        if not name:
+            return ("No task picked." if task_choices() else "No rating task yet: create one above."), []
+        store = ctx.feedback()
+        try:
+            task = store.task(name)
+        except FeedbackError as exc:
+            raise gr.Error(str(exc)) from None
+        report = tasks.task_report(task, store.task_items(task["id"]), store.task_votes(task["id"]))
+
+        def share(value):
+            return "—" if value is None else f"{value:.0%}"
+
+        rows = [[r["rater"], r["done"], r["assigned"], share(r["done"] / r["assigned"] if r["assigned"] else None),
+                 r["overlap_items"], r["votes"], share(r["left_share"]), share(r["agreement_with_others"]),
+                 "—" if r["kappa_with_others"] is None else f"{r['kappa_with_others']:.2f}", "; ".join(r["flags"])]
+                for r in report["raters"]]
+        return tasks.describe_task(report), rows
+
+    def task_refresh(name: str | None):
+        values = [v for _, v in task_choices()]
+        name = name if name in values else (values[-1] if values else None)
+        return (gr.Dropdown(choices=task_choices(), value=name), *task_view(name), gr.Dropdown(choices=model_choices()),
+                gr.Dropdown(choices=rater_choices()))
 
     # -- lineage and rounds -----------------------------------------------------------------------------------------
     def lineage_html(run: str | None) -> str:
@@ -417,16 +511,18 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
                     f"**need {needed} more ratings** ({least} {what} in all).")
         return f"Ready: the ratings of **{short(run)}** give {have} {method.upper()} {what}."
 
-    def start_next_round(run: str | None, method: str = "dpo", max_steps: float | None = 0):
-        """Train the next round of a rated model from its ratings (parent: that model); returns the new run folder
-        and a message. Too few ratings: no run, and the message says how many more are needed."""
+    def start_next_round(run: str | None, method: str = "dpo", max_steps: float | None = 0,
+                         without_flagged: bool = False):
+        """Train the next round of a rated model from its ratings (parent: that model; `without_flagged`: leaving
+        out the flagged raters' ratings); returns the new run folder and a message. Too few ratings: no run, and the
+        message says how many more are needed."""
         if not run:
             raise gr.Error("Pick the rated model to start the round from.")
         flags = {"max_steps": int(max_steps)} if max_steps else {}
         if method == "reward-rl":
-            return start_reward_rl_round(run, flags)
+            return start_reward_rl_round(run, flags, bool(without_flagged))
         try:
-            config = rounds.next_round_config(ctx.workspace.root, run, method, **flags)
+            config = rounds.next_round_config(ctx.workspace.root, run, method, bool(without_flagged), **flags)
         except rounds.RoundError as exc:
             return "", f"⚠ {exc}"
         except (ValueError, OSError) as exc:
@@ -437,11 +533,12 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
                             f"({Path(config.data[0]).name}), parent {short(run)}. Watch it in **2. Train**; when it "
                             "is done it appears in **3. Chat**, paired against its parent.")
 
-    def start_reward_rl_round(run: str, flags: dict):
+    def start_reward_rl_round(run: str, flags: dict, without_flagged: bool = False):
         """A reward model on every vote, then GRPO from `run` on its rated prompts against it: two runs, one after
         the other (the second waits, queued, for the first)."""
         try:
-            reward_config, policy_config = rounds.reward_rl_round(ctx.workspace.root, run, "grpo", **flags)
+            reward_config, policy_config = rounds.reward_rl_round(ctx.workspace.root, run, "grpo", without_flagged,
+                                                                  **flags)
         except rounds.RoundError as exc:
             return "", f"⚠ {exc}"
         except (ValueError, OSError) as exc:
@@ -486,18 +583,21 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
     table_outputs = [counts, model_filter, rater_filter, round_filter, table]
     board_outputs = [board, chart, matrix]
 
-    def refresh_all(model, source, rater, kind, round_, only_anonymous, run, round_from, method):
+    def refresh_all(model, source, rater, kind, round_, only_anonymous, run, round_from, method, without_flagged=False,
+                    task=None):
         """Everything the tab shows, fresh from the store and the run folders."""
         run_values = [v for _, v in lineage_choices()]
         run = run if run in run_values else (run_values[0] if run_values else None)
         rated = rated_runs()
         round_from = round_from if round_from in [v for _, v in rated] else (rated[0][1] if rated else None)
-        return (*filters_and_table(model, source, rater, kind, round_), *board_view(only_anonymous),
+        return (*filters_and_table(model, source, rater, kind, round_), *board_view(only_anonymous, without_flagged),
                 gr.Dropdown(choices=lineage_choices(), value=run), lineage_html(run),
-                gr.Dropdown(choices=rated, value=round_from), round_readiness(round_from, method), *team_view())
+                gr.Dropdown(choices=rated, value=round_from), round_readiness(round_from, method),
+                *task_refresh(task), *team_view())
 
-    everything_in = [*filters, anonymous_only, lineage_run, round_run, round_method]
-    everything_out = [*table_outputs, *board_outputs, lineage_run, lineage_view, round_run, round_status,
+    everything_in = [*filters, anonymous_only, lineage_run, round_run, round_method, exclude_flagged, task_pick]
+    task_out = [task_pick, task_summary, task_table, task_models, task_raters]
+    everything_out = [*table_outputs, *board_outputs, lineage_run, lineage_view, round_run, round_status, *task_out,
                       team_summary, rater_table, pair_table]
     refresh.click(refresh_all, inputs=everything_in, outputs=everything_out, api_name="refresh_feedback")
     page.select(refresh_all, inputs=everything_in, outputs=everything_out, api_visibility="private")
@@ -508,7 +608,15 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
     table.select(pick_row, inputs=[table], outputs=[delete_id], api_visibility="private")
     delete.click(delete_rating, inputs=[delete_id, delete_reason, *filters],
                  outputs=[delete_id, delete_reason, *table_outputs], api_name="delete_rating")
-    anonymous_only.change(board_view, inputs=[anonymous_only], outputs=board_outputs, api_name="leaderboard")
+    anonymous_only.change(board_view, inputs=[anonymous_only, exclude_flagged], outputs=board_outputs,
+                          api_name="leaderboard")
+    exclude_flagged.change(board_view, inputs=[anonymous_only, exclude_flagged], outputs=board_outputs,
+                           api_visibility="private")
+    create_task_button.click(create_task, inputs=[task_name, task_text, task_file, task_models, task_raters,
+                                                  task_overlap],
+                             outputs=[task_status_line, task_pick], api_name="create_task") \
+        .success(task_view, inputs=[task_pick], outputs=[task_summary, task_table], api_visibility="private")
+    task_pick.input(task_view, inputs=[task_pick], outputs=[task_summary, task_table], api_name="task_status")
     lineage_run.change(lineage_html, inputs=[lineage_run], outputs=[lineage_view], api_name="lineage")
     lineage_run.change(report_markdown, inputs=[lineage_run], outputs=[report_view], api_visibility="private")
     report_button.click(report_markdown, inputs=[lineage_run], outputs=[report_view], api_name="round_report")
@@ -524,7 +632,7 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
                      api_name="round_readiness")
     round_method.change(round_readiness, inputs=[round_run, round_method], outputs=[round_status],
                         api_visibility="private")
-    start_round.click(start_next_round, inputs=[round_run, round_method, round_steps],
+    start_round.click(start_next_round, inputs=[round_run, round_method, round_steps, exclude_flagged],
                       outputs=[gr.Textbox(visible=False), round_status], api_name="start_round")
     export_button.click(export_ratings, inputs=[export_kind, model_filter], outputs=[export_file, export_status],
                         api_name="export_ratings")

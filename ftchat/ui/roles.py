@@ -17,10 +17,11 @@ import gradio as gr
 from gradio.context import LocalContext  # the request of the event being run; Gradio sets it around every call
 
 ADMIN, RATER = "admin", "rater"
-# The API endpoints a rater may call: chatting, the prompt queue, rating, and their own progress.
+# The API endpoints a rater may call: chatting, the prompt queue, rating, their own progress and their next prompt of
+# a rating task (creating a task and reading its report are an admin's).
 RATER_ENDPOINTS = frozenset({
     "chat", "next_prompt", "load_prompts", "rank_prompts", "vote_left", "vote_right", "vote_tie", "vote_bothbad",
-    "better_answer", "thumb", "clear_chat", "set_arena", "models", "my_progress",
+    "better_answer", "thumb", "clear_chat", "set_arena", "models", "my_progress", "my_task",
 })
 # Modules whose page-only events (no API name: streaming steps, thumbs, refreshing the Chat tab's lists) a rater's
 # page needs.
