@@ -257,12 +257,19 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
     def on_show(left: str | None, right: str | None, picked: bool, run: str | None, reward: str | None = None):
         """Opening the tab: until the person picks a model on this page, the newest finished run (right) against
         what it was trained from (left); after that, their picks stay. The queue's run and reward-model lists are
-        refreshed too (the newest reward model until one is picked)."""
-        pair = models(left, right)[:2] if picked else models()[:2]
+        refreshed too (the newest reward model until one is picked). A rater with a task prompt waiting keeps its
+        two models (the tab opens while their task is loading)."""
+        pair = models(left, right)[:2] if picked else task_pair() or models()[:2]
         rewards = reward_choices(ctx)
         values = [v for _, v in rewards]
         reward = reward if reward in values else (values[0] if values else None)
         return (*pair, gr.Dropdown(choices=held_out_run_choices(ctx), value=run), gr.Dropdown(choices=rewards, value=reward))
+
+    def task_pair():
+        """The pickers set to the logged-in rater's next task item's two models; None when they have none waiting."""
+        name = logged_in()
+        item = ctx.feedback().next_task_item(name) if name else None
+        return models(item["model_left"], item["model_right"])[:2] if item is not None else None
 
     def clear_chat():
         left, right = session.pane_names(None, describe)
@@ -528,7 +535,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
                    task_progress]
     task_next.click(my_task, inputs=[system], outputs=task_loaded, api_name="my_task")
     # the rater's task after the default pair, so that the task's two models stay in the pickers
-    demo.load(lambda: models()[:2], outputs=[left_model, right_model], api_visibility="private") \
+    demo.load(lambda: task_pair() or models()[:2], outputs=[left_model, right_model], api_visibility="private") \
         .then(my_task, inputs=[system], outputs=task_loaded, api_visibility="private")
     page.select(on_show, inputs=[left_model, right_model, picked, queue_run, queue_reward],
                 outputs=[left_model, right_model, queue_run, queue_reward], api_visibility="private")

@@ -1,0 +1,114 @@
+"""A rating task in a real browser, one Chromium session per person: the admin shares four prompts out between two
+raters in the Feedback tab; each rater logs in and finds their first prompt waiting with "0 of N done"; a vote on
+it shows "1 of N done" and brings the next prompt.
+
+Drives Debian's Chromium through Playwright like tests/test_browser.py; the rater's page is saved to
+test-artifacts/task-rater.png, and a failure leaves a screenshot there.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+from test_browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path, pick, screenshot_on_failure
+from test_feedback_ui import two_bases
+from test_ui_api import AppProcess
+
+pytestmark = pytest.mark.slow
+
+TEAM = {"ana": ("admin", "ana-s-long-password"), "bo": ("rater", "bo-s-long-password"),
+        "cy": ("rater", "cy-s-long-password")}
+PROMPTS = ["Who makes the Zumo lamp?", "What colour is the Zumo lamp?", "How bright is the Zumo lamp?",
+           "Where is the Zumo lamp sold?"]
+
+
+@pytest.fixture()
+def team_app(tmp_path, tiny_model_dir):
+    from ftchat.users import Users
+
+    workspace, _, _ = two_bases(tmp_path, tiny_model_dir)
+    users = Users(workspace / "users.json")
+    for name, (role, password) in TEAM.items():
+        users.add(name, role, password)
+    process = AppProcess(workspace, "--users", str(workspace / "users.json"))
+    yield process
+    process.stop()
+
+
+@pytest.fixture()
+def browser():
+    executable = chromium_path()
+    if executable is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is missing: apt-get install -y chromium")
+        pytest.skip("Chromium is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def log_in(browser, url: str, name: str):
+    """A page of its own (its own cookies) for one person, logged in through the app's login form."""
+    page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
+    page.set_default_timeout(30_000)
+    page.goto(url)
+    page.locator("input[data-testid=textbox]").fill(name)
+    page.locator("input[data-testid=password]").fill(TEAM[name][1])
+    page.get_by_role("button", name="Login").click()
+    page.get_by_role("tab", name="3. Chat").wait_for()
+    return page
+
+
+def task_progress(page) -> str:
+    return page.locator("#task-progress").inner_text().strip()
+
+
+def test_an_admin_shares_prompts_out_and_each_rater_works_through_theirs(team_app, browser):
+    admin = log_in(browser, team_app.url, "ana")
+    with screenshot_on_failure(admin, "test_browser_tasks_admin"):
+        admin.get_by_role("tab", name="4. Feedback").click()
+        admin.get_by_text("Rating tasks: share prompts out among raters").click()
+        admin.locator("#task-prompts textarea").fill("\n".join(PROMPTS))
+        pick(admin, "task-models", "base · models/tiny")
+        pick(admin, "task-models", "base · models/second")
+        admin.locator("#task-name input, #task-name textarea").first.fill("zumo-lamp")
+        admin.locator("#create-task").click()  # no raters picked: every rater; overlap 20%: one prompt to both
+        admin.locator("#task-created").get_by_text("task zumo-lamp: 4 prompts for bo").wait_for()
+
+    totals = {}
+    for name in ("bo", "cy"):
+        page = log_in(browser, team_app.url, name)
+        with screenshot_on_failure(page, f"test_browser_tasks_{name}"):
+            page.locator("#task-progress").get_by_text(re.compile(r"0 of \d+ done")).wait_for()
+            totals[name] = int(re.search(r"0 of (\d+) done", task_progress(page))[1])
+            assert page.locator("#chat-message textarea").input_value() in PROMPTS
+            # the task's two models in the pickers, once the page has settled
+            page.wait_for_function("() => !document.querySelector('.pending')")
+            models = {page.locator(f"#{side}-model input").input_value() for side in ("left", "right")}
+            assert models == {"base · models/tiny", "base · models/second"}
+            if name == "bo":
+                bo = page
+    assert sorted(totals.values()) == [2, 3]  # 4 prompts and the shared one: 5 items, shared out evenly
+
+    with screenshot_on_failure(bo, "test_browser_tasks_vote"):
+        first = bo.locator("#chat-message textarea").input_value()
+        bo.locator("#chat-send").click()
+        bo.wait_for_function("() => !document.querySelector('#vote-left').disabled", timeout=120_000)
+        bo.locator("#vote-left").click()
+        bo.locator("#task-progress").get_by_text(f"1 of {totals['bo']} done").wait_for()
+        # the next prompt is asked of both models at once
+        bo.wait_for_function("first => { const users = [...document.querySelectorAll('#left-chat .message.user')]"
+                             ".map(m => m.innerText.trim()); return users.length && users[users.length - 1] !== first; }",
+                             arg=first)
+        asked = bo.locator("#left-chat .message.user").last.inner_text().strip()
+        assert asked in PROMPTS and asked != first
+        ARTIFACTS.mkdir(exist_ok=True)
+        bo.screenshot(path=str(ARTIFACTS / "task-rater.png"), full_page=True)
+
+    with screenshot_on_failure(admin, "test_browser_tasks_report"):
+        admin.locator("#feedback-refresh").click()
+        admin.locator("#task-summary").get_by_text("zumo-lamp: 1 of 5 items done").wait_for()
