@@ -186,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     creating.add_argument("--raters", nargs="+", default=None,
                           help="who rates (default: every rater of the users file)")
     creating.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
-                          help=f"share of prompts given to two raters, to measure agreement (default {DEFAULT_OVERLAP})")
+                          help="share of prompts given to two raters, to measure agreement "
+                               f"(default {DEFAULT_OVERLAP})")
     creating.add_argument("--name", default=None, help="the task's name (default: the prompt file's name)")
     creating.add_argument("--seed", type=int, default=0, help="the assignment's random seed (default 0)")
     creating.add_argument("--users", default=None, help="the users file (default: WORKSPACE/users.json)")

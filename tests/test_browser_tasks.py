@@ -101,8 +101,8 @@ def test_an_admin_shares_prompts_out_and_each_rater_works_through_theirs(team_ap
         bo.locator("#vote-left").click()
         bo.locator("#task-progress").get_by_text(f"1 of {totals['bo']} done").wait_for()
         # the next prompt is asked of both models at once
-        bo.wait_for_function("first => { const users = [...document.querySelectorAll('#left-chat .message.user')]"
-                             ".map(m => m.innerText.trim()); return users.length && users[users.length - 1] !== first; }",
+        bo.wait_for_function("first => { const asked = [...document.querySelectorAll('#left-chat .message.user')]"
+                             ".map(m => m.innerText.trim()); return asked.length && asked[asked.length - 1] !== first; }",
                              arg=first)
         asked = bo.locator("#left-chat .message.user").last.inner_text().strip()
         assert asked in PROMPTS and asked != first

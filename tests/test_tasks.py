@@ -17,7 +17,7 @@ from ftchat.feedback import FeedbackStore
 from ftchat.feedback.agreement import flagged_raters
 from ftchat.feedback.leaderboard import bradley_terry
 from ftchat.feedback.rounds import next_round_config
-from ftchat.feedback.tasks import TaskError, assign, create_task, matches, progress, task_report
+from ftchat.feedback.tasks import TaskError, assign, create_task, matches, next_for, progress, task_report
 
 BASE = "base:smollm2-135m"  # the bundled model: a base every workspace's chat offers
 
@@ -149,6 +149,10 @@ def test_progress_counts_each_raters_live_votes_on_their_items(tmp_path):
     for item in bo_items:
         vote_on(store, item, "tie")
     assert store.next_task_item("bo") is None and progress(store.task_items(task["id"]))["bo"] == (total, total)
+    # what the rater's Chat tab says: their progress while items wait, that they are done once none does
+    assert next_for(store, "cy")[1] == f"Task **t**: 0 of {9 - total} done"
+    assert next_for(store, "bo") == (None, f"Task **t**: all done, {total} of {total} done. Thank you!")
+    assert next_for(store, "dee") == (None, "")  # no task names dee
     assert len(store.ratings(task=task["id"])) == total  # the task's votes: the linked ones only
     assert {v["task_item"] for v in store.task_votes(task["id"])} == {i["id"] for i in bo_items}
 

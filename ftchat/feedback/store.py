@@ -499,7 +499,8 @@ class FeedbackStore:
         if item is None:
             raise FeedbackError(f"task item {item_id}: no such item.")
         if item["rater"] != rater:
-            raise FeedbackError(f"task item {item_id} is {item['rater']}'s to rate, not {rater or 'an unnamed rater'}'s.")
+            raise FeedbackError(f"task item {item_id} is {item['rater']}'s to rate, not "
+                                f"{rater or 'an unnamed rater'}'s.")
         db.execute("INSERT INTO task_ratings (item, rating_id) VALUES (?, ?)", (item_id, rating_id))
     # -- end of rating tasks -------------------------------------------------------------------------------------
 
