@@ -430,3 +430,34 @@ def test_a_change_to_the_users_waits_for_one_under_way(tmp_path):
         fcntl.flock(other_change, fcntl.LOCK_UN)
         adding.join(30)
     assert sorted(Users(path).read()) == ["ana", "bo"]
+
+
+def test_the_admin_can_leave_a_rater_who_votes_at_random_out_of_the_leaderboard_and_the_round(team_app):
+    """Three raters vote on the same 20 prompts: two always for zumo-good, whichever pane it is in; the third flips
+    a coin (seeded). With the option on, the leaderboard and the round count the two careful raters' 40 votes."""
+    import random
+
+    from ftchat.feedback.store import FeedbackStore
+
+    store = FeedbackStore.for_workspace(team_app.workspace)
+    coin = random.Random(3)
+    for i in range(20):
+        left, right = ("zumo-good", "zumo-plain") if i % 2 else ("zumo-plain", "zumo-good")
+        for rater in ("x-ana", "x-bo", "x-cy"):
+            winner = coin.choice("ab") if rater == "x-cy" else ("a" if left == "zumo-good" else "b")
+            store.add_vote([{"role": "user", "content": f"Zumo question {i}?"}], left, right, "one", "two", winner,
+                           rater=rater)
+    admin = team_app.client(auth=ADMIN)
+    flags = {r["rater"]: r["flags"] for r in admin.predict(api_name="/raters")["raters"]}
+    assert flags["x-cy"] and not flags["x-ana"] and not flags["x-bo"]
+
+    def votes_of(board) -> dict:
+        return {row[1]: row[4] for row in board["data"]}
+
+    everyone, *_ = admin.predict(False, False, api_name="/leaderboard")
+    careful, *_ = admin.predict(False, True, api_name="/leaderboard")
+    assert votes_of(everyone)["zumo-good"] == 60 and votes_of(careful)["zumo-good"] == 40
+    assert [row[1] for row in careful["data"]].index("zumo-good") < [row[1] for row in careful["data"]].index(
+        "zumo-plain")
+    assert "give 60 DPO pairs" in admin.predict("zumo-good", "dpo", False, api_name="/round_readiness")
+    assert "give 40 DPO pairs" in admin.predict("zumo-good", "dpo", True, api_name="/round_readiness")

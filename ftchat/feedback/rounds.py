@@ -387,10 +387,11 @@ def shortfall(pairs: int, prompts: int, run_name: str) -> str | None:
     return None
 
 
-def readiness(store: FeedbackStore, run_name: str) -> tuple[str | None, int, int]:
+def readiness(store: FeedbackStore, run_name: str, exclude_flagged: bool = False) -> tuple[str | None, int, int]:
     """(what is missing or None, reward-model pairs, rated prompts of `run_name`) for a reward-RL round now."""
-    pairs = len(to_dpo(store.ratings()))
-    prompts = len(rated_prompts(store.ratings(model=run_name)))
+    flagged = leave_out(store, exclude_flagged)
+    pairs = len(to_dpo(without_raters(store.ratings(), flagged)))
+    prompts = len(rated_prompts(without_raters(store.ratings(model=run_name), flagged)))
     return shortfall(pairs, prompts, run_name), pairs, prompts
 
 

@@ -491,17 +491,19 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
             text += " ⚠ The run was trained against this reward model, which therefore favours it."
         return text, lineage_html(run)
 
-    def round_readiness(run: str | None, method: str = "dpo") -> str:
-        """Whether the ratings of `run` are enough for a round of `method`, and how many more it needs if not."""
+    def round_readiness(run: str | None, method: str = "dpo", without_flagged: bool = False) -> str:
+        """Whether the ratings of `run` (without the flagged raters', when asked) are enough for a round of `method`,
+        and how many more it needs if not."""
         if not run:
             return "Pick a rated model to start a round from."
         if method == "reward-rl":
-            missing, pairs, prompts = rounds.readiness(ctx.feedback(), run)
+            missing, pairs, prompts = rounds.readiness(ctx.feedback(), run, bool(without_flagged))
             if missing:
                 return f"Not yet: {missing}"
             return (f"Ready: {plural(pairs, 'pair')} from all votes train the reward model; **{short(run)}** then "
                     f"practises on its {plural(prompts, 'rated prompt')} with GRPO.")
-        rows = ctx.feedback().ratings(model=run)
+        rows = agreement.without_raters(ctx.feedback().ratings(model=run),
+                                        rounds.leave_out(ctx.feedback(), bool(without_flagged)))
         have = len(rounds.training_rows(method, rows))
         needed = rounds.min_ratings_needed(method, rows)
         what = "pairs" if method == "dpo" else "rows"
@@ -592,7 +594,7 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
         round_from = round_from if round_from in [v for _, v in rated] else (rated[0][1] if rated else None)
         return (*filters_and_table(model, source, rater, kind, round_), *board_view(only_anonymous, without_flagged),
                 gr.Dropdown(choices=lineage_choices(), value=run), lineage_html(run),
-                gr.Dropdown(choices=rated, value=round_from), round_readiness(round_from, method),
+                gr.Dropdown(choices=rated, value=round_from), round_readiness(round_from, method, without_flagged),
                 *task_refresh(task), *team_view())
 
     everything_in = [*filters, anonymous_only, lineage_run, round_run, round_method, exclude_flagged, task_pick]
@@ -628,9 +630,11 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
                        outputs=[judge_status, lineage_view], api_name="judge_parent")
     for trigger in (refresh.click, page.select, demo.load):
         trigger(judge_default, inputs=[lineage_run, judge_reward], outputs=[judge_reward], api_visibility="private")
-    round_run.change(round_readiness, inputs=[round_run, round_method], outputs=[round_status],
+    round_run.change(round_readiness, inputs=[round_run, round_method, exclude_flagged], outputs=[round_status],
                      api_name="round_readiness")
-    round_method.change(round_readiness, inputs=[round_run, round_method], outputs=[round_status],
+    exclude_flagged.change(round_readiness, inputs=[round_run, round_method, exclude_flagged], outputs=[round_status],
+                           api_visibility="private")
+    round_method.change(round_readiness, inputs=[round_run, round_method, exclude_flagged], outputs=[round_status],
                         api_visibility="private")
     start_round.click(start_next_round, inputs=[round_run, round_method, round_steps, exclude_flagged],
                       outputs=[gr.Textbox(visible=False), round_status], api_name="start_round")
