@@ -372,12 +372,13 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
             raise gr.Error(str(exc)) from None
 
     # -- the rater's task -----------------------------------------------------------------------------------------
-    def task_prompt(item, system_prompt: str):
-        """The outputs that put a task item in the panes: its prompt waits in the message box, its two models in
-        the pickers (so a picker's default does not replace them)."""
+    def task_prompt(item, system_prompt: str) -> tuple[tuple, tuple]:
+        """What puts a task item in the Chat tab: (message box, system prompt, left pane, right pane, exchange), its
+        prompt waiting in an empty chat; and (task item, left picker, right picker, picked), its two models picked
+        (so a picker's default does not replace them)."""
         prompt_system, earlier, text = split_prompt(item["conversation"])
-        return (item, text, prompt_system or system_prompt, earlier, earlier, None,
-                gr.Dropdown(value=item["model_left"]), gr.Dropdown(value=item["model_right"]), True)
+        return ((text, prompt_system or system_prompt, earlier, earlier, None),
+                (item, gr.Dropdown(value=item["model_left"]), gr.Dropdown(value=item["model_right"]), True))
 
     def my_task(system_prompt: str = ""):
         """Your next prompt of your rating task, put in the message box with the task's two models, and your progress
@@ -385,8 +386,9 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
         name = logged_in()
         item, text = tasks.next_for(ctx.feedback(), name) if name else (None, "")
         if item is None:
-            return (None, *(gr.skip() for _ in range(8)), text)
-        return (*task_prompt(item, system_prompt), text)
+            return (*(gr.skip() for _ in range(5)), None, *(gr.skip() for _ in range(3)), text)
+        chat, pickers = task_prompt(item, system_prompt)
+        return (*chat, *pickers, text)
 
     # -- the prompt queue -----------------------------------------------------------------------------------------
     def load_prompts(run: str | None, file: str | None, typed: str):
@@ -452,11 +454,10 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
         unchanged = [gr.skip() for _ in task_outputs]
         if voted and voted.get("task_item"):
             item, text = tasks.next_for(ctx.feedback(), logged_in() or "")
-            if item is None:
+            if item is None:  # the rater's part is done: the progress line says so
                 return (*(gr.skip() for _ in queue_outputs), None, *unchanged[1:-1], text, False)
-            loaded = task_prompt(item, system_prompt)
-            asked = [gr.skip(), loaded[1], loaded[2], loaded[3], loaded[4], loaded[5], gr.skip()]
-            return (*asked, loaded[0], *loaded[6:], text, True)
+            chat, pickers = task_prompt(item, system_prompt)
+            return (gr.skip(), *chat, gr.skip(), *pickers, text, True)  # the queue and its progress stay
         if not auto or current_queue is None or current_queue.position < 0 or current_queue.finished:
             return (*(gr.skip() for _ in queue_outputs), *unchanged, False)
         return (*next_prompt(current_queue, system_prompt), *unchanged, True)
@@ -531,7 +532,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
     # from, unless the person has picked models on this page (`.input` fires for a person's choice only).
     for picker in (left_model, right_model):
         picker.input(lambda: True, outputs=[picked], api_visibility="private", show_progress="hidden")
-    task_loaded = [task_item, message, system, left_chat, right_chat, exchange, left_model, right_model, picked,
+    task_loaded = [message, system, left_chat, right_chat, exchange, task_item, left_model, right_model, picked,
                    task_progress]
     task_next.click(my_task, inputs=[system], outputs=task_loaded, api_name="my_task")
     # the rater's task after the default pair, so that the task's two models stay in the pickers
