@@ -265,10 +265,20 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
         reward = reward if reward in values else (values[0] if values else None)
         return (*pair, gr.Dropdown(choices=held_out_run_choices(ctx), value=run), gr.Dropdown(choices=rewards, value=reward))
 
+    def waiting_task() -> tuple[dict | None, str]:
+        """The logged-in rater's next task item and progress line; none without a login, or while the ratings file
+        cannot be read (the Feedback tab says why; chatting goes on)."""
+        name = logged_in()
+        if not name:
+            return None, ""
+        try:
+            return tasks.next_for(ctx.feedback(), name)
+        except FeedbackError:
+            return None, ""
+
     def task_pair():
         """The pickers set to the logged-in rater's next task item's two models; None when they have none waiting."""
-        name = logged_in()
-        item = ctx.feedback().next_task_item(name) if name else None
+        item, _ = waiting_task()
         return models(item["model_left"], item["model_right"])[:2] if item is not None else None
 
     def clear_chat():
@@ -383,8 +393,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
     def my_task(system_prompt: str = ""):
         """Your next prompt of your rating task, put in the message box with the task's two models, and your progress
         ('12 of 40 done'); when your part is done, says so."""
-        name = logged_in()
-        item, text = tasks.next_for(ctx.feedback(), name) if name else (None, "")
+        item, text = waiting_task()
         if item is None:
             return (*(gr.skip() for _ in range(5)), None, *(gr.skip() for _ in range(3)), text)
         chat, pickers = task_prompt(item, system_prompt)
@@ -453,7 +462,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
         that is wanted. The last output says whether a prompt was asked."""
         unchanged = [gr.skip() for _ in task_outputs]
         if voted and voted.get("task_item"):
-            item, text = tasks.next_for(ctx.feedback(), logged_in() or "")
+            item, text = waiting_task()
             if item is None:  # the rater's part is done: the progress line says so
                 return (*(gr.skip() for _ in queue_outputs), None, *unchanged[1:-1], text, False)
             chat, pickers = task_prompt(item, system_prompt)
