@@ -70,6 +70,10 @@ def task_progress(page) -> str:
 def test_an_admin_shares_prompts_out_and_each_rater_works_through_theirs(team_app, browser):
     admin = log_in(browser, team_app.url, "ana")
     with screenshot_on_failure(admin, "test_browser_tasks_admin"):
+        admin.get_by_role("tab", name="3. Chat").click()  # no task names the admin: no task button
+        admin.locator("#chat-send").wait_for()
+        admin.wait_for_function("() => !document.querySelector('.pending')")
+        assert not admin.locator("#task-next").is_visible()
         admin.get_by_role("tab", name="4. Feedback").click()
         admin.get_by_text("Rating tasks: share prompts out among raters").click()
         admin.locator("#task-prompts textarea").fill("\n".join(PROMPTS))
@@ -86,6 +90,7 @@ def test_an_admin_shares_prompts_out_and_each_rater_works_through_theirs(team_ap
             page.locator("#task-progress").get_by_text(re.compile(r"0 of \d+ done")).wait_for()
             totals[name] = int(re.search(r"0 of (\d+) done", task_progress(page))[1])
             assert page.locator("#chat-message textarea").input_value() in PROMPTS
+            assert page.locator("#task-next").is_visible()
             # the task's two models in the pickers, once the page has settled
             page.wait_for_function("() => !document.querySelector('.pending')")
             models = {page.locator(f"#{side}-model input").input_value() for side in ("left", "right")}

@@ -291,7 +291,8 @@ def test_a_rating_task_brings_each_rater_their_next_prompt_and_counts_their_vote
     created, _ = admin.predict(*task_args, api_name="/create_task")
     assert created.startswith("✓ task **zumo-lamp**: 3 prompts for bo (3)")
     outputs = rater.predict("", api_name="/my_task")
-    # the message box, system prompt, both panes (empty: a new conversation), both pickers, the progress line
+    # the message box, system prompt, both panes (empty: a new conversation), both pickers, the task button, the
+    # progress line
     message, left, right, progress = outputs[0], value_of(outputs[4]), value_of(outputs[5]), outputs[-1]
     assert progress == "Task **zumo-lamp**: 0 of 3 done"
     assert message in typed.splitlines() and {left, right} == {team_app.tiny, second}

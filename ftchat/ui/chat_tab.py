@@ -91,7 +91,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
     my_progress = gr.Markdown("", elem_id="my-progress")
     with gr.Row():
         task_progress = gr.Markdown("", elem_id="task-progress")
-        task_next = gr.Button("▶ My next task prompt", scale=0, size="sm", elem_id="task-next")
+        task_next = gr.Button("▶ My next task prompt", scale=0, size="sm", elem_id="task-next", visible=False)
     with gr.Row(equal_height=False):
         with gr.Column():
             left_model = gr.Dropdown(choices, value=left_value, label="Left model", allow_custom_value=True,
@@ -394,10 +394,11 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
         """Your next prompt of your rating task, put in the message box with the task's two models, and your progress
         ('12 of 40 done'); when your part is done, says so."""
         item, text = waiting_task()
+        button = gr.Button(visible=bool(text))  # only for a rater whom a task names
         if item is None:
-            return (*(gr.skip() for _ in range(5)), None, *(gr.skip() for _ in range(3)), text)
+            return (*(gr.skip() for _ in range(5)), None, *(gr.skip() for _ in range(3)), button, text)
         chat, pickers = task_prompt(item, system_prompt)
-        return (*chat, *pickers, text)
+        return (*chat, *pickers, button, text)
 
     # -- the prompt queue -----------------------------------------------------------------------------------------
     def load_prompts(run: str | None, file: str | None, typed: str):
@@ -542,7 +543,7 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
     for picker in (left_model, right_model):
         picker.input(lambda: True, outputs=[picked], api_visibility="private", show_progress="hidden")
     task_loaded = [message, system, left_chat, right_chat, exchange, task_item, left_model, right_model, picked,
-                   task_progress]
+                   task_next, task_progress]
     task_next.click(my_task, inputs=[system], outputs=task_loaded, api_name="my_task")
     # the rater's task after the default pair, so that the task's two models stay in the pickers
     demo.load(lambda: task_pair() or models()[:2], outputs=[left_model, right_model], api_visibility="private") \
