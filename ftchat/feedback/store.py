@@ -104,9 +104,6 @@ CREATE TABLE IF NOT EXISTS task_ratings (
 """
 UNUSED = "-"  # ratings(round=UNUSED): the ratings no round has been built from yet
 JSON_COLUMNS = ("conversation", "settings")
-# An item is done once a live vote is linked to it (SQL shared by task_items and next_task_item).
-ITEM_VOTES = ("(SELECT COUNT(*) FROM task_ratings l JOIN ratings r ON r.id = l.rating_id "
-              "WHERE l.item = i.id AND r.deleted = 0)")
 
 
 class FeedbackError(ValueError):
@@ -335,8 +332,7 @@ class FeedbackStore:
             where.append("anonymous = ?")
             params.append(int(bool(anonymous)))
         if task is not None:
-            where.append("id IN (SELECT l.rating_id FROM task_ratings l JOIN task_items i ON i.id = l.item "
-                         "WHERE i.task = ?)")
+            where.append(f"id IN ({self.TASK_RATING_IDS})")
             params.append(int(task))
         if not include_deleted:
             where.append("deleted = 0")
@@ -410,6 +406,12 @@ class FeedbackStore:
 
     # -- rating tasks --------------------------------------------------------------------------------------------
     # Plain SQL on purpose (no upsert, no RETURNING, no SQLite functions), so that it ports as it is.
+    # An item is done once a live vote is linked to it (task_items, next_task_item).
+    ITEM_VOTES = ("(SELECT COUNT(*) FROM task_ratings l JOIN ratings r ON r.id = l.rating_id "
+                  "WHERE l.item = i.id AND r.deleted = 0)")
+    # The ids of a task's votes (ratings(task=...)).
+    TASK_RATING_IDS = "SELECT l.rating_id FROM task_ratings l JOIN task_items i ON i.id = l.item WHERE i.task = ?"
+
     def add_task(self, name: str, models: list[str], overlap: float, seed: int, items: list[dict],
                  created_by: str | None = None) -> int:
         """Store a task and its items (dicts of prompt_index, conversation, rater, position, model_left,
@@ -467,7 +469,7 @@ class FeedbackStore:
 
     def task_items(self, task_id: int, rater: str | None = None) -> list[dict]:
         """The items of a task (of one rater), by rater and position; each with `votes`: its live linked votes."""
-        sql = f"SELECT i.*, {ITEM_VOTES} AS votes FROM task_items i WHERE i.task = ?"
+        sql = f"SELECT i.*, {self.ITEM_VOTES} AS votes FROM task_items i WHERE i.task = ?"
         params: list = [int(task_id)]
         if rater is not None:
             sql += " AND i.rater = ?"
@@ -478,8 +480,8 @@ class FeedbackStore:
     def next_task_item(self, rater: str) -> dict | None:
         """The rater's next item without a live vote: the oldest task's first by position; None when all are done."""
         with closing(self._connect()) as db:
-            row = db.execute(f"SELECT i.*, {ITEM_VOTES} AS votes FROM task_items i WHERE i.rater = ? AND "
-                             f"{ITEM_VOTES} = 0 ORDER BY i.task, i.position LIMIT 1", (rater,)).fetchone()
+            row = db.execute(f"SELECT i.*, {self.ITEM_VOTES} AS votes FROM task_items i WHERE i.rater = ? AND "
+                             f"{self.ITEM_VOTES} = 0 ORDER BY i.task, i.position LIMIT 1", (rater,)).fetchone()
         return _item_dict(row) if row is not None else None
 
     def task_votes(self, task_id: int) -> list[dict]:
