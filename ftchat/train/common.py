@@ -55,11 +55,8 @@ def precision_for(config: RunConfig) -> str:
 
 
 def mixed_precision_bf16(config: RunConfig) -> bool:
-    """bf16 autocast in the trainer: on a GPU that computes in bf16 (models.compute_dtype), unless the user asked
-    for fp32."""
-    import torch
-
-    return models.device() == "cuda" and models.compute_dtype() == torch.bfloat16 and config.precision != "fp32"
+    """bf16 autocast in the trainer (models.autocast_bf16)."""
+    return models.autocast_bf16(config.precision)
 
 
 def task_for(config: RunConfig) -> str:
@@ -190,9 +187,28 @@ class RunFolderCallback(TrainerCallback):
         self.last_time = self.start
         self.last = {}
         self.diverged_at: int | None = None  # the step whose loss was NaN or infinite
+        self.logged_dtype = False
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.start = self.last_time = time.time()  # elapsed and ETA count training, not model loading
+        if model is not None:
+            self._watch_matmul_dtype(model)
+
+    def _watch_matmul_dtype(self, model) -> None:
+        """Record the dtype the first linear layer's output has in the first step: what the matmuls ran in (bf16
+        under autocast, models.autocast_bf16), as a fact of the run rather than of its settings."""
+        import torch
+
+        linear = next((m for m in model.modules() if isinstance(m, torch.nn.Linear)), None)
+        if linear is None:
+            return
+
+        def seen(module, inputs, output):
+            if torch.is_tensor(output):
+                self.last["matmul_dtype"] = str(output.dtype).removeprefix("torch.")
+            handle.remove()
+
+        handle = linear.register_forward_hook(seen)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.cancel.is_set():
@@ -224,6 +240,8 @@ class RunFolderCallback(TrainerCallback):
         row["elapsed_s"] = round(elapsed, 2)
         if step > 0 and state.max_steps:
             row["eta_s"] = round(elapsed / step * max(state.max_steps - step, 0), 1)
+        if "matmul_dtype" in self.last and not self.logged_dtype:
+            row["matmul_dtype"], self.logged_dtype = self.last["matmul_dtype"], True
         self.last.update({k: v for k, v in row.items() if v is not None})
         with open(self.run_dir / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(row) + "\n")
