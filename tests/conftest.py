@@ -138,14 +138,16 @@ def postgres():
     server.stop()
 
 
+@pytest.fixture()
+def postgres_db(postgres):
+    """The URL of a new, empty database on the session's server, dropped after the test."""
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def feedback_db(request):
     """Where a test's ratings go, as `--feedback-db` takes it: None (the workspace's feedback.sqlite) or the URL of a
     fresh PostgreSQL database. A test that takes it runs once on each."""
-    if request.param == "sqlite":
-        yield None
-        return
-    server = request.getfixturevalue("postgres")
-    url = server.create_database()
-    yield url
-    server.drop_database(url)
+    return request.getfixturevalue("postgres_db") if request.param == "postgresql" else None
