@@ -24,9 +24,9 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from ftchat.feedback.store import ROLES, FeedbackError, FeedbackStore, locate
 
 USERS_FILE = "users.json"
-log = logging.getLogger("ftchat.users")
 MIN_PASSWORD = 8
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+log = logging.getLogger("ftchat.users")
 
 _hasher = PasswordHasher()
 # Checked when a name is unknown, so that a wrong name costs as long as a wrong password and the timing does not say
@@ -185,7 +185,7 @@ class DatabaseUsers:
 
     def __init__(self, store: FeedbackStore):
         self.store = store
-        self.where = f"the users of {store.name}"
+        self.where = f"the users table of {store.name}"
         self.option = f"--feedback-db {store.name}"
 
     def read(self) -> dict[str, dict]:

@@ -65,7 +65,7 @@ def test_a_team_in_postgresql_is_kept_in_its_users_table(postgres_db, tmp_path, 
 
     url = postgres_db
     code, out, err = add_user(tmp_path, *ADMIN[:1], "admin", ADMIN[1], monkeypatch, "--feedback-db", url)
-    assert (code, err) == (0, "") and out == f"added ana (admin) in the users of {url}\n"
+    assert (code, err) == (0, "") and out == f"added ana (admin) in the users table of {url}\n"
     assert add_user(tmp_path, "bo", "rater", ADMIN[1], monkeypatch, "--feedback-db", url)[0] == 0
     with psycopg.connect(url) as db:
         stored = {name: (role, hashed) for name, role, hashed in db.execute("SELECT name, role, hash FROM users")}

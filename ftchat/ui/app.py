@@ -13,8 +13,8 @@ import threading
 
 import ftchat.ui  # noqa: F401  (sets the no-analytics environment before gradio is imported)
 from ftchat import run_queue
-from ftchat.login import ThrottledLogin, is_loopback, password_check, trust_forwarded_headers
 from ftchat.feedback.store import FeedbackError, locate
+from ftchat.login import ThrottledLogin, is_loopback, password_check, trust_forwarded_headers
 from ftchat.ui.context import AppContext
 from ftchat.users import UsersError, open_users
 from ftchat.workspace import DEFAULT_MAX_UPLOAD_MB, Workspace

@@ -62,9 +62,10 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
 
 
 def unreadable(problem: str) -> FeedbackTab:
-    """The tab when feedback.sqlite cannot be read: why, and what to do; restart the app once the file is fixed."""
-    gr.Markdown(f"### The ratings file cannot be used\n\n{html.escape(problem)}\n\nUntil then votes are not kept; "
-                "restart the app after moving the file.", elem_id="feedback-problem")
+    """The tab when the ratings cannot be read (a damaged feedback.sqlite, a --feedback-db server that cannot be
+    reached): why, and what to do; restart the app once that is fixed."""
+    gr.Markdown(f"### The ratings cannot be used\n\n{html.escape(problem)}\n\nUntil then votes are not kept; "
+                "restart the app once this is fixed.", elem_id="feedback-problem")
     refresh = gr.Button("↻ Refresh", visible=False)
     next_prompts = gr.Textbox(visible=False)
     next_pair = gr.State((None, None))
