@@ -25,7 +25,7 @@ from ftchat.feedback import judge
 from ftchat.feedback.export import SHAPE_OF_KIND, to_dpo, to_kto
 from ftchat.feedback.leaderboard import win_rate
 from ftchat.feedback.prompt_queue import PromptError, held_out_prompts
-from ftchat.feedback.store import FeedbackStore
+from ftchat.feedback.store import FEEDBACK_FILE, FeedbackStore
 from ftchat.names import base_choice, base_of_choice, is_base, model_name
 from ftchat.runs import lineage  # the one place that follows parent links; re-exported for the Feedback tab
 from ftchat.train.preflight import local_base
@@ -431,7 +431,7 @@ def reward_rl_round(workspace: str | Path, run: str, rl_method: str = "grpo", fe
 def store_win_rates(workspace: str | Path, feedback_db: str | None = None):
     """Each round's win-rate against its parent from the workspace's votes (in `feedback_db` when given), as model
     cards show them (ftchat.export.modelcard.WinRates), or None where nobody rated yet."""
-    if not feedback_db and not (Path(workspace) / "feedback.sqlite").exists():
+    if not feedback_db and not (Path(workspace) / FEEDBACK_FILE).exists():
         return None
     votes = FeedbackStore.for_workspace(workspace, feedback_db).ratings(kind="vote")
     return lambda child, parent: win_rate(votes, child, parent)

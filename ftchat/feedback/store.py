@@ -50,6 +50,7 @@ RECONNECT_S = 10.0
 CONNECT_TIMEOUT_S = 5  # one attempt to reach the server
 # The marker of ftchat's own ratings export (export.write_export(kind="ratings")); ftchat.feedback.imports reads it back.
 RATINGS_FORMAT = "ftchat-ratings-1"
+FEEDBACK_FILE = "feedback.sqlite"  # a workspace's ratings without --feedback-db
 UNUSED = "-"  # ratings(round=UNUSED): the ratings no round has been built from yet
 JSON_COLUMNS = ("conversation", "settings")
 
@@ -296,7 +297,7 @@ class FeedbackStore:
     @classmethod
     def for_workspace(cls, workspace: str | os.PathLike, database: str | None = None) -> "FeedbackStore":
         """The ratings of a workspace: in `database` (a --feedback-db URL) if given, else WORKSPACE/feedback.sqlite."""
-        return cls(database or Path(workspace) / "feedback.sqlite")
+        return cls(database or Path(workspace) / FEEDBACK_FILE)
 
     def _run(self, work, write: bool = False):
         """work(connection) in one transaction, committed when it returns; its result. A PostgreSQL server that is
