@@ -126,3 +126,28 @@ def two_rounds(tmp_path_factory, tiny_model_dir) -> Path:
     from trained_runs import make_two_rounds
 
     return make_two_rounds(tmp_path_factory.mktemp("workspace"), tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server of this test session (tests/pg.py), stopped at its end."""
+    from pg import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def postgres_db(postgres):
+    """The URL of a new, empty database on the session's server, dropped after the test."""
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def feedback_db(request):
+    """Where a test's ratings go, as `--feedback-db` takes it: None (the workspace's feedback.sqlite) or the URL of a
+    fresh PostgreSQL database. A test that takes it runs once on each."""
+    return request.getfixturevalue("postgres_db") if request.param == "postgresql" else None

@@ -56,8 +56,9 @@ class FileReport:
 
 
 class AppContext:
-    def __init__(self, workspace: Workspace):
+    def __init__(self, workspace: Workspace, feedback_db: str | None = None):
         self.workspace = workspace
+        self.feedback_db = feedback_db  # app.py --feedback-db: a PostgreSQL URL, or None for feedback.sqlite
         self._lock = threading.Lock()
         self._tokenizer = None
         self._tokenizer_error: str | None = None
@@ -87,10 +88,10 @@ class AppContext:
             return self._engine
 
     def feedback(self):
-        """The workspace's ratings (WORKSPACE/feedback.sqlite)."""
+        """The workspace's ratings (WORKSPACE/feedback.sqlite, or the --feedback-db database)."""
         with self._lock:
             if self._feedback is None:
-                self._feedback = FeedbackStore.for_workspace(self.workspace.root)
+                self._feedback = FeedbackStore.for_workspace(self.workspace.root, self.feedback_db)
             return self._feedback
 
     def reward_model(self, run_dir: str | Path):

@@ -45,7 +45,8 @@ def build(ctx: AppContext) -> ExportPanel:
         quant_value = quant_value if form_value in ("gguf", "ollama") else None
         target = default_target(ctx.workspace.root / "exports", run_dir.name, form_value, quant_value)
         try:
-            written = export_run(run_dir, form_value, target, quant_value, store_win_rates(ctx.workspace.root))
+            win_rates = store_win_rates(ctx.workspace.root, ctx.feedback_db)
+            written = export_run(run_dir, form_value, target, quant_value, win_rates)
         except (ExportError, OSError, ValueError) as exc:
             return f"**Export failed:** {exc}"
         hint = {"ollama": f"\n\nThen: `cd {written} && ollama create {run_dir.name} -f Modelfile`",
