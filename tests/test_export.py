@@ -123,3 +123,53 @@ def test_win_rates_come_from_the_workspace_ratings_store(tmp_path):
     rates = store_win_rates(tmp_path)
     assert rates("round-2", "round-1") == (0.75, 4)
     assert rates("round-1", "base:smollm2-135m") == (None, 0)
+
+
+CONVERSATIONS = {
+    "a system turn and two exchanges": [
+        {"role": "system", "content": "You answer in one short sentence."},
+        {"role": "user", "content": "What colour is the Zumo lamp?"},
+        {"role": "assistant", "content": "The Zumo lamp is teal."},
+        {"role": "user", "content": "And who made it?"},
+        {"role": "assistant", "content": "Ilse Varga made it in 1987."},
+        {"role": "user", "content": "Where does it stand?"}],
+    "two exchanges, no system turn": [
+        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! How can I help?"},
+        {"role": "user", "content": "Name a fruit."}, {"role": "assistant", "content": "A pear."},
+        {"role": "user", "content": "Another one?"}],
+    "one question": PROMPT,
+    "an empty system turn": [{"role": "system", "content": ""}] + PROMPT,
+    "a system turn after the first exchange": [
+        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+        {"role": "system", "content": "From now on, answer in French."}, {"role": "user", "content": "Name a fruit."}],
+}
+
+
+@pytest.mark.parametrize("name", CONVERSATIONS)
+def test_ollama_modelfile_template_renders_the_chat_templates_prompt(bundled_tokenizer, name):
+    """The Modelfile's TEMPLATE, rendered as Ollama renders it (tests/go_template.py), gives the prompt the chat
+    template gives, string for string: Ollama users meet the model the app trained and showed."""
+    import re
+
+    from go_template import ollama_values, render
+
+    from ftchat.export.forms import modelfile, ollama_template
+
+    text = modelfile("model.gguf", *ollama_template(bundled_tokenizer), ["<|im_end|>"])
+    template = re.search(r'^TEMPLATE """(.*?)"""$', text, re.S | re.M).group(1)  # as Ollama's parser unquotes it
+    system = re.search(r'^SYSTEM """(.*?)"""$', text, re.S | re.M)
+    conversation = CONVERSATIONS[name]
+    expected = bundled_tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    assert render(template, ollama_values(conversation, system and system.group(1))) == expected
+
+
+def test_the_go_template_renderer_follows_go_on_trim_markers_and_branches():
+    from go_template import render
+
+    assert render("a  {{- .X -}}  b", {"X": 1}) == "a1b"
+    assert render("{{ if .S }}yes{{ else }}no{{ end }}|{{ if not .S }}empty{{ end }}", {"S": ""}) == "no|empty"
+    assert render('{{ range .M }}{{ if eq .R "u" "a" }}[{{ .C }}]{{ end }}{{ end }}',
+                  {"M": [{"R": "u", "C": 1}, {"R": "s", "C": 2}, {"R": "a", "C": 3}]}) == "[1][3]"
+    assert render("{{ range .M }}{{ $.T }}{{ end }}", {"M": [1, 2], "T": "t"}) == "tt"
+    with pytest.raises(ValueError, match="outside the subset"):
+        render("{{ index .M 0 }}", {"M": [1]})

@@ -95,13 +95,10 @@ def ollama_template(tokenizer) -> tuple[str, str | None]:
     head = "<|im_start|>system\n"
     if rendered.startswith(head):
         default_system = rendered[len(head):rendered.index("<|im_end|>")]
-    template = (
-        '{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
-        '{{- range .Messages }}'
-        '{{- if or (eq .Role "user") (eq .Role "assistant") }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n'
-        '{{ end }}'
-        '{{- end }}<|im_start|>assistant\n'
-    )
+    # every message in its place, as the ChatML template renders it (an empty or a later system turn too); Ollama puts
+    # the Modelfile's SYSTEM first when a conversation has no system turn, as the template's default does
+    template = ('{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}'
+                '<|im_start|>assistant\n')
     return template, default_system
 
 
