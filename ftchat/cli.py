@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="GGUF weight type (default: f16 for --gguf, q8_0 for --ollama)")
     export.add_argument("--push", metavar="REPO", help="with --adapter or --merged: upload it to this hub repo")
     export.add_argument("--force", action="store_true", help="write over an existing file or folder")
+    export.add_argument("--no-check", action="store_true",
+                        help="skip answering a handful of prompts with the written GGUF in llama.cpp beside the "
+                             "in-app model (--gguf, --ollama)")
 
     serve = commands.add_parser("serve", help="an OpenAI-compatible API over the bases and runs of a workspace")
     serve.add_argument("--host", default="127.0.0.1")
@@ -295,9 +298,17 @@ def cmd_export(args) -> int:
     for form in forms:  # every target before the first export: a refused one costs no merge
         export.check_target(args.run, form, getattr(args, form), args.force)
     win_rates = store_win_rates(Path(args.run).resolve().parent.parent)  # WORKSPACE/runs/RUN
+    skipped_said = False
     for form in forms:
-        target = export.export_run(args.run, form, getattr(args, form), args.quant, win_rates, args.force)
+        written = export.export_run(args.run, form, getattr(args, form), args.quant, win_rates, args.force,
+                                    check=not args.no_check)
+        target = written.path
         print(f"{target}  (then: cd {target} && ollama create NAME -f Modelfile)" if form == "ollama" else target)
+        if written.check is not None and not (written.check.skipped and skipped_said):
+            print(written.check.summary())
+            skipped_said = skipped_said or bool(written.check.skipped)
+            if written.check.warning():
+                print(written.check.warning(), file=sys.stderr)
     if args.push:
         print(export.push(args.adapter or args.merged, args.push))
     return 0

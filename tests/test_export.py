@@ -33,7 +33,7 @@ def test_gguf_reads_back_with_the_same_answer_and_logits(two_rounds, tmp_path):
 
     run = two_rounds / "runs" / "b"
     merged = export_merged(run, tmp_path / "merged")
-    gguf_file = export_gguf(run, tmp_path / "gguf" / "b.f16.gguf", quant="f16")
+    gguf_file = export_gguf(run, tmp_path / "gguf" / "b.f16.gguf", quant="f16", check=False).path
     reference = AutoModelForCausalLM.from_pretrained(merged).eval()
     ref_tok = AutoTokenizer.from_pretrained(merged)
     back = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32).eval()
@@ -72,7 +72,7 @@ def test_merged_model_card_names_data_settings_and_rounds_with_win_rates(two_rou
 def test_ollama_folder_has_gguf_modelfile_template_and_stops(two_rounds, tmp_path):
     import gguf
 
-    target = export_ollama(two_rounds / "runs" / "a", tmp_path / "ollama", quant="q8_0")
+    target = export_ollama(two_rounds / "runs" / "a", tmp_path / "ollama", quant="q8_0", check=False).path
     modelfile = (target / "Modelfile").read_text()
     assert modelfile.startswith("FROM ./model.gguf\n") and (target / "model.gguf").is_file()
     assert 'PARAMETER stop "<|im_end|>"' in modelfile
@@ -105,7 +105,7 @@ def test_the_app_panel_export_lands_in_the_workspace_exports(two_rounds, tmp_pat
     target = default_target(tmp_path / "exports", "a", "adapter")
     assert target == tmp_path / "exports" / "a-adapter"
     assert default_target(tmp_path, "a", "gguf").name == "a-gguf-f16.gguf"
-    assert (export_run(two_rounds / "runs" / "a", "adapter", target) / "adapter_config.json").is_file()
+    assert (export_run(two_rounds / "runs" / "a", "adapter", target).path / "adapter_config.json").is_file()
     with pytest.raises(ExportError, match="Unknown export form"):
         export_run(two_rounds / "runs" / "a", "onnx", target)
 
