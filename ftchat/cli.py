@@ -17,6 +17,7 @@ from ftchat.chat.generation import ChatError, GenerationSettings, with_system
 from ftchat.config import ConfigError, RunConfig, add_run_arguments, config_from_args
 from ftchat.data import DataError, check_files, load_dataset
 from ftchat.export import forms as export
+from ftchat.export.check import llamacpp_missing
 from ftchat.export.forms import ExportError
 from ftchat.feedback import FeedbackStore
 from ftchat.feedback.agreement import team_agreement
@@ -24,6 +25,7 @@ from ftchat.feedback.export import RatingsExportError, write_export
 from ftchat.feedback.imports import import_file
 from ftchat.feedback.judge import judge_runs, read_prompts, write_judgement
 from ftchat.feedback.leaderboard import bradley_terry
+from ftchat.feedback.prompt_queue import check_prompts
 from ftchat.feedback.report import ReportError, describe_report, round_report
 from ftchat.feedback.rounds import RoundError, next_round_config, reward_rl_round, store_win_rates
 from ftchat.feedback.store import FeedbackError
@@ -298,10 +300,12 @@ def cmd_export(args) -> int:
     for form in forms:  # every target before the first export: a refused one costs no merge
         export.check_target(args.run, form, getattr(args, form), args.force)
     win_rates = store_win_rates(Path(args.run).resolve().parent.parent)  # WORKSPACE/runs/RUN
+    check = not args.no_check and {"gguf", "ollama"} & set(forms)
+    prompts = check_prompts(args.run) if check and llamacpp_missing() is None else None
     skipped_said = False
     for form in forms:
         written = export.export_run(args.run, form, getattr(args, form), args.quant, win_rates, args.force,
-                                    check=not args.no_check)
+                                    check=bool(check), prompts=prompts)
         target = written.path
         print(f"{target}  (then: cd {target} && ollama create NAME -f Modelfile)" if form == "ollama" else target)
         if written.check is not None and not (written.check.skipped and skipped_said):

@@ -1,6 +1,7 @@
 """Does an exported GGUF answer like the model the user tried in the app? llama.cpp loads the written file and answers
 a handful of prompts greedily beside the in-app model (transformers: the run's base with its adapter, or its whole
-model, in full precision, as the Chat loads it).
+model, in full precision, as the Chat loads it). The CLI and the Export panel ask the run's held-out prompts, topped
+up with general ones (ftchat.feedback.prompt_queue.check_prompts); called alone, a check asks general prompts.
 
 Each prompt is rendered by the chat template and encoded on each side as that side's users meet it: the in-app
 tokenizer for transformers; for llama.cpp the template stored in the GGUF, rendered as llama-cpp-python's chat API
@@ -15,15 +16,19 @@ token, ending at the same stop token.
 """
 from __future__ import annotations
 
-import dataclasses
+import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ftchat import models, runs
 from ftchat.prompts import GENERAL_PROMPTS
 
-# torch, transformers, the training data code and llama.cpp are imported inside the functions that run a check:
-# `ftchat export` loads this module for every form, and only a GGUF export checks
+# torch and transformers are imported inside the functions that run a check (`ftchat export` loads this module for
+# every form, and only a GGUF export checks); llama.cpp runs in a child process (`python -m ftchat.export.check`), so
+# a build that dies on this CPU, or on a damaged file, ends the child and not the export
 
 N_PROMPTS = 4
 MAX_NEW_TOKENS = 48
@@ -121,53 +126,31 @@ def llamacpp_missing() -> str | None:
     """Why llama.cpp cannot check an export here, or None when it can."""
     import importlib.util
 
+    if os.environ.get("FTCHAT_LLAMACPP") == "0":
+        return "FTCHAT_LLAMACPP=0 turns llama.cpp off."
     try:
         found = importlib.util.find_spec("llama_cpp") is not None
     except ValueError:  # sys.modules holds None for it: Python's way of saying it cannot be imported
         found = False
-    if not found:
-        return "llama.cpp is not installed here (pip install llama-cpp-python to have exports checked)."
-    from ftchat.chat import llamacpp
-
-    if not llamacpp.available():
-        return "llama-cpp-python is installed but does not run on this machine (or FTCHAT_LLAMACPP=0)."
-    return None
+    return None if found else "llama.cpp is not installed here (pip install llama-cpp-python to have exports checked)."
 
 
-def check_prompts(run_dir: str | Path, limit: int = N_PROMPTS) -> tuple[list[list[dict]], str]:
-    """Up to `limit` prompts to check on: the run's held-out prompts (its eval split, as its training made it),
-    topped up with general prompts; and a few words saying which."""
-    from ftchat.config import RunConfig
-    from ftchat.train.compare import prompt_of
-    from ftchat.train.run import load_training_data
+@dataclass
+class CheckPrompts:
+    """The conversations a check asks (each ends with a user turn) and a few words saying where they come from."""
 
-    held: list[list[dict]] = []
-    try:
-        config = RunConfig.load(Path(run_dir) / "config.yaml")
-        weights = runs.weights_dir(run_dir)
-        own = (weights / "tokenizer_config.json").is_file() and (weights / "config.json").is_file()
-        tokenizer = models.load_tokenizer(weights if own else config.base)
-        _, eval_ds, *_ = load_training_data(dataclasses.replace(config, replay=0), tokenizer)
-        for row in eval_ds if eval_ds is not None else []:
-            conversation = prompt_of(row)
-            if conversation and conversation[-1].get("role") == "user" and len(held) < limit:
-                held.append([{"role": m["role"], "content": m["content"]} for m in conversation])
-    except Exception:  # noqa: BLE001 - data moved or unreadable: the check still runs, on general prompts
-        held = []
-    general = [[{"role": "user", "content": p}] for p in GENERAL_PROMPTS[:limit - len(held)]]
-    if not held:
-        return general, "general prompts: the run held none out"
-    if not general:
-        return held, "the run's held-out prompts"
-    return held + general, f"{len(held)} held-out, {len(general)} general"
+    conversations: list[list[dict]]
+    source: str
+
+
+def general_prompts(limit: int = N_PROMPTS) -> CheckPrompts:
+    return CheckPrompts([[{"role": "user", "content": p}] for p in GENERAL_PROMPTS[:limit]], "general prompts")
 
 
 def _in_app_model(run_dir: Path):
     """The fine-tuned model as the Chat loads it, in full precision: the base with the run's adapter, or the run's
     whole model; its tokenizer and stop token ids."""
     from transformers import GenerationConfig
-
-    from ftchat.chat.generation import stop_ids
 
     run = runs.load_run(run_dir)
     weights = runs.weights_dir(run_dir)
@@ -182,7 +165,9 @@ def _in_app_model(run_dir: Path):
     tokenizer = models.load_tokenizer(folder)
     generation = GenerationConfig.from_pretrained(folder) if (folder / "generation_config.json").exists() \
         else GenerationConfig()
-    return model.eval(), tokenizer, stop_ids(generation, tokenizer)
+    eos = generation.eos_token_id  # the chat stops at these and at the tokenizer's EOS
+    stops = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    return model.eval(), tokenizer, stops | ({tokenizer.eos_token_id} - {None})
 
 
 def _greedy(model, prompt_ids: list[int], stops: set[int], pad_token_id) -> list[int]:
@@ -205,6 +190,7 @@ def _llamacpp_prompt(llm, conversation: list[dict]) -> list[int]:
     template = llm.metadata.get("tokenizer.chat_template")
     if not template:
         raise ValueError("the GGUF carries no chat template")
+
     def text_of(token: int) -> str:
         return llm.detokenize([token], special=True).decode("utf-8", "replace") if token >= 0 else ""
 
@@ -245,47 +231,70 @@ def _llamacpp_side(llm, prompt_ids: list[int], reference: list[int]) -> tuple[in
     return agreeing, own
 
 
+def _llamacpp_answers(gguf_file: str, conversations: list[list[dict]], references: list[list[int]], n_ctx: int
+                      ) -> dict:
+    """In the child process: for each conversation, llama.cpp's prompt ids, its agreeing positions on the reference
+    answer and its own greedy answer; or {"error": why} where llama.cpp refuses the file."""
+    from llama_cpp import Llama
+
+    try:
+        llm = Llama(model_path=gguf_file, n_ctx=n_ctx, n_batch=128, verbose=False)
+    except (ValueError, RuntimeError) as exc:
+        return {"error": str(exc)}
+    answers = []
+    try:
+        for conversation, reference in zip(conversations, references):
+            prompt_ids = _llamacpp_prompt(llm, conversation)
+            agreeing, own = _llamacpp_side(llm, prompt_ids, reference)
+            answers.append({"prompt_ids": prompt_ids, "agreeing": agreeing, "own": own})
+    finally:
+        llm.close()
+    return {"answers": answers}
+
+
 def check_gguf(run_dir: str | Path, gguf_file: str | Path, quant: str | None = None,
-               prompts: list[list[dict]] | None = None) -> GGUFCheck:
-    """Load `gguf_file` in llama.cpp and compare its greedy answers with the run's in-app model (see the module
-    docstring); a GGUFCheck with `skipped` set where llama.cpp is not usable here. A file llama.cpp cannot load
-    gives an agreement of 0."""
+               prompts: CheckPrompts | None = None) -> GGUFCheck:
+    """Load `gguf_file` in llama.cpp and compare its greedy answers with the run's in-app model on `prompts` (default:
+    general prompts), as the module docstring says; `skipped` set where llama.cpp is not installed or did not run. A
+    file llama.cpp refuses gives an agreement of 0."""
     missing = llamacpp_missing()
     if missing:
         return GGUFCheck(quant, skipped=missing)
-    run_dir = Path(run_dir)
-    source = "the prompts given"
-    if prompts is None:
-        prompts, source = check_prompts(run_dir)
-    model, tokenizer, stops = _in_app_model(run_dir)
+    prompts = prompts or general_prompts()
+    model, tokenizer, stops = _in_app_model(Path(run_dir))
     references, prompt_ids = [], []
-    for conversation in prompts:
+    for conversation in prompts.conversations:
         text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
         prompt_ids.append(tokenizer(text, add_special_tokens=False)["input_ids"])
         references.append(_greedy(model, prompt_ids[-1], stops, tokenizer.pad_token_id))
     del model
-    from llama_cpp import Llama
-
-    from ftchat.chat.llamacpp import _CONSTRUCTING
-
-    n_ctx = max(len(ids) for ids in prompt_ids) + MAX_NEW_TOKENS + 16
-    result = GGUFCheck(quant, prompt_source=source)
+    request = {"gguf_file": str(gguf_file), "conversations": prompts.conversations, "references": references,
+               "n_ctx": max(len(ids) for ids in prompt_ids) + MAX_NEW_TOKENS + 64}
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
     try:
-        with _CONSTRUCTING:
-            llm = Llama(model_path=str(gguf_file), n_ctx=n_ctx, n_batch=128, verbose=False)
-    except (ValueError, RuntimeError) as exc:  # llama.cpp refused the file: nothing it says matches
-        result.prompts = [PromptCheck(c[-1]["content"], len(r), 0, tokenizer.decode(r, skip_special_tokens=True),
-                                      f"(llama.cpp could not load the file: {exc})", False)
-                          for c, r in zip(prompts, references)]
-        return result
-    try:
-        for conversation, ids, reference in zip(prompts, prompt_ids, references):
-            own_ids = _llamacpp_prompt(llm, conversation)
-            agreeing, own = _llamacpp_side(llm, own_ids, reference)
-            result.prompts.append(PromptCheck(
-                conversation[-1]["content"], len(reference), agreeing,
-                tokenizer.decode(reference, skip_special_tokens=True), tokenizer.decode(own, skip_special_tokens=True),
-                own_ids == ids))
-    finally:
-        llm.close()
+        child = subprocess.run([sys.executable, "-m", "ftchat.export.check"], input=json.dumps(request),
+                               capture_output=True, text=True, env=env, timeout=1800)
+    except subprocess.TimeoutExpired:
+        return GGUFCheck(quant, skipped="llama.cpp took over 30 minutes to answer; the file is written unchecked.")
+    if child.returncode != 0:
+        return GGUFCheck(quant, skipped=f"llama.cpp ended with exit status {child.returncode} while answering from "
+                                        f"the file ({child.stderr.strip()[-300:] or 'no message'}); the file may be "
+                                        "damaged, or this llama.cpp build does not run here.")
+    reply = json.loads(child.stdout.strip().splitlines()[-1])
+    result = GGUFCheck(quant, prompt_source=prompts.source)
+    for i, (conversation, reference) in enumerate(zip(prompts.conversations, references)):
+        in_app = tokenizer.decode(reference, skip_special_tokens=True)
+        if "error" in reply:  # llama.cpp refused the file: nothing it says matches
+            result.prompts.append(PromptCheck(conversation[-1]["content"], len(reference), 0, in_app,
+                                              f"(llama.cpp could not load the file: {reply['error']})", False))
+            continue
+        answer = reply["answers"][i]
+        result.prompts.append(PromptCheck(conversation[-1]["content"], len(reference), answer["agreeing"], in_app,
+                                          tokenizer.decode(answer["own"], skip_special_tokens=True),
+                                          answer["prompt_ids"] == prompt_ids[i]))
     return result
+
+
+if __name__ == "__main__":  # the child process check_gguf starts: one JSON request on stdin, one JSON line out
+    print(json.dumps(_llamacpp_answers(**json.loads(sys.stdin.read()))))

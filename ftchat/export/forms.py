@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ftchat import models, runs
-from ftchat.export.check import GGUFCheck, check_gguf
+from ftchat.export.check import CheckPrompts, GGUFCheck, check_gguf
 from ftchat.export.gguf import GGUFExportError, write_gguf
 from ftchat.export.modelcard import WinRates, model_card, rounds_of
 
@@ -85,14 +85,15 @@ def _license(run: runs.RunInfo) -> str | None:
 
 
 def export_gguf(run_dir: str | Path, target: str | Path, quant: str = "f16", win_rates: WinRates | None = None,
-                check: bool = True) -> Exported:
+                check: bool = True, prompts: CheckPrompts | None = None) -> Exported:
     """One GGUF file (weights, tokenizer, chat template) for llama.cpp and Ollama, merged from the run, and its model
-    card beside it (gguf_card); with `check`, llama.cpp answers beside the in-app model first (ftchat.export.check)."""
+    card beside it (gguf_card); with `check`, llama.cpp answers `prompts` (default: general ones) beside the in-app
+    model first (ftchat.export.check)."""
     run = _finished(run_dir)
     with tempfile.TemporaryDirectory(prefix="ftchat-merge-") as scratch:
         merged = export_merged(run_dir, Path(scratch) / "merged", win_rates)
         written = _gguf_from_merged(run, merged, Path(target), quant)
-    checked = check_gguf(run_dir, written, quant) if check else None
+    checked = check_gguf(run_dir, written, quant, prompts) if check else None
     _write_card(run, written.parent, "gguf", win_rates, checked, card=gguf_card(written))
     return Exported(written, checked)
 
@@ -133,7 +134,7 @@ def modelfile(gguf_name: str, template: str, system: str | None, stops: list[str
 
 
 def export_ollama(run_dir: str | Path, target: str | Path, quant: str = "q8_0", win_rates: WinRates | None = None,
-                  check: bool = True) -> Exported:
+                  check: bool = True, prompts: CheckPrompts | None = None) -> Exported:
     """A folder for `ollama create NAME -f Modelfile`: model.gguf, a Modelfile with the chat template and stop
     tokens, and the model card; with `check`, llama.cpp answers from model.gguf beside the in-app model first."""
     from transformers import AutoTokenizer
@@ -148,7 +149,7 @@ def export_ollama(run_dir: str | Path, target: str | Path, quant: str = "q8_0", 
         _gguf_from_merged(run, merged, target / "model.gguf", quant)
     stops = list(dict.fromkeys(t for t in ("<|im_end|>", "<|im_start|>", tokenizer.eos_token) if t))
     (target / "Modelfile").write_text(modelfile("model.gguf", template, system, stops), encoding="utf-8")
-    checked = check_gguf(run_dir, target / "model.gguf", quant) if check else None
+    checked = check_gguf(run_dir, target / "model.gguf", quant, prompts) if check else None
     _write_card(run, target, "ollama", win_rates, checked)
     return Exported(target, checked)
 
@@ -236,10 +237,11 @@ def check_target(run_dir: str | Path, form: str, target: str | Path, overwrite: 
 
 
 def export_run(run_dir: str | Path, form: str, target: str | Path, quant: str | None = None,
-               win_rates: WinRates | None = None, overwrite: bool = False, check: bool = True) -> Exported:
+               win_rates: WinRates | None = None, overwrite: bool = False, check: bool = True,
+               prompts: CheckPrompts | None = None) -> Exported:
     """One export by form name, as the CLI flags and the app's Export panel ask for it; an existing target is
-    written over only with `overwrite` (check_target). A GGUF (gguf, ollama) is checked in llama.cpp unless not
-    `check`."""
+    written over only with `overwrite` (check_target). A GGUF (gguf, ollama) is checked in llama.cpp on `prompts`
+    unless not `check`."""
     if form not in FORMS:
         raise ExportError(f"Unknown export form '{form}'; choose one of {', '.join(FORMS)}.")
     check_target(run_dir, form, target, overwrite)
@@ -249,5 +251,5 @@ def export_run(run_dir: str | Path, form: str, target: str | Path, quant: str | 
     if form == "adapter":
         return Exported(export_adapter(run_dir, target, win_rates))
     if form == "gguf":
-        return export_gguf(run_dir, target, quant, win_rates, check)
-    return export_ollama(run_dir, target, quant, win_rates, check)
+        return export_gguf(run_dir, target, quant, win_rates, check, prompts)
+    return export_ollama(run_dir, target, quant, win_rates, check, prompts)

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import gradio as gr
 
 from ftchat import runs
-from ftchat.export.check import GGUFCheck
+from ftchat.export.check import GGUFCheck, llamacpp_missing
 from ftchat.export.forms import FORMS, ExportError, default_target, export_run
+from ftchat.feedback.prompt_queue import check_prompts
 from ftchat.feedback.rounds import store_win_rates
 from ftchat.ui.context import AppContext
 
@@ -60,7 +61,10 @@ def build(ctx: AppContext) -> ExportPanel:
         quant_value = quant_value if form_value in ("gguf", "ollama") else None
         target = default_target(ctx.workspace.root / "exports", run_dir.name, form_value, quant_value)
         try:
-            exported = export_run(run_dir, form_value, target, quant_value, store_win_rates(ctx.workspace.root))
+            prompts = check_prompts(run_dir) if form_value in ("gguf", "ollama") and llamacpp_missing() is None \
+                else None
+            exported = export_run(run_dir, form_value, target, quant_value, store_win_rates(ctx.workspace.root),
+                                  prompts=prompts)
         except (ExportError, OSError, ValueError) as exc:
             return f"**Export failed:** {exc}"
         written = exported.path
