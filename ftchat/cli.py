@@ -17,6 +17,7 @@ from ftchat.chat.generation import ChatError, GenerationSettings, with_system
 from ftchat.config import ConfigError, RunConfig, add_run_arguments, config_from_args
 from ftchat.data import DataError, check_files, load_dataset
 from ftchat.export import forms as export
+from ftchat.export.check import llamacpp_missing
 from ftchat.export.forms import ExportError
 from ftchat.feedback import FeedbackStore
 from ftchat.feedback.agreement import team_agreement
@@ -24,6 +25,7 @@ from ftchat.feedback.export import RatingsExportError, write_export
 from ftchat.feedback.imports import import_file
 from ftchat.feedback.judge import judge_runs, read_prompts, write_judgement
 from ftchat.feedback.leaderboard import bradley_terry
+from ftchat.feedback.prompt_queue import check_prompts
 from ftchat.feedback.report import ReportError, describe_report, round_report
 from ftchat.feedback.rounds import RoundError, next_round_config, reward_rl_round, store_win_rates
 from ftchat.feedback.store import FeedbackError
@@ -89,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="GGUF weight type (default: f16 for --gguf, q8_0 for --ollama)")
     export.add_argument("--push", metavar="REPO", help="with --adapter or --merged: upload it to this hub repo")
     export.add_argument("--force", action="store_true", help="write over an existing file or folder")
+    export.add_argument("--no-check", action="store_true",
+                        help="skip answering a handful of prompts with the written GGUF in llama.cpp beside the "
+                             "in-app model (--gguf, --ollama)")
     add_feedback_db_argument(export)
 
     serve = commands.add_parser("serve", help="an OpenAI-compatible API over the bases and runs of a workspace")
@@ -307,9 +312,19 @@ def cmd_export(args) -> int:
     for form in forms:  # every target before the first export: a refused one costs no merge
         export.check_target(args.run, form, getattr(args, form), args.force)
     win_rates = store_win_rates(Path(args.run).resolve().parent.parent, args.feedback_db)  # WORKSPACE/runs/RUN
+    check = not args.no_check and {"gguf", "ollama"} & set(forms)
+    prompts = check_prompts(args.run) if check and llamacpp_missing() is None else None
+    skipped_said = False
     for form in forms:
-        target = export.export_run(args.run, form, getattr(args, form), args.quant, win_rates, args.force)
+        written = export.export_run(args.run, form, getattr(args, form), args.quant, win_rates, args.force,
+                                    check=bool(check), prompts=prompts)
+        target = written.path
         print(f"{target}  (then: cd {target} && ollama create NAME -f Modelfile)" if form == "ollama" else target)
+        if written.check is not None and not (written.check.skipped and skipped_said):
+            print(written.check.summary())
+            skipped_said = skipped_said or bool(written.check.skipped)
+            if written.check.warning():
+                print(written.check.warning(), file=sys.stderr)
     if args.push:
         print(export.push(args.adapter or args.merged, args.push))
     return 0
