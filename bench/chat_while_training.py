@@ -183,7 +183,7 @@ def stop_trainer(process: subprocess.Popen) -> None:
     process.wait()
 
 
-# -- one variant ---------------------------------------------------------------------------------------------------------
+# -- one variant -------------------------------------------------------------------------------------------------------
 
 def panes_figures(panes: list[dict]) -> dict:
     rates = [p["tokens_s"] for p in panes]
@@ -229,7 +229,7 @@ def run_variant(variant: str, workspace: Path, data: Path, engine, tokenizer, se
     return {"phases": phases, "wall_s": time.monotonic() - started}
 
 
-# -- the report ----------------------------------------------------------------------------------------------------------
+# -- the report --------------------------------------------------------------------------------------------------------
 
 def ratio(value: float | None, baseline: float | None) -> str:
     return f"{value / baseline:9.2f}" if value and baseline else f"{'n/a':>9}"
@@ -263,7 +263,8 @@ def report(results: dict, quiet: dict, args, loads: list[float], decoder: str) -
         for name in ("1 pane", "2 panes", "2 apps"):
             chat = phases[name]["chat"]
             rate = chat["tokens_s"] if name == "2 apps" else chat["tokens_s_min"]
-            checks.append(f"{name} {'ok' if rate >= TARGET_TOKENS_S and chat['ttft_s_max'] <= TARGET_TTFT_S else 'MISS'}")
+            met = rate >= TARGET_TOKENS_S and chat["ttft_s_max"] <= TARGET_TTFT_S
+            checks.append(f"{name} {'ok' if met else 'MISS'}")
         session = phases["session"]["trainer"]["tokens_s"]
         streaming = phases["1 pane"]["trainer"]["tokens_s"]
         run = f"run over the session {session / alone:.2f}x alone" if session and alone else "run: n/a"
@@ -320,7 +321,8 @@ def main() -> None:
             quiet = {"1 pane": panes_figures(replies_for(engine, [base], tokenizer, args.tokens, args.seconds / 2)),
                      "2 panes": panes_figures(replies_for(engine, [base, tuned], tokenizer, args.tokens,
                                                           args.seconds / 2))}
-            progress(f"quiet: 1 pane {quiet['1 pane']['tokens_s']:.1f} tok/s, 2 panes {quiet['2 panes']['tokens_s']:.1f}")
+            progress(f"quiet: 1 pane {quiet['1 pane']['tokens_s']:.1f} tok/s, "
+                     f"2 panes {quiet['2 panes']['tokens_s']:.1f}")
             for variant in variants:
                 results[variant] = run_variant(variant, workspace, data, engine, tokenizer, second_app, base, tuned,
                                                args.seconds, args.tokens)

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from ftchat import runs
+from ftchat.run_queue import live_state
 
 POLICIES = ("both", "threads", "nice", "none")
 DEFAULT_POLICY = "both"
@@ -92,9 +93,8 @@ def streaming_rows(runs_root: str | Path) -> int:
 
 def training_threads(runs_root: str | Path) -> list[int]:
     """The threads each run of this workspace training on the CPU holds (its status' `threads`, written by its
-    CoreSharingCallback as training begins), other than this process' own (a run comparing its answers after training chats in its own process)."""
-    from ftchat.run_queue import live_state  # the queue imports runs only; kept out of this module's import
-
+    CoreSharingCallback as training begins), other than this process' own (a run that compares its answers after
+    training chats in its own process)."""
     held = []
     root = Path(runs_root)
     try:
@@ -138,6 +138,7 @@ class Streaming:
         self.runs_root, self.rows = runs_root, max(1, rows)
         self.path: Path | None = None
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # a renewal that marks again never follows `close`
         self._thread: threading.Thread | None = None
         marking = runs_root is not None and policy() != "none" and Path(runs_root).is_dir()
         if marking:
@@ -163,22 +164,26 @@ class Streaming:
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
-            try:
-                os.utime(self.path)
-            except FileNotFoundError:  # removed as stale (this process was stopped a while): mark again
-                self.path = self._write() or self.path
-            except OSError:
-                pass
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                try:
+                    os.utime(self.path)
+                except FileNotFoundError:  # removed as stale (this process was stopped a while): mark again
+                    self.path = self._write() or self.path
+                except OSError:
+                    pass
             self.threads = chat_threads(self.runs_root, self.rows, mine=self.rows)
 
     def close(self) -> None:
         """Remove the mark (again: harmless)."""
-        self._stop.set()
-        if self.path is not None:
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
+        with self._lock:
+            self._stop.set()
+            if self.path is not None:
+                try:
+                    os.unlink(self.path)
+                except OSError:
+                    pass
 
     def __enter__(self) -> "Streaming":
         return self

@@ -95,6 +95,13 @@ def test_a_training_run_drops_to_one_thread_while_a_reply_streams_and_takes_its_
         until(lambda: threads_logged().count(2) >= 3, 180, "training on 2 threads")
         assert os.getpriority(os.PRIO_PROCESS, process.pid) == cores.TRAINER_NICE
         assert runs.read_status(run_dir)["threads"] == 2
+        # the chat sees it: a pane decodes on the core the trainer leaves it, two panes on one each beside it
+        assert cores.chat_threads(run_dir.parent, rows=1, cores=2) == 1
+        assert cores.chat_threads(run_dir.parent, rows=2, cores=2) == 1
+        monkeypatch.setenv("FTCHAT_CORE_SHARING", "nice")  # a niced trainer gives way: a pane alone takes both
+        assert cores.chat_threads(run_dir.parent, rows=1, cores=2) == 2
+        monkeypatch.setenv("FTCHAT_CORE_SHARING", "both")
+        assert cores.chat_threads(tmp_path, rows=1, cores=2) == 2  # a workspace with no run training
         with cores.streaming(run_dir.parent, rows=1):  # a chat reply streams in this workspace
             marked = len(threads_logged())
             until(lambda: steps_after(marked, 1), 60, "one thread while the reply streams")
