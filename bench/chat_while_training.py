@@ -254,16 +254,15 @@ def report(results: dict, quiet: dict, args, loads: list[float], decoder: str) -
             trainer_cells = (f"{rate:15.0f}{ratio(rate, alone)}{trainer['s_per_step']:8.2f}{trainer['threads']!s:>9}"
                              if rate else f"{'n/a (' + str(trainer['steps']) + ' steps)':>15}")
             print(f"{variant:9}{name:9}{chat_cells}{trainer_cells}")
-    print(f"\ntargets while a run trains: every pane >= {TARGET_TOKENS_S:g} tok/s (2 apps: the median pane), first "
-          f"token <= {TARGET_TTFT_S} s; the run >= {TARGET_RUN}x alone over a chat session")
+    print(f"\ntargets while a run trains: every pane >= {TARGET_TOKENS_S:g} tok/s, every first token <= "
+          f"{TARGET_TTFT_S} s; the run >= {TARGET_RUN}x alone over a chat session")
     for variant, found in results.items():
         phases = found["phases"]
         alone = phases["alone"]["trainer"]["tokens_s"]
         checks = []
         for name in ("1 pane", "2 panes", "2 apps"):
             chat = phases[name]["chat"]
-            rate = chat["tokens_s"] if name == "2 apps" else chat["tokens_s_min"]
-            met = rate >= TARGET_TOKENS_S and chat["ttft_s_max"] <= TARGET_TTFT_S
+            met = chat["tokens_s_min"] >= TARGET_TOKENS_S and chat["ttft_s_max"] <= TARGET_TTFT_S
             checks.append(f"{name} {'ok' if met else 'MISS'}")
         session = phases["session"]["trainer"]["tokens_s"]
         streaming = phases["1 pane"]["trainer"]["tokens_s"]
