@@ -242,7 +242,8 @@ def _torch_threads() -> int:
 class CoreSharingCallback(TrainerCallback):
     """Shares the CPU with the workspace's chat (ftchat.cores): before every step and gradient-accumulation micro-step,
     trains on `cores.kept_threads` while chat replies stream and on its own threads otherwise; with nice in the
-    policy, trains at a lower priority from the start. Its threads go into status.json for the chat to read."""
+    policy, trains at a lower priority from the start, for the rest of its process (a trainer has one of its own:
+    `python -m ftchat train`). Its threads go into status.json for the chat to read."""
 
     def __init__(self, run_dir: Path, is_main: bool = True):
         self.run_dir = Path(run_dir)
