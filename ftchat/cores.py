@@ -10,10 +10,15 @@ each llama.cpp row on `chat_threads`: the cores the trainers leave, shared among
 (other chat processes' marks included), looked at again every HEARTBEAT_S while it streams.
 
 FTCHAT_CORE_SHARING picks what the processes do (bench/chat_while_training.py compares them):
-  both     the trainer yields threads while a reply streams, and trains at nice TRAINER_NICE (the default)
+  both     the trainer yields threads and priority while a reply streams (the default)
   threads  the trainer yields threads; no nice
-  nice     the trainer keeps its threads at nice TRAINER_NICE; the chat decodes as if the trainer were not there
+  nice     the trainer keeps its threads and yields priority; the chat decodes as if the trainer were not there
   none     neither: no marks, the trainer keeps its threads, a pane decodes on cores // its panes
+Yielding priority: a trainer the app launched leads a session of its own, and where the kernel weighs sessions against
+each other (autogroup, Linux's default) its session runs at nice TRAINER_NICE while marks are there and at 0 again
+after, checked every PRIORITY_POLL_S by a thread of its own (`PriorityWhileStreaming`), so a reply's first token need
+not wait for a step to end. A trainer started from a shell does not lead its session: it trains at nice TRAINER_NICE
+throughout (`lower_priority`; an unprivileged process cannot raise its priority again).
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ STALE_S = 3.0  # a mark not renewed this long is stale: three missed heartbeats
 # a nice value lowers the trainer's weight against a chat thread on the same core: 10 gives it ~10% of a contended
 # core (the kernel's weights 110 against 1024), the whole core when nobody else wants it
 TRAINER_NICE = 10
+PRIORITY_POLL_S = 0.1
 
 _serial = itertools.count()
 
@@ -201,10 +207,8 @@ def streaming(runs_root: str | Path | None, rows: int) -> Streaming:
 # -- the trainer's side ------------------------------------------------------------------------------------------------
 
 def lower_priority(nice: int = TRAINER_NICE) -> None:
-    """Run this process at `nice` (never back up: an unprivileged process cannot raise its priority again). On Linux a
-    nice value belongs to each thread, so every thread already started gets it and later ones inherit it; and where
-    the kernel groups processes by session (autogroup), a process leading its own session, as a trainer the app
-    launched does, lowers its session's weight, the one that counts against other sessions."""
+    """Run this process at `nice` from now on. On Linux a nice value belongs to each thread: every thread already
+    started gets it, and later ones inherit it."""
     try:
         tids = [int(t) for t in os.listdir("/proc/self/task")]
     except OSError:
@@ -215,8 +219,63 @@ def lower_priority(nice: int = TRAINER_NICE) -> None:
                 os.setpriority(os.PRIO_PROCESS, tid, nice)
         except OSError:
             pass
-    if os.getsid(0) == os.getpid():
+
+
+AUTOGROUP = Path("/proc/self/autogroup")
+
+
+def session_priority_adjustable() -> bool:
+    """Whether this process can lower its priority against other sessions and raise it again: it leads its session
+    and the kernel weighs sessions (autogroup)."""
+    try:
+        return (os.getsid(0) == os.getpid() and os.access(AUTOGROUP, os.W_OK)
+                and Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1")
+    except OSError:
+        return False
+
+
+def session_nice() -> int | None:
+    """This process' session's nice value (autogroup), None where there is none."""
+    try:
+        return int(AUTOGROUP.read_text().split("nice")[-1])
+    except (OSError, ValueError):
+        return None
+
+
+class PriorityWhileStreaming:
+    """A thread that sets this session's nice to `nice` while the workspace's chat streams and back to 0 after."""
+
+    def __init__(self, runs_root: str | Path, nice: int = TRAINER_NICE):
+        self.runs_root, self.nice = runs_root, nice
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="priority-while-streaming", daemon=True)
+        self._thread.start()
+
+    def _set(self, nice: int) -> None:
         try:
-            Path("/proc/self/autogroup").write_text(str(nice))
+            AUTOGROUP.write_text(str(nice))
         except OSError:
             pass
+
+    def _watch(self) -> None:
+        current = 0
+        while not self._stop.is_set():
+            wanted = self.nice if streaming_rows(self.runs_root) else 0
+            if wanted != current:
+                self._set(wanted)
+                current = wanted
+            self._stop.wait(PRIORITY_POLL_S)
+        self._set(0)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def yield_priority(runs_root: str | Path) -> PriorityWhileStreaming | None:
+    """Yield priority to the workspace's chat from now on: only while it streams where this process can take its
+    priority back (PriorityWhileStreaming, returned), else for good (lower_priority, None returned)."""
+    if session_priority_adjustable():
+        return PriorityWhileStreaming(runs_root)
+    lower_priority()
+    return None

@@ -242,20 +242,29 @@ def _torch_threads() -> int:
 class CoreSharingCallback(TrainerCallback):
     """Shares the CPU with the workspace's chat (ftchat.cores): before every step and gradient-accumulation micro-step,
     trains on `cores.kept_threads` while chat replies stream and on its own threads otherwise; with nice in the
-    policy, trains at a lower priority from the start, for the rest of its process (a trainer has one of its own:
-    `python -m ftchat train`). Its threads go into status.json for the chat to read."""
+    policy, yields priority too (cores.yield_priority: while replies stream where it can take it back, else for the
+    rest of its process, which a trainer has of its own). Its threads go into status.json for the chat to read."""
 
     def __init__(self, run_dir: Path, is_main: bool = True):
         self.run_dir = Path(run_dir)
         self.is_main = is_main
         self.own = 1
+        self.priority = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.own = _torch_threads()
         if cores.uses_nice():
-            cores.lower_priority()
+            self.priority = cores.yield_priority(self.run_dir.parent)
         if self.is_main:
             runs.write_status(self.run_dir, "running", threads=self.own, device="cpu")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        import torch
+
+        if self.priority is not None:
+            self.priority.stop()
+            self.priority = None
+        torch.set_num_threads(self.own)  # saving, the comparison: on every thread again
 
     def _share(self) -> None:
         import torch
