@@ -133,7 +133,7 @@ def chat_threads(runs_root: str | Path | None, rows: int, mine: int = 0, cores: 
     held = 0
     if policy() != "nice":  # a niced trainer gives way; otherwise its kept threads are its cores
         held = sum(kept_threads(own, everyone) for own in training_threads(runs_root))
-    return max(1, (max(1, cores - held)) // everyone)
+    return max(1, max(1, cores - held) // everyone)
 
 
 class Streaming:
