@@ -22,6 +22,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # (ftchat/chat/engine.py). On an idle machine the bundled-model learning tests would train faster on every core:
 # `OMP_NUM_THREADS=2 make test`.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# No nice for the suite's trainers: a run trained in a test's own process (trained_runs.train_tiny) would leave that
+# pytest worker at nice 10 for the rest of the session, starved by the other worker. tests/test_core_sharing.py sets
+# the default policy for the trainer it checks.
+os.environ.setdefault("FTCHAT_CORE_SHARING", "threads")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
