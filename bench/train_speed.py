@@ -1,4 +1,6 @@
 """Training speed and memory of each precision on the bundled model, as ratios to fp32 LoRA measured in this run.
+"bf16 autocast" keeps fp32 weights and runs the matmuls in bf16 (models.autocast_bf16, the default where the CPU
+computes bf16 natively); "bf16 weights" stores the base in bf16 too.
 
 Each configuration trains in a fresh process (peak memory is per process), on data/quorvane_support.jsonl.
 Usage: python bench/train_speed.py [--steps 12]
@@ -17,10 +19,13 @@ from common import SUPPORT_DATA, ftchat_train, steady_rate, step_seconds
 LEFT_OUT = 3
 CONFIGS = [  # (label, adapter, precision, compute dtype) - the first is the baseline
     ("LoRA fp32 (baseline)", "lora", "fp32", "fp32"),
+    ("LoRA fp32 + bf16 autocast", "lora", "auto", "bf16"),  # the default where the CPU has native bf16
     ("LoRA bf16 weights", "lora", "bf16", "bf16"),
     ("QLoRA NF4 + bf16 compute", "qlora", "4bit", "bf16"),
     ("QLoRA NF4 + fp32 compute", "qlora", "4bit", "fp32"),
     ("QLoRA default (auto)", "qlora", "auto", ""),
+    ("Full fp32", "full", "fp32", "fp32"),
+    ("Full fp32 + bf16 autocast", "full", "auto", "bf16"),
 ]
 
 

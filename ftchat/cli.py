@@ -17,6 +17,7 @@ from ftchat.chat.generation import ChatError, GenerationSettings, with_system
 from ftchat.config import ConfigError, RunConfig, add_run_arguments, config_from_args
 from ftchat.data import DataError, check_files, load_dataset
 from ftchat.export import forms as export
+from ftchat.export.check import llamacpp_missing
 from ftchat.export.forms import ExportError
 from ftchat.feedback import FeedbackStore
 from ftchat.feedback.agreement import team_agreement
@@ -24,9 +25,9 @@ from ftchat.feedback.export import RatingsExportError, write_export
 from ftchat.feedback.imports import import_file
 from ftchat.feedback.judge import judge_runs, read_prompts, write_judgement
 from ftchat.feedback.leaderboard import bradley_terry
+from ftchat.feedback.prompt_queue import PromptError, check_prompts, prompts_from_file
 from ftchat.feedback.report import ReportError, describe_report, round_report
 from ftchat.feedback.rounds import RoundError, next_round_config, reward_rl_round, store_win_rates
-from ftchat.feedback.prompt_queue import PromptError, prompts_from_file
 from ftchat.feedback.store import FeedbackError
 from ftchat.feedback.tasks import (DEFAULT_OVERLAP, TaskError, create_task, describe_task, progress, task_models,
                                   task_raters, task_report)
@@ -40,7 +41,7 @@ from ftchat.train.launch import LaunchError, default_nproc, launch_command
 from ftchat.train.plan import plan_for_files
 from ftchat.train.reward_model import RewardModel, RewardModelError
 from ftchat.train.run import run_training
-from ftchat.users import ROLES, Users, UsersError, users_path
+from ftchat.users import ROLES, UsersError, open_users
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -92,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="GGUF weight type (default: f16 for --gguf, q8_0 for --ollama)")
     export.add_argument("--push", metavar="REPO", help="with --adapter or --merged: upload it to this hub repo")
     export.add_argument("--force", action="store_true", help="write over an existing file or folder")
+    export.add_argument("--no-check", action="store_true",
+                        help="skip answering a handful of prompts with the written GGUF in llama.cpp beside the "
+                             "in-app model (--gguf, --ollama)")
+    add_feedback_db_argument(export)
 
     serve = commands.add_parser("serve", help="an OpenAI-compatible API over the bases and runs of a workspace")
     serve.add_argument("--host", default="127.0.0.1")
@@ -127,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="one JSON object: raters, pairs, items_shared, fleiss_kappa")
     for sub in (importing, exporting, board, raters):
         sub.add_argument("--workspace", default="workspace", help="the app's folder (default: workspace/)")
+        add_feedback_db_argument(sub)
 
     round_ = commands.add_parser("round", help="train the next round of a rated run from its ratings; "
                                                "`round report RUN`: did that round help?",
@@ -137,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     round_.add_argument("--from", dest="from_run", default=None, help="the rated run (its folder name), or base:NAME")
     round_.add_argument("--json", action="store_true", help="with report: one JSON object")
     round_.add_argument("--workspace", default="workspace", help="the app's folder (default: workspace/)")
+    add_feedback_db_argument(round_)
     add_run_arguments(round_)  # training flags; data, out, parent and method are the round's own
     for action in round_._actions:
         if action.dest == "method":  # a round trains dpo, kto, or a reward model and then GRPO / RLOO against it
@@ -161,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--max-new-tokens", type=int, default=64)
     judge.add_argument("--json", action="store_true")
 
-    users = commands.add_parser("users", help="the rating team's logins for `app.py --users` (WORKSPACE/users.json)")
+    users = commands.add_parser("users", help="the rating team's logins for `app.py --users` (WORKSPACE/users.json, "
+                                              "or the users table of --feedback-db postgresql://...)")
     users_commands = users.add_subparsers(dest="users_command", required=True)
     adding = users_commands.add_parser("add", help="add a user, or set an existing one's role and password; asks "
                                                    "for the password")
@@ -175,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (adding, removing, listing_users):
         sub.add_argument("--workspace", default="workspace", help="the app's folder (default: workspace/)")
         sub.add_argument("--file", default=None, help="the users file (default: WORKSPACE/users.json)")
+        add_feedback_db_argument(sub)
 
     task = commands.add_parser("task", help="rating tasks: prompts shared out among raters, a share of them to two")
     task_commands = task.add_subparsers(dest="task_command", required=True)
@@ -190,14 +199,24 @@ def build_parser() -> argparse.ArgumentParser:
                                f"(default {DEFAULT_OVERLAP})")
     creating.add_argument("--name", default=None, help="the task's name (default: the prompt file's name)")
     creating.add_argument("--seed", type=int, default=0, help="the assignment's random seed (default 0)")
-    creating.add_argument("--users", default=None, help="the users file (default: WORKSPACE/users.json)")
+    creating.add_argument("--users", default=None,
+                          help="the users file (default: WORKSPACE/users.json; with a PostgreSQL --feedback-db, "
+                               "its users table)")
     task_commands.add_parser("list", help="every task with its progress")
     status = task_commands.add_parser("status", help="a task's progress per rater, agreement, flagged raters")
     status.add_argument("task", help="the task's name or id")
     status.add_argument("--json", action="store_true", help="one JSON object")
     for sub in task_commands.choices.values():
         sub.add_argument("--workspace", default="workspace", help="the app's folder (default: workspace/)")
+        add_feedback_db_argument(sub)
     return parser
+
+
+def add_feedback_db_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--feedback-db", default=None, metavar="URL",
+                        help="the ratings (and the team's logins) in this PostgreSQL database, "
+                             "postgresql://user@host:port/db, as the app's --feedback-db (default: "
+                             "WORKSPACE/feedback.sqlite)")
 
 
 def add_queue_arguments(parser: argparse.ArgumentParser) -> None:
@@ -323,10 +342,20 @@ def cmd_export(args) -> int:
 
     for form in forms:  # every target before the first export: a refused one costs no merge
         export.check_target(args.run, form, getattr(args, form), args.force)
-    win_rates = store_win_rates(Path(args.run).resolve().parent.parent)  # WORKSPACE/runs/RUN
+    win_rates = store_win_rates(Path(args.run).resolve().parent.parent, args.feedback_db)  # WORKSPACE/runs/RUN
+    check = not args.no_check and {"gguf", "ollama"} & set(forms)
+    prompts = check_prompts(args.run) if check and llamacpp_missing() is None else None
+    skipped_said = False
     for form in forms:
-        target = export.export_run(args.run, form, getattr(args, form), args.quant, win_rates, args.force)
+        written = export.export_run(args.run, form, getattr(args, form), args.quant, win_rates, args.force,
+                                    check=bool(check), prompts=prompts)
+        target = written.path
         print(f"{target}  (then: cd {target} && ollama create NAME -f Modelfile)" if form == "ollama" else target)
+        if written.check is not None and not (written.check.skipped and skipped_said):
+            print(written.check.summary())
+            skipped_said = skipped_said or bool(written.check.skipped)
+            if written.check.warning():
+                print(written.check.warning(), file=sys.stderr)
     if args.push:
         print(export.push(args.adapter or args.merged, args.push))
     return 0
@@ -351,7 +380,7 @@ def cmd_runs(args) -> int:
 
 
 def cmd_feedback(args) -> int:
-    store = FeedbackStore.for_workspace(args.workspace)
+    store = FeedbackStore.for_workspace(args.workspace, args.feedback_db)
     if args.feedback_command == "import":
         failed = False
         for path in args.files:
@@ -420,7 +449,8 @@ def cmd_round(args) -> int:
         raise ConfigError("--method: a round trains with dpo, kto or reward-rl; give one of them.")
     if args.method == "reward-rl":
         return _reward_rl_round(args, flags)
-    config = next_round_config(args.workspace, args.from_run, args.method, args.exclude_flagged, **flags)
+    config = next_round_config(args.workspace, args.from_run, args.method, args.exclude_flagged,
+                               feedback_db=args.feedback_db, **flags)
     print(f"round: {config.out} from {config.parent or config.base} on {config.data[0]}")
     args.resume = False
     args.config = None
@@ -430,7 +460,8 @@ def cmd_round(args) -> int:
 
 
 def _round_report(args) -> int:
-    report = round_report(FeedbackStore.for_workspace(args.workspace), args.workspace, args.report[1])
+    report = round_report(FeedbackStore.for_workspace(args.workspace, args.feedback_db), args.workspace,
+                          args.report[1])
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
         return 0
@@ -440,7 +471,7 @@ def _round_report(args) -> int:
 
 def _reward_rl_round(args, flags: dict) -> int:
     reward_config, policy_config = reward_rl_round(args.workspace, args.from_run, args.rl_method,
-                                                   args.exclude_flagged, **flags)
+                                                   args.exclude_flagged, feedback_db=args.feedback_db, **flags)
     print(f"round: reward model {reward_config.out} on {reward_config.data[0]}, then {args.rl_method} "
           f"{policy_config.out} from {policy_config.parent or policy_config.base} on {policy_config.data[0]}")
     with sigterm_cancels() as cancel, contextlib.ExitStack() as chain:
@@ -509,13 +540,13 @@ def read_password(name: str, from_stdin: bool) -> str:
 
 
 def cmd_users(args) -> int:
-    users = Users(args.file or users_path(args.workspace))
+    users = open_users(args.workspace, args.feedback_db, args.file)
     if args.users_command == "add":
         new = users.add(args.name, args.role, read_password(args.name, args.password_stdin))
-        print(f"{'added' if new else 'updated'} {args.name} ({args.role}) in {users.path}")
+        print(f"{'added' if new else 'updated'} {args.name} ({args.role}) in {users.where}")
     elif args.users_command == "remove":
         users.remove(args.name)
-        print(f"removed {args.name} from {users.path}")
+        print(f"removed {args.name} from {users.where}")
     else:
         for name, entry in sorted(users.read().items()):
             print(f"{name}\t{entry['role']}")
@@ -523,10 +554,10 @@ def cmd_users(args) -> int:
 
 
 def cmd_task(args) -> int:
-    store = FeedbackStore.for_workspace(args.workspace)
+    store = FeedbackStore.for_workspace(args.workspace, args.feedback_db)
     if args.task_command == "create":
-        users = Users(args.users or users_path(args.workspace))
-        raters = task_raters(args.raters, users.read(), users.path)
+        users = open_users(args.workspace, args.feedback_db, args.users)
+        raters = task_raters(args.raters, users.read(), users.where, users.option)
         try:
             prompts = prompts_from_file(args.prompts)
         except (PromptError, OSError) as exc:

@@ -239,6 +239,16 @@ def compute_dtype():
     return torch.bfloat16 if _cpu_has_native_bf16() else torch.float32
 
 
+def autocast_bf16(precision: str = "auto") -> bool:
+    """Whether training computes its matmuls in bf16 autocast: wherever they run natively in bf16 (compute_dtype:
+    Ampere+ GPUs, CPUs with AVX512-BF16 or AMX), unless fp32 was asked for. Weights and optimizer states keep their
+    dtype. On this repo's 2-core AVX512-BF16 CPU a default run on the bundled model trained 1.2-1.45x faster and
+    answered the same held-out facts (docs/benchmarks.md)."""
+    import torch
+
+    return compute_dtype() == torch.bfloat16 and precision != "fp32"
+
+
 PRECISIONS = ("auto", "4bit", "8bit", "bf16", "fp32")
 TASKS = ("causal", "reward")  # a chat model (next-token head) | a reward model (one scalar score head)
 

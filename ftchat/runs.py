@@ -5,10 +5,12 @@ runs/NAME/
   status.json     {"state": queued|running|done|failed|cancelled, "pid", "error", "summary", "enqueued", "started",
                   "ended", ...}
   queue.json      its place in the workspace's training queue: {"enqueued", "order", "after"} (ftchat.run_queue)
-  metrics.jsonl   one line per logging step: step, loss, eval_loss, learning_rate, tokens_per_s, elapsed_s, eta_s
+  metrics.jsonl   one line per logging step: step, loss, eval_loss, learning_rate, tokens_per_s, elapsed_s, eta_s,
+                  time (wall clock), threads (torch threads the step ended on: fewer while a chat streams, ftchat.cores)
   train.log       the trainer's stdout/stderr when launched from the UI
   adapter/        a plain PEFT folder (qlora, lora, prompt) - or model/ (full, layers)
   parent          path of the run this one continues, if any
+runs/.streaming/  one mark per chat reply streaming now (ftchat.cores)
 """
 from __future__ import annotations
 

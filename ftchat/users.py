@@ -1,13 +1,15 @@
-"""The people of a rating team: WORKSPACE/users.json maps each name to a role (admin or rater) and a password hash.
+"""The people of a rating team: each name has a role (admin or rater) and a password hash, in WORKSPACE/users.json or,
+for a team whose ratings are in PostgreSQL (`--feedback-db postgresql://...`), in that database's users table.
 
-An admin trains, exports, deletes ratings, starts rounds and manages users; a rater chats and rates. The file holds
-no password, only its Argon2id hash, and is written atomically with mode 0600.
+An admin trains, exports, deletes ratings, starts rounds and manages users; a rater chats and rates. Neither place
+holds a password, only its Argon2id hash; the file is written atomically with mode 0600.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import re
 import tempfile
@@ -19,10 +21,12 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-ROLES = ("admin", "rater")
+from ftchat.feedback.store import ROLES, FeedbackError, FeedbackStore, locate
+
 USERS_FILE = "users.json"
 MIN_PASSWORD = 8
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+log = logging.getLogger("ftchat.users")
 
 _hasher = PasswordHasher()
 # Checked when a name is unknown, so that a wrong name costs as long as a wrong password and the timing does not say
@@ -45,11 +49,42 @@ def check_name(name: str) -> str:
     return name
 
 
+def open_users(workspace, database: str | None = None, file=None):
+    """The team of a workspace: the users table of a PostgreSQL `database` (a --feedback-db URL), else `file` or
+    WORKSPACE/users.json."""
+    if database and not isinstance(locate(database), Path):
+        if file:
+            raise UsersError(f"--file {file}: the team of a PostgreSQL ratings database is in its users table; "
+                             "leave out the file.")
+        return DatabaseUsers(FeedbackStore(database))
+    return Users(file or users_path(workspace))
+
+
+def _password_hash(name: str, role: str, password: str) -> str:
+    """The hash to keep for a new or changed user, once name, role and password are acceptable."""
+    check_name(name)
+    if role not in ROLES:
+        raise UsersError(f"role {role!r}: use one of {', '.join(ROLES)}.")
+    if len(password) < MIN_PASSWORD:
+        raise UsersError(f"the password for {name} is too short: use at least {MIN_PASSWORD} characters.")
+    return _hasher.hash(password)
+
+
+def _matches(entry: dict | None, password: str) -> bool:
+    """Whether `password` is the one of this user entry; as slow for None (no such user) as for a user."""
+    try:
+        return _hasher.verify(entry["hash"] if entry else _UNKNOWN, str(password)) and entry is not None
+    except (VerificationError, VerifyMismatchError, InvalidHashError):
+        return False
+
+
 class Users:
     """The users file, read again whenever it changed on disk (a user added while the app runs can log in)."""
 
     def __init__(self, path):
         self.path = Path(path)
+        self.where = str(self.path)  # where the team is kept, as messages name it
+        self.option = f"--file {self.path}"  # how `python -m ftchat users` is pointed at it
         self._lock = threading.Lock()
         self._seen: tuple[int, int] | None = None  # (mtime_ns, size) of the file last read
         self._users: dict[str, dict] = {}
@@ -79,19 +114,11 @@ class Users:
             entry = self.read().get(str(name))
         except UsersError:
             return False
-        try:
-            return _hasher.verify(entry["hash"] if entry else _UNKNOWN, str(password)) and entry is not None
-        except (VerificationError, VerifyMismatchError, InvalidHashError):
-            return False
+        return _matches(entry, password)
 
     def add(self, name: str, role: str, password: str) -> bool:
         """Add a user, or give an existing one a new role and password; True when the name was new."""
-        check_name(name)
-        if role not in ROLES:
-            raise UsersError(f"role {role!r}: use one of {', '.join(ROLES)}.")
-        if len(password) < MIN_PASSWORD:
-            raise UsersError(f"the password for {name} is too short: use at least {MIN_PASSWORD} characters.")
-        hashed = _hasher.hash(password)
+        hashed = _password_hash(name, role, password)
         with self._changing() as users:
             new = name not in users
             users[name] = {"role": role, "hash": hashed}
@@ -150,3 +177,38 @@ def parse(path: Path) -> dict[str, dict]:
     if problems:
         raise UsersError(f"{path}: " + "; ".join(problems) + ". Set them again with `python -m ftchat users add`.")
     return {name: {"role": entry["role"], "hash": entry["hash"]} for name, entry in data.items()}
+
+
+class DatabaseUsers:
+    """The users table of a PostgreSQL ratings database: every app process serving that database, on any machine,
+    logs in the same team, and a user added or removed counts at once everywhere."""
+
+    def __init__(self, store: FeedbackStore):
+        self.store = store
+        self.where = f"the users table of {store.name}"
+        self.option = f"--feedback-db {store.name}"
+
+    def read(self) -> dict[str, dict]:
+        """{name: {"role", "hash"}}."""
+        return self.store.users()
+
+    def role(self, name: str | None) -> str | None:
+        entry = self.read().get(name or "")
+        return entry["role"] if entry else None
+
+    def check(self, name: str, password: str) -> bool:
+        """Whether `password` is this user's; as slow for an unknown name as for a known one."""
+        try:
+            entry = self.read().get(str(name))
+        except FeedbackError as exc:  # the database is down: nobody logs in, and the log says why
+            log.warning("login of %s refused: %s", name, exc)
+            return False
+        return _matches(entry, password)
+
+    def add(self, name: str, role: str, password: str) -> bool:
+        """Add a user, or give an existing one a new role and password; True when the name was new."""
+        return self.store.set_user(name, role, _password_hash(name, role, password))
+
+    def remove(self, name: str) -> None:
+        if not self.store.remove_user(name):
+            raise UsersError(f"{self.where}: no user {name!r} (users: {', '.join(sorted(self.read())) or 'none'}).")

@@ -22,6 +22,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # (ftchat/chat/engine.py). On an idle machine the bundled-model learning tests would train faster on every core:
 # `OMP_NUM_THREADS=2 make test`.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# No nice for the suite's trainers: a run trained in a test's own process (trained_runs.train_tiny) would leave that
+# pytest worker at nice 10 for the rest of the session, starved by the other worker. tests/test_core_sharing.py sets
+# the default policy for the trainer it checks.
+os.environ.setdefault("FTCHAT_CORE_SHARING", "threads")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -126,3 +130,28 @@ def two_rounds(tmp_path_factory, tiny_model_dir) -> Path:
     from trained_runs import make_two_rounds
 
     return make_two_rounds(tmp_path_factory.mktemp("workspace"), tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server of this test session (tests/pg.py), stopped at its end."""
+    from pg import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def postgres_db(postgres):
+    """The URL of a new, empty database on the session's server, dropped after the test."""
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def feedback_db(request):
+    """Where a test's ratings go, as `--feedback-db` takes it: None (the workspace's feedback.sqlite) or the URL of a
+    fresh PostgreSQL database. A test that takes it runs once on each."""
+    return request.getfixturevalue("postgres_db") if request.param == "postgresql" else None

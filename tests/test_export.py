@@ -33,7 +33,7 @@ def test_gguf_reads_back_with_the_same_answer_and_logits(two_rounds, tmp_path):
 
     run = two_rounds / "runs" / "b"
     merged = export_merged(run, tmp_path / "merged")
-    gguf_file = export_gguf(run, tmp_path / "gguf" / "b.f16.gguf", quant="f16")
+    gguf_file = export_gguf(run, tmp_path / "gguf" / "b.f16.gguf", quant="f16", check=False).path
     reference = AutoModelForCausalLM.from_pretrained(merged).eval()
     ref_tok = AutoTokenizer.from_pretrained(merged)
     back = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32).eval()
@@ -72,7 +72,7 @@ def test_merged_model_card_names_data_settings_and_rounds_with_win_rates(two_rou
 def test_ollama_folder_has_gguf_modelfile_template_and_stops(two_rounds, tmp_path):
     import gguf
 
-    target = export_ollama(two_rounds / "runs" / "a", tmp_path / "ollama", quant="q8_0")
+    target = export_ollama(two_rounds / "runs" / "a", tmp_path / "ollama", quant="q8_0", check=False).path
     modelfile = (target / "Modelfile").read_text()
     assert modelfile.startswith("FROM ./model.gguf\n") and (target / "model.gguf").is_file()
     assert 'PARAMETER stop "<|im_end|>"' in modelfile
@@ -105,7 +105,7 @@ def test_the_app_panel_export_lands_in_the_workspace_exports(two_rounds, tmp_pat
     target = default_target(tmp_path / "exports", "a", "adapter")
     assert target == tmp_path / "exports" / "a-adapter"
     assert default_target(tmp_path, "a", "gguf").name == "a-gguf-f16.gguf"
-    assert (export_run(two_rounds / "runs" / "a", "adapter", target) / "adapter_config.json").is_file()
+    assert (export_run(two_rounds / "runs" / "a", "adapter", target).path / "adapter_config.json").is_file()
     with pytest.raises(ExportError, match="Unknown export form"):
         export_run(two_rounds / "runs" / "a", "onnx", target)
 
@@ -123,3 +123,53 @@ def test_win_rates_come_from_the_workspace_ratings_store(tmp_path):
     rates = store_win_rates(tmp_path)
     assert rates("round-2", "round-1") == (0.75, 4)
     assert rates("round-1", "base:smollm2-135m") == (None, 0)
+
+
+CONVERSATIONS = {
+    "a system turn and two exchanges": [
+        {"role": "system", "content": "You answer in one short sentence."},
+        {"role": "user", "content": "What colour is the Zumo lamp?"},
+        {"role": "assistant", "content": "The Zumo lamp is teal."},
+        {"role": "user", "content": "And who made it?"},
+        {"role": "assistant", "content": "Ilse Varga made it in 1987."},
+        {"role": "user", "content": "Where does it stand?"}],
+    "two exchanges, no system turn": [
+        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! How can I help?"},
+        {"role": "user", "content": "Name a fruit."}, {"role": "assistant", "content": "A pear."},
+        {"role": "user", "content": "Another one?"}],
+    "one question": PROMPT,
+    "an empty system turn": [{"role": "system", "content": ""}] + PROMPT,
+    "a system turn after the first exchange": [
+        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+        {"role": "system", "content": "From now on, answer in French."}, {"role": "user", "content": "Name a fruit."}],
+}
+
+
+@pytest.mark.parametrize("name", CONVERSATIONS)
+def test_ollama_modelfile_template_renders_the_chat_templates_prompt(bundled_tokenizer, name):
+    """The Modelfile's TEMPLATE, rendered as Ollama renders it (tests/go_template.py), gives the prompt the chat
+    template gives, string for string: Ollama users meet the model the app trained and showed."""
+    import re
+
+    from go_template import ollama_values, render
+
+    from ftchat.export.forms import modelfile, ollama_template
+
+    text = modelfile("model.gguf", *ollama_template(bundled_tokenizer), ["<|im_end|>"])
+    template = re.search(r'^TEMPLATE """(.*?)"""$', text, re.S | re.M).group(1)  # as Ollama's parser unquotes it
+    system = re.search(r'^SYSTEM """(.*?)"""$', text, re.S | re.M)
+    conversation = CONVERSATIONS[name]
+    expected = bundled_tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    assert render(template, ollama_values(conversation, system and system.group(1))) == expected
+
+
+def test_the_go_template_renderer_follows_go_on_trim_markers_and_branches():
+    from go_template import render
+
+    assert render("a  {{- .X -}}  b", {"X": 1}) == "a1b"
+    assert render("{{ if .S }}yes{{ else }}no{{ end }}|{{ if not .S }}empty{{ end }}", {"S": ""}) == "no|empty"
+    assert render('{{ range .M }}{{ if eq .R "u" "a" }}[{{ .C }}]{{ end }}{{ end }}',
+                  {"M": [{"R": "u", "C": 1}, {"R": "s", "C": 2}, {"R": "a", "C": 3}]}) == "[1][3]"
+    assert render("{{ range .M }}{{ $.T }}{{ end }}", {"M": [1, 2], "T": "t"}) == "tt"
+    with pytest.raises(ValueError, match="outside the subset"):
+        render("{{ index .M 0 }}", {"M": [1]})

@@ -72,32 +72,33 @@ def votes_for(store, run, n, winner="b"):
                        answer, winner)
 
 
-def test_a_round_with_too_few_ratings_says_how_many_more_it_needs(tmp_path):
+def test_a_round_with_too_few_ratings_says_how_many_more_it_needs(tmp_path, feedback_db):
     fake_run(tmp_path / "runs", "zumo-sft")
-    store = FeedbackStore.for_workspace(tmp_path)
+    store = FeedbackStore.for_workspace(tmp_path, feedback_db)
     votes_for(store, "zumo-sft", 3)
     store.add_vote([{"role": "user", "content": "Hi"}], "base:smollm2-135m", "zumo-sft", "Hi", "Hello", "tie")
     rows = store.ratings(model="zumo-sft")
     assert min_ratings_needed("dpo", rows) == 5  # 8 pairs needed, 3 decisive votes give 3
     assert min_ratings_needed("kto", rows) == 2  # each decisive vote gives a good and a bad row
     with pytest.raises(RoundError, match="need 5 more decisive vote"):
-        next_round_config(tmp_path, "zumo-sft", "dpo")
+        next_round_config(tmp_path, "zumo-sft", "dpo", feedback_db=feedback_db)
     only_good = [{"kind": "thumb", "thumb": 1, "reply_a": f"Fine {i}.", "conversation": [
         {"role": "user", "content": "q"}], "deleted": False} for i in range(9)]
     assert min_ratings_needed("kto", only_good) == 1  # a bad example is missing
     result = subprocess.run([sys.executable, "-m", "ftchat", "round", "--from", "zumo-sft", "--method", "dpo",
-                             "--workspace", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+                             "--workspace", str(tmp_path), *(["--feedback-db", feedback_db] if feedback_db else [])],
+                            cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 1 and "need 5 more decisive vote" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs" / "zumo-sft-r1-dpo").exists()
 
 
-def test_round_config_continues_the_rated_run(tmp_path):
+def test_round_config_continues_the_rated_run(tmp_path, feedback_db):
     parent = fake_run(tmp_path / "runs", "zumo-sft", base="smollm2-135m", adapter="qlora")
-    store = FeedbackStore.for_workspace(tmp_path)
+    store = FeedbackStore.for_workspace(tmp_path, feedback_db)
     votes_for(store, "zumo-sft", 8)
     votes_for(store, "another-run", 8)  # ratings of other models stay out
-    config = next_round_config(tmp_path, "zumo-sft", "dpo", max_steps=5, beta=0.2)
+    config = next_round_config(tmp_path, "zumo-sft", "dpo", max_steps=5, beta=0.2, feedback_db=feedback_db)
     assert (config.parent, config.method, config.adapter, config.base) == (str(parent), "dpo", "qlora", "smollm2-135m")
     assert config.out == str(tmp_path / "runs" / "zumo-sft-r1-dpo")
     assert (config.max_steps, config.beta) == (5, 0.2)
@@ -111,16 +112,16 @@ def test_round_config_continues_the_rated_run(tmp_path):
         next_round_config(tmp_path, "busy", "kto")
 
 
-def test_a_round_remembers_the_ratings_it_was_built_from(tmp_path):
+def test_a_round_remembers_the_ratings_it_was_built_from(tmp_path, feedback_db):
     fake_run(tmp_path / "runs", "zumo-sft")
-    store = FeedbackStore.for_workspace(tmp_path)
+    store = FeedbackStore.for_workspace(tmp_path, feedback_db)
     votes_for(store, "zumo-sft", 8)
     tie = store.add_vote([{"role": "user", "content": "Hi"}], "base:smollm2-135m", "zumo-sft", "Hi", "Hello", "tie")
     other = store.add_vote([{"role": "user", "content": "Yo"}], "base:smollm2-135m", "another-run", "a", "b", "a")
     with pytest.raises(ConfigError):  # a round that cannot start marks nothing
-        next_round_config(tmp_path, "zumo-sft", "dpo", lr="fast")
+        next_round_config(tmp_path, "zumo-sft", "dpo", lr="fast", feedback_db=feedback_db)
     assert store.rounds_used() == []
-    next_round_config(tmp_path, "zumo-sft", "dpo")
+    next_round_config(tmp_path, "zumo-sft", "dpo", feedback_db=feedback_db)
     # the 8 decisive votes made pairs; the tie gave none, and the other run's vote is not about zumo-sft
     assert [r["id"] for r in store.ratings(round="zumo-sft-r1-dpo")] == list(range(1, 9))
     assert [r["id"] for r in store.ratings(round=UNUSED)] == [tie, other]

@@ -1,5 +1,6 @@
-"""Ratings in SQLite: a vote, once acknowledged, survives kill -9 and restarts, concurrent writers lose nothing,
-deletions are audited, and ratings from Chatbot Arena battle files come in with every problem named."""
+"""Ratings in SQLite and in PostgreSQL (each test that takes `feedback_db` runs on both): a vote, once acknowledged,
+survives kill -9 and restarts, concurrent writers lose nothing, deletions are audited, and ratings from Chatbot Arena
+battle files come in with every problem named."""
 from __future__ import annotations
 
 import json
@@ -38,12 +39,18 @@ while {count} < 0 or i < {count}:
 """
 
 
-def writer_command(db: Path, rater: str, count: int = -1) -> list[str]:
+def writer_command(db: Path | str, rater: str, count: int = -1) -> list[str]:
     return [sys.executable, "-c", WRITER.format(root=str(ROOT), db=str(db), rater=rater, count=count)]
 
 
-def test_a_vote_is_stored_with_everything_the_issue_lists(tmp_path):
-    store = FeedbackStore.for_workspace(tmp_path)
+@pytest.fixture()
+def database(tmp_path, feedback_db) -> str:
+    """The test's ratings as FeedbackStore takes them: a feedback.sqlite path, or a fresh PostgreSQL database's URL."""
+    return feedback_db or str(tmp_path / "feedback.sqlite")
+
+
+def test_a_vote_is_stored_with_everything_the_issue_lists(tmp_path, feedback_db):
+    store = FeedbackStore.for_workspace(tmp_path, feedback_db)
     conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
                     {"role": "assistant", "content": "Hello!"}] + PROMPT
     vote = store.add_vote(conversation, "base:smollm2-135m", "zumo-sft", "Red.", "Teal.", "b",
@@ -57,13 +64,20 @@ def test_a_vote_is_stored_with_everything_the_issue_lists(tmp_path):
     assert row["settings"] == {"temperature": 0.7, "max_new_tokens": 64}
     assert (row["rater"], row["hash_a"], row["source"]) == ("ines", "aa" * 32, "ftchat")
     assert row["time"] > 1.7e9
+    if feedback_db:
+        import psycopg
+
+        with psycopg.connect(feedback_db) as db:
+            assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "3"
+        assert not (tmp_path / "feedback.sqlite").exists()
+        return
     with sqlite3.connect(tmp_path / "feedback.sqlite") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("PRAGMA user_version").fetchone()[0] >= 1
 
 
-def test_thumbs_edits_filters_counts_and_audited_delete(tmp_path):
-    store = FeedbackStore(tmp_path / "feedback.sqlite")
+def test_thumbs_edits_filters_counts_and_audited_delete(database):
+    store = FeedbackStore(database)
     store.add_vote(PROMPT, "base:x", "zumo-sft", "Red.", "Teal.", "tie", rater="ines")
     up = store.add_thumb(PROMPT, "zumo-sft", "Teal.", up=True, side="b", rater="olu")
     store.add_thumb(PROMPT, "base:x", "Red.", up=False, side="a", rater="olu")
@@ -91,8 +105,8 @@ def test_thumbs_edits_filters_counts_and_audited_delete(tmp_path):
         store.add_edit(PROMPT, "a", "x", "   ")
 
 
-def test_acknowledged_votes_survive_kill_9_and_a_restart(tmp_path):
-    db = tmp_path / "feedback.sqlite"
+def test_acknowledged_votes_survive_kill_9_and_a_restart(database):
+    db = database
     FeedbackStore(db)  # the schema exists before the writer races to create it
     writer = subprocess.Popen(writer_command(db, "killed"), stdout=subprocess.PIPE, text=True)
     acknowledged = []
@@ -112,12 +126,13 @@ def test_acknowledged_votes_survive_kill_9_and_a_restart(tmp_path):
     store = FeedbackStore(db)
     assert len(store.ratings(rater="restarted")) == 3
     assert set(acknowledged) <= {r["id"] for r in store.ratings()}
-    with sqlite3.connect(db) as check:
-        assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    if store.path:
+        with sqlite3.connect(db) as check:
+            assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-def test_eight_concurrent_writers_lose_no_vote(tmp_path):
-    db = tmp_path / "feedback.sqlite"
+def test_eight_concurrent_writers_lose_no_vote(database):
+    db = database
     store = FeedbackStore(db)
     per_writer = 25
     processes = [subprocess.Popen(writer_command(db, f"process-{i}", per_writer), stdout=subprocess.PIPE, text=True)
@@ -152,7 +167,7 @@ def battle(model_a, model_b, winner, prompt, reply_a, reply_b, **extra):
             "conversation_b": conversation + [{"role": "assistant", "content": reply_b}], **extra}
 
 
-def test_import_of_a_fastchat_battle_file(tmp_path):
+def test_import_of_a_fastchat_battle_file(tmp_path, feedback_db):
     rows = [
         battle("vicuna-13b", "koala-13b", "model_a", "Name a teal lamp.", "The Zumo lamp.", "A lamp.",
                judge="arena_user_12", anony=True, tstamp=1690000000.5),
@@ -167,7 +182,7 @@ def test_import_of_a_fastchat_battle_file(tmp_path):
                                  "conversation_a": [{"role": "user", "content": "q"}],
                                  "conversation_b": []}) + "\n")  # line 6: no replies
         handle.write("{not json\n")  # line 7
-    store = FeedbackStore.for_workspace(tmp_path / "ws")
+    store = FeedbackStore.for_workspace(tmp_path / "ws", feedback_db)
     report = import_file(store, path)
     assert report.ok and report.format == "battle" and report.added == 4
     problems = {p.line: p for p in report.problems}
@@ -191,8 +206,8 @@ def test_import_of_a_fastchat_battle_file(tmp_path):
     assert len(store.ratings()) == 4
 
 
-def test_import_refuses_files_that_are_not_ratings(tmp_path):
-    store = FeedbackStore.for_workspace(tmp_path)
+def test_import_refuses_files_that_are_not_ratings(tmp_path, feedback_db):
+    store = FeedbackStore.for_workspace(tmp_path, feedback_db)
     pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b"}])
     report = import_file(store, pairs)
     assert not report.ok and "pairs.jsonl" in report.error and "no model names" in report.error
@@ -201,8 +216,9 @@ def test_import_refuses_files_that_are_not_ratings(tmp_path):
     assert store.ratings() == []
 
 
-def test_ftchat_ratings_export_imports_into_another_workspace(tmp_path):
-    first = FeedbackStore.for_workspace(tmp_path / "one")
+def test_ftchat_ratings_export_imports_into_another_workspace(tmp_path, feedback_db):
+    """From the team's database (either kind) into a SQLite workspace of its own."""
+    first = FeedbackStore.for_workspace(tmp_path / "one", feedback_db)
     first.add_vote(PROMPT, "base:x", "zumo-sft", "Red.", "Teal.", "b", rater="ines", settings={"temperature": 0})
     first.add_thumb(PROMPT, "zumo-sft", "Teal.", up=True, side="b")
     first.add_edit(PROMPT, "base:x", "Red.", "The Zumo lamp is teal.")
@@ -239,17 +255,19 @@ def test_model_names_and_weight_hashes(tmp_path):
     assert weights_hash("missing-run", workspace=tmp_path) is None
 
 
-def test_cli_import_reports_each_file(tmp_path):
+def test_cli_import_reports_each_file(tmp_path, feedback_db):
     good = write_jsonl(tmp_path / "arena.jsonl", [
         battle("vicuna-13b", "koala-13b", "model_b", "Name a teal lamp.", "A lamp.", "The Zumo lamp."),
         {"model_a": "vicuna-13b", "winner": "tie"},
     ])
+    where = ["--feedback-db", feedback_db] if feedback_db else []
     result = subprocess.run([sys.executable, "-m", "ftchat", "feedback", "import", str(good), "--workspace",
-                             str(tmp_path / "ws")], cwd=ROOT, capture_output=True, text=True)
+                             str(tmp_path / "ws"), *where], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "arena.jsonl: 1 rating(s) imported (battle), 1 row(s) skipped" in result.stdout
     assert "line 2: model_b: missing field 'model_b'" in result.stdout
-    assert [r["winner"] for r in FeedbackStore.for_workspace(tmp_path / "ws").ratings()] == ["b"]
+    assert [r["winner"] for r in FeedbackStore.for_workspace(tmp_path / "ws", feedback_db).ratings()] == ["b"]
+    assert (tmp_path / "ws" / "feedback.sqlite").exists() == (feedback_db is None)
 
 
 def test_a_schema_1_file_opens_with_every_rating_kept(tmp_path):

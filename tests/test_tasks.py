@@ -1,6 +1,7 @@
 """Rating tasks (issue 21): an admin shares a prompt list out among raters, a fifth of the prompts to two of them;
 each rater's votes on their items count towards their progress, the overlap prompts measure how the raters agree,
-and a rater who votes at random can be left out of the leaderboard and of a round.
+and a rater who votes at random can be left out of the leaderboard and of a round. A test that takes `feedback_db`
+runs on SQLite and on PostgreSQL.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import random
 import sqlite3
 from collections import Counter, defaultdict
 
+import psycopg
 import pytest
 from conftest import ftchat_main
 from test_feedback_rounds import fake_run
@@ -18,6 +20,7 @@ from ftchat.feedback.agreement import flagged_raters
 from ftchat.feedback.leaderboard import bradley_terry
 from ftchat.feedback.rounds import next_round_config
 from ftchat.feedback.tasks import TaskError, assign, create_task, matches, next_for, progress, task_report
+from ftchat.users import open_users
 
 BASE = "base:smollm2-135m"  # the bundled model: a base every workspace's chat offers
 
@@ -101,8 +104,8 @@ def vote_on(store, item, winner: str, rater: str | None = None, link: bool = Tru
                           "right reply", winner, rater=rater or item["rater"], task_item=item["id"] if link else None)
 
 
-def test_a_task_and_its_items_come_back_from_the_store(tmp_path):
-    store = FeedbackStore.for_workspace(tmp_path)
+def test_a_task_and_its_items_come_back_from_the_store(tmp_path, feedback_db):
+    store = FeedbackStore.for_workspace(tmp_path, feedback_db)
     asked = prompts(10)
     task = create_task(store, "zumo-week-1", asked, [BASE, "zumo-sft"], ["bo", "cy"], 0.2, seed=4,
                        created_by="ana")
@@ -122,8 +125,8 @@ def test_a_task_and_its_items_come_back_from_the_store(tmp_path):
         store.task("zumo-week-9")
 
 
-def test_progress_counts_each_raters_live_votes_on_their_items(tmp_path):
-    store = FeedbackStore.for_workspace(tmp_path)
+def test_progress_counts_each_raters_live_votes_on_their_items(tmp_path, feedback_db):
+    store = FeedbackStore.for_workspace(tmp_path, feedback_db)
     task = create_task(store, "t", prompts(6), [BASE, "zumo-sft"], ["bo", "cy"], 0.5, seed=2)
     bo_items = store.task_items(task["id"], rater="bo")
     counted = progress(store.task_items(task["id"]))
@@ -179,14 +182,38 @@ def test_a_schema_2_file_gains_the_task_tables(tmp_path):
     assert store.next_task_item("bo")["prompt_index"] in (0, 1)
 
 
+def test_a_schema_2_postgresql_database_gains_the_task_tables(postgres_db):
+    from sqlalchemy import create_engine
+
+    from ftchat.feedback import store as tables
+    from ftchat.feedback.store import locate
+
+    engine = create_engine(locate(postgres_db))
+    with engine.begin() as db:  # the tables and version that an ftchat of schema 2 made
+        tables.schema.create_all(db, tables=[tables.ratings_table, tables.audit_table, tables.round_ratings_table,
+                                             tables.users_table, tables.meta_table])
+        db.execute(tables.meta_table.insert().values(key="schema_version", value="2"))
+        db.execute(tables.ratings_table.insert().values(
+            time=1.7e9, kind="vote", conversation=json.dumps(prompts(1)[0]), prompt="Question 0 about the Zumo lamp?",
+            model_a=BASE, model_b="zumo-sft", reply_a="a", reply_b="b", winner="a", rater="bo"))
+    engine.dispose()
+    store = FeedbackStore(postgres_db)
+    with psycopg.connect(postgres_db) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "3"
+    assert [r["rater"] for r in store.ratings()] == ["bo"] and store.tasks() == []
+    task = create_task(store, "t", prompts(2), [BASE, "zumo-sft"], ["bo"], 0.0)
+    vote_on(store, store.next_task_item("bo"), "a")
+    assert progress(store.task_items(task["id"]))["bo"] == (1, 2)
+
+
 # -- a rater who votes at random -----------------------------------------------------------------------------------
 
-def random_rater_task(tmp_path):
+def random_rater_task(tmp_path, feedback_db=None):
     """A task of 60 prompts for ana, bo and cy, half of them to two raters. ana and bo prefer zumo-sft on every
     prompt but every tenth; cy picks a pane at random (seeded). Returns the store, the task and every vote cast as
     (rater, winning model or tie)."""
     fake_run(tmp_path / "runs", "zumo-sft")
-    store = FeedbackStore.for_workspace(tmp_path)
+    store = FeedbackStore.for_workspace(tmp_path, feedback_db)
     task = create_task(store, "random-rater", prompts(60), [BASE, "zumo-sft"], ["ana", "bo", "cy"], 0.5, seed=5)
     coin = random.Random(11)
     cast = []
@@ -201,8 +228,8 @@ def random_rater_task(tmp_path):
     return store, task, cast
 
 
-def test_the_task_report_flags_the_rater_who_votes_at_random(tmp_path):
-    store, task, cast = random_rater_task(tmp_path)
+def test_the_task_report_flags_the_rater_who_votes_at_random(tmp_path, feedback_db):
+    store, task, cast = random_rater_task(tmp_path, feedback_db)
     report = task_report(task, store.task_items(task["id"]), store.task_votes(task["id"]))
     assert report["done"] == report["items"] == 90 and report["overlap_prompts"] == report["overlap_voted"] == 30
     assert report["flagged"] == ["cy"]
@@ -218,8 +245,9 @@ def test_the_task_report_flags_the_rater_who_votes_at_random(tmp_path):
         assert rows[name]["left_share"] == pytest.approx(sum(v["winner"] == "a" for v in mine) / len(mine))
 
 
-def test_leaving_the_flagged_rater_out_changes_the_leaderboard_and_the_round(tmp_path):
-    store, _, cast = random_rater_task(tmp_path)
+def test_leaving_the_flagged_rater_out_changes_the_leaderboard_and_the_round(tmp_path, feedback_db):
+    store, _, cast = random_rater_task(tmp_path, feedback_db)
+    where = ["--feedback-db", feedback_db] if feedback_db else []
     votes = store.ratings(kind="vote")
     assert flagged_raters(votes) == {"cy"}
     careful = [won for rater, won in cast if rater != "cy"]
@@ -228,48 +256,49 @@ def test_leaving_the_flagged_rater_out_changes_the_leaderboard_and_the_round(tmp
     without = {r.model: r for r in bradley_terry(votes, bootstrap=0, exclude_flagged=True)}
     assert everyone["zumo-sft"].votes == 90 and without["zumo-sft"].votes == len(careful) == 60
     assert without["zumo-sft"].rating > everyone["zumo-sft"].rating  # cy's coin flips pulled it towards even
-    code, out, _ = ftchat_main("feedback", "leaderboard", "--json", "--exclude-flagged", "--workspace", tmp_path)
+    code, out, _ = ftchat_main("feedback", "leaderboard", "--json", "--exclude-flagged", "--workspace", tmp_path,
+                               *where)
     assert code == 0 and {r["model"]: r["votes"] for r in json.loads(out)} == {BASE: 60, "zumo-sft": 60}
 
-    config = next_round_config(tmp_path, "zumo-sft", "dpo", exclude_flagged=True)
+    config = next_round_config(tmp_path, "zumo-sft", "dpo", exclude_flagged=True, feedback_db=feedback_db)
     pairs = [json.loads(line) for line in open(config.data[0])]
     assert len(pairs) == 60  # ana's and bo's votes, each decisive
     used = store.ratings(round=config.out.rsplit("/", 1)[-1])
     assert {r["rater"] for r in used} == {"ana", "bo"} and len(used) == 60
-    everything = next_round_config(tmp_path, "zumo-sft", "dpo")
+    everything = next_round_config(tmp_path, "zumo-sft", "dpo", feedback_db=feedback_db)
     assert sum(1 for _ in open(everything.data[0])) == 90
 
 
 # -- the shell --------------------------------------------------------------------------------------------------------
 
-def test_the_shell_creates_lists_and_reports_a_task(tmp_path, monkeypatch):
-    from ftchat.users import Users
-
+def test_the_shell_creates_lists_and_reports_a_task(tmp_path, feedback_db):
+    """The team and the task in the workspace (users.json, feedback.sqlite), or both in one PostgreSQL database."""
     fake_run(tmp_path / "runs", "zumo-sft")
-    users = Users(tmp_path / "users.json")
+    users = open_users(tmp_path, feedback_db)
     for name, role in (("ana", "admin"), ("bo", "rater"), ("cy", "rater")):
         users.add(name, role, f"{name}-s-long-password")
     listed = tmp_path / "prompts.txt"
     listed.write_text("".join(f"Question {i}?\n" for i in range(10)))
+    where = ["--workspace", tmp_path] + (["--feedback-db", feedback_db] if feedback_db else [])
 
-    code, out, err = ftchat_main("task", "create", "--prompts", listed, "--models", "zumo-sft", BASE,
-                                 "--workspace", tmp_path)
+    code, out, err = ftchat_main("task", "create", "--prompts", listed, "--models", "zumo-sft", BASE, *where)
     assert (code, err) == (0, "")
     assert out.startswith("task prompts (id 1): 10 prompts, 2 of them to two raters; bo 6, cy 6")
     code, _, err = ftchat_main("task", "create", "--prompts", listed, "--models", "zumo-sft", "nope", "--raters",
-                               "bo", "zed", "--name", "second", "--workspace", tmp_path)
-    assert code == 1 and "zed not in" in err
+                               "bo", "zed", "--name", "second", *where)
+    assert code == 1 and f"zed not in {users.where}" in err and users.option in err
     code, _, err = ftchat_main("task", "create", "--prompts", listed, "--models", "zumo-sft", "nope", "--name",
-                               "second", "--workspace", tmp_path)
+                               "second", *where)
     assert code == 1 and "models: nope not offered" in err
+    assert (tmp_path / "feedback.sqlite").exists() == (feedback_db is None)
 
-    store = FeedbackStore.for_workspace(tmp_path)
+    store = FeedbackStore.for_workspace(tmp_path, feedback_db)
     item = store.next_task_item("cy")
     vote_on(store, item, "a")
-    code, out, _ = ftchat_main("task", "list", "--workspace", tmp_path)
+    code, out, _ = ftchat_main("task", "list", *where)
     assert code == 0 and out.split("\t")[:3] == ["1", "prompts", "1 of 12 done"]
-    code, out, _ = ftchat_main("task", "status", "prompts", "--json", "--workspace", tmp_path)
+    code, out, _ = ftchat_main("task", "status", "prompts", "--json", *where)
     report = json.loads(out)
     assert {r["rater"]: (r["done"], r["assigned"]) for r in report["raters"]} == {"bo": (0, 6), "cy": (1, 6)}
-    code, out, _ = ftchat_main("task", "status", "1", "--workspace", tmp_path)
+    code, out, _ = ftchat_main("task", "status", "1", *where)
     assert code == 0 and "prompts: 1 of 12 items done" in out and "cy" in out

@@ -1,6 +1,7 @@
 """A rating team (issue 21): an admin adds people with `python -m ftchat users add`, the app logs them in with
 `--users FILE`, a rater's ratings carry their login whatever name they type, and every endpoint a rater may not use
-is refused by the server, however it is called.
+is refused by the server, however it is called. With `--feedback-db postgresql://...` the team and its ratings are in
+one database that several app processes serve.
 """
 from __future__ import annotations
 
@@ -24,9 +25,9 @@ RATER_ALLOWED = {"chat", "next_prompt", "load_prompts", "rank_prompts", "vote_le
 QUESTION = "What colour is the Zumo lamp?"
 
 
-def add_user(workspace, name: str, role: str, password: str, monkeypatch) -> tuple[int, str, str]:
+def add_user(workspace, name: str, role: str, password: str, monkeypatch, *where: str) -> tuple[int, str, str]:
     monkeypatch.setattr("sys.stdin", io.StringIO(password + "\n"))
-    return ftchat_main("users", "add", name, "--role", role, "--password-stdin", "--workspace", workspace)
+    return ftchat_main("users", "add", name, "--role", role, "--password-stdin", "--workspace", workspace, *where)
 
 
 def test_users_add_keeps_a_salted_hash_never_the_password(tmp_path, monkeypatch):
@@ -57,6 +58,40 @@ def test_users_add_keeps_a_salted_hash_never_the_password(tmp_path, monkeypatch)
     assert Users(path).check(*RATER) and not Users(path).check("bo", ADMIN[1])
     assert ftchat_main("users", "remove", "bo", "--workspace", tmp_path)[0] == 0
     assert not Users(path).check(*RATER) and Users(path).role("bo") is None
+
+
+def test_a_team_in_postgresql_is_kept_in_its_users_table(postgres_db, tmp_path, monkeypatch):
+    import psycopg
+
+    from ftchat.users import open_users
+
+    url = postgres_db
+    code, out, err = add_user(tmp_path, *ADMIN[:1], "admin", ADMIN[1], monkeypatch, "--feedback-db", url)
+    assert (code, err) == (0, "") and out == f"added ana (admin) in the users table of {url}\n"
+    assert add_user(tmp_path, "bo", "rater", ADMIN[1], monkeypatch, "--feedback-db", url)[0] == 0
+    with psycopg.connect(url) as db:
+        stored = {name: (role, hashed) for name, role, hashed in db.execute("SELECT name, role, hash FROM users")}
+    assert {name: role for name, (role, _) in stored.items()} == {"ana": "admin", "bo": "rater"}
+    assert stored["ana"][1].startswith("$argon2id$") and stored["ana"][1] != stored["bo"][1]
+    assert not any("long-password" in hashed for _, hashed in stored.values())
+    assert list(tmp_path.iterdir()) == [], "no users.json, no feedback.sqlite"
+
+    users = open_users(tmp_path, url)
+    assert users.check(*ADMIN) and users.check("bo", ADMIN[1]) and users.role("bo") == "rater"
+    assert not users.check("ana", "ana-s-long-passwordX") and not users.check("nobody", ADMIN[1])
+    code, out, _ = ftchat_main("users", "list", "--workspace", tmp_path, "--feedback-db", url)
+    assert code == 0 and out.split() == ["ana", "admin", "bo", "rater"]
+    assert add_user(tmp_path, "bo", "admin", RATER[1], monkeypatch, "--feedback-db", url)[1].startswith(
+        "updated bo (admin)")
+    assert users.check(*RATER) and users.role("bo") == "admin"
+    code, _, err = add_user(tmp_path, "cy", "rater", "short", monkeypatch, "--feedback-db", url)
+    assert code == 1 and "too short" in err and users.role("cy") is None
+    code, _, err = ftchat_main("users", "list", "--file", tmp_path / "team.json", "--feedback-db", url)
+    assert code == 1 and "leave out the file" in err
+    assert ftchat_main("users", "remove", "bo", "--feedback-db", url)[0] == 0
+    assert not users.check(*RATER) and users.role("bo") is None
+    code, _, err = ftchat_main("users", "remove", "bo", "--feedback-db", url)
+    assert code == 1 and "no user 'bo' (users: ana)" in err
 
 
 def test_an_app_with_an_empty_or_broken_users_file_does_not_start(tmp_path):
@@ -125,6 +160,40 @@ def test_a_raters_ratings_carry_their_login_not_a_typed_name(team_app):
     admin = team_app.client(auth=ADMIN)
     rows = admin.predict("", "", "", "", "", api_name="/ratings")  # the admin reads the ratings table
     assert {row[3] for row in rows if row[0] in (vote["id"], thumb)} == {"bo"}
+
+
+def test_two_apps_on_one_postgresql_database_serve_one_team(postgres_db, tmp_path, tiny_model_dir, monkeypatch):
+    """Two app processes, each with a workspace of its own as on two machines, log in one team and keep one set of
+    ratings: a rater's vote in one is in the other's ratings table, and a user added or removed counts in both."""
+    from ftchat.users import open_users
+
+    for name, role, password in ((ADMIN[0], "admin", ADMIN[1]), (RATER[0], "rater", RATER[1])):
+        assert add_user(tmp_path, name, role, password, monkeypatch, "--feedback-db", postgres_db)[0] == 0
+    apps = []
+    try:
+        for name in ("one", "two"):
+            apps.append(AppProcess(make_workspace(tmp_path / name, tiny_model_dir), "--users", "--feedback-db",
+                                   postgres_db))
+        one, two = apps
+        rater = one.client(auth=RATER)
+        chat(rater, f"base:{one.workspace / 'models' / 'tiny'}")
+        *_, vote = rater.predict("ana", api_name="/vote_left")
+        admin = two.client(auth=ADMIN)
+        rows = admin.predict("", "", "", "", "", api_name="/ratings")
+        assert [row[3] for row in rows if row[0] == vote["id"]] == ["bo"]
+
+        team = open_users(tmp_path, postgres_db)
+        team.add("cy", "rater", "cy-s-long-password")  # while both run
+        cy = two.client(auth=("cy", "cy-s-long-password"))
+        assert "Signed in as **cy**" in cy.predict(api_name="/my_progress")
+        team.remove("cy")
+        with pytest.raises(Exception):
+            one.client(auth=("cy", "cy-s-long-password"))
+        for app in apps:
+            assert not {"feedback.sqlite", "users.json"} & {p.name for p in app.workspace.iterdir()}
+    finally:
+        for app in apps:
+            app.stop()
 
 
 def refused(client, endpoint: str, args: list) -> str:
@@ -394,20 +463,21 @@ def test_the_admin_tabs_page_events_are_refused_to_a_rater_too(team_app):
     assert [update["visible"] for update in shown] == [True] * 3
 
 
-def test_the_shell_shows_the_same_agreement(tmp_path):
+def test_the_shell_shows_the_same_agreement(tmp_path, feedback_db):
     from ftchat.feedback.store import FeedbackStore
 
-    store = FeedbackStore.for_workspace(tmp_path)
+    store = FeedbackStore.for_workspace(tmp_path, feedback_db)
     conversation = [{"role": "user", "content": "Which planet is red?"}]
     for rater, winner in (("ana", "a"), ("bo", "a"), ("cy", "b")):
         store.add_vote(conversation, "run-1", "run-2", "Mars.", "Venus.", winner, rater=rater)
-    code, out, err = ftchat_main("feedback", "raters", "--json", "--workspace", tmp_path)
+    where = ["--feedback-db", feedback_db] if feedback_db else []
+    code, out, err = ftchat_main("feedback", "raters", "--json", "--workspace", tmp_path, *where)
     assert (code, err) == (0, "")
     team = json.loads(out)
     assert team["items_shared"] == 1 and [r["rater"] for r in team["raters"]] == ["ana", "bo", "cy"]
     assert {(p["rater_a"], p["rater_b"]): p["agreed"] for p in team["pairs"]} == \
         {("ana", "bo"): 1, ("ana", "cy"): 0, ("bo", "cy"): 0}
-    code, out, _ = ftchat_main("feedback", "raters", "--workspace", tmp_path)
+    code, out, _ = ftchat_main("feedback", "raters", "--workspace", tmp_path, *where)
     assert code == 0 and "ana / bo: 1 of 1 shared prompts agree" in out and "team: 1 prompts voted on" in out
 
 

@@ -3,8 +3,9 @@ transformers / peft."""
 from __future__ import annotations
 
 import json
-
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -175,3 +176,21 @@ def test_five_examples_are_enough_to_train(tmp_path, tiny_model_dir):
                              replay=0.2)
     assert summary["eval_examples"] == 1 and summary["examples"] == 5  # 4 of the user's rows + 1 replay row
     assert summary["steps"] >= 2
+
+
+def _cpu_flags() -> set[str]:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+def test_matmuls_run_in_bf16_where_the_cpu_has_it_and_in_fp32_when_asked(tmp_path, tiny_model_dir, chats_file,
+                                                                         sft_run):
+    native = bool({"avx512_bf16", "amx_bf16"} & _cpu_flags()) or os.environ.get("FTCHAT_COMPUTE_DTYPE") == "bf16"
+    if os.environ.get("FTCHAT_COMPUTE_DTYPE") == "fp32":
+        native = False
+    summary = runs.read_status(sft_run)["summary"]
+    assert summary["matmul_dtype"] == ("bfloat16" if native else "float32")
+    assert summary["plan"].endswith(", bf16 matmuls") == native, summary["plan"]
+    _, asked = train(tmp_path, chats_file, tiny_model_dir, adapter="lora", lr=1e-2, max_steps=2, precision="fp32",
+                     compare_prompts=0)
+    assert asked["matmul_dtype"] == "float32" and "bf16" not in asked["plan"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ftchat import methods, models, runs
+from ftchat import cores, methods, models, runs
 from ftchat.chat import llamacpp
 from ftchat.chat.generation import (
     ChatError,
@@ -278,12 +278,20 @@ class ChatEngine:
         for index, (loaded, _) in enumerate(resolved):  # llama.cpp answers each row in a context of its own
             own = isinstance(loaded.model, LlamaCppModel)
             groups.setdefault((id(loaded), index if own else None), []).append(index)
-        # llama.cpp rows share the cores: one pane alone decodes on all of them (~1.6x one thread's tokens/s on 2
-        # cores, even beside a training job), two panes one core each (bench/chat_speed.py)
-        llama_rows = sum(isinstance(loaded.model, LlamaCppModel) for loaded, _ in resolved)
-        llama_threads = max(1, (os.cpu_count() or 1) // max(llama_rows, 1))
+        # llama.cpp rows share the cores with each other, with every other reply streaming in the workspace and with
+        # its training runs: the mark tells a trainer to yield threads while these rows stream, and its `threads`
+        # follows what the trainers and other chats hold (ftchat.cores; bench/chat_while_training.py)
+        mark = cores.streaming(self.runs_root, rows=len(requests))
         texts = [""] * len(requests)
         events: queue.Queue = queue.Queue()
+        running = [len(groups)]
+        running_lock = threading.Lock()
+
+        def finished() -> None:
+            with running_lock:
+                running[0] -= 1
+                if not running[0]:  # the last row is answered, whether or not anyone still reads
+                    mark.close()
 
         def work(indices: list[int]):
             loaded = resolved[indices[0]][0]
@@ -300,7 +308,7 @@ class ChatEngine:
             try:
                 if isinstance(loaded.model, LlamaCppModel):
                     llamacpp_answer(loaded.model, conversations[0], group_settings, on_text=on_text,
-                                    threads=llama_threads)
+                                    threads=lambda: mark.threads)
                     events.put(("done", None))
                     return
                 with loaded.lock:
@@ -316,6 +324,8 @@ class ChatEngine:
                 events.put(("done", None))
             except Exception as exc:  # surfaced in the caller's thread
                 events.put(("done", exc))
+            finally:
+                finished()
 
         threads = [threading.Thread(target=work, args=(idx,), daemon=True) for idx in groups.values()]
         for thread in threads:
@@ -330,6 +340,7 @@ class ChatEngine:
                 yield list(texts)
         finally:  # closed early (nobody reads the reply any more): the decoders stop at their next token
             cancel.set()
+            mark.close()
         if error is not None:
             raise error
 

@@ -151,8 +151,9 @@ def fast_generate_batch(model, tokenizer, conversations, settings: GenerationSet
 
 
 def llamacpp_answer(model, conversation: list[dict], settings: GenerationSettings, on_text=None,
-                    threads: int | None = None) -> str:
-    """One reply through ftchat.chat.llamacpp: the same prompt tokens and token choice as `fast_generate_batch`."""
+                    threads=None) -> str:
+    """One reply through ftchat.chat.llamacpp: the same prompt tokens and token choice as `fast_generate_batch`.
+    `threads`: as LlamaCppModel.generate takes them (a number, or a function asked before every token)."""
     import torch
 
     tokenizer = model.tokenizer

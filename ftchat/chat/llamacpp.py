@@ -225,9 +225,10 @@ class LlamaCppModel:
         self._slots.release()
 
     def generate(self, prompt_ids: list[int], *, max_new_tokens: int, repetition_penalty: float, temperature: float,
-                 top_p: float, on_token, threads: int | None = None) -> None:
+                 top_p: float, on_token, threads=None) -> None:
         """Decode after `prompt_ids`, calling on_token(id) for each new token until a stop id or max_new_tokens.
-        `threads`: llama.cpp threads for this reply (default: the model's)."""
+        `threads`: llama.cpp threads for this reply (default: the model's), or a function asked before every
+        token (the cores a reply may use change while it streams: ftchat.cores)."""
         import llama_cpp
         import numpy as np
         import torch
@@ -240,8 +241,9 @@ class LlamaCppModel:
         max_new_tokens = min(max_new_tokens, self.n_ctx - len(prompt_ids))
         llm = self.acquire()
         try:
-            threads = threads or self.threads
-            llama_cpp.llama_set_n_threads(llm.ctx, threads, threads)
+            threads_now = threads if callable(threads) else (lambda: threads or self.threads)
+            using = threads_now()
+            llama_cpp.llama_set_n_threads(llm.ctx, using, using)
             llm.reset()
             llm.eval(prompt_ids)
             seen = torch.tensor([prompt_ids])
@@ -256,6 +258,9 @@ class LlamaCppModel:
                 if token in self.stop_ids:
                     return
                 seen = torch.cat([seen, torch.tensor([[token]])], dim=1)
+                if threads_now() != using:
+                    using = threads_now()
+                    llama_cpp.llama_set_n_threads(llm.ctx, using, using)
                 llm.eval([token])
         finally:
             self.release(llm)

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from ftchat import models, runs
+from ftchat.export.check import CheckPrompts, GGUFCheck, check_gguf
 from ftchat.export.gguf import GGUFExportError, write_gguf
 from ftchat.export.modelcard import WinRates, model_card, rounds_of
 
 
 class ExportError(RuntimeError):
     pass
+
+
+@dataclass
+class Exported:
+    path: Path
+    check: GGUFCheck | None = None  # llama.cpp's answers beside the in-app model's, for the forms that write a GGUF
 
 
 def _finished(run_dir: str | Path) -> runs.RunInfo:
@@ -22,8 +30,16 @@ def _finished(run_dir: str | Path) -> runs.RunInfo:
     return run
 
 
-def _write_card(run: runs.RunInfo, target: Path, form: str, win_rates: WinRates | None) -> None:
-    (target / "README.md").write_text(model_card(run, rounds_of(run.path), form, win_rates), encoding="utf-8")
+def _write_card(run: runs.RunInfo, target: Path, form: str, win_rates: WinRates | None,
+                check: GGUFCheck | None = None, card: Path | None = None) -> None:
+    (card or target / "README.md").write_text(model_card(run, rounds_of(run.path), form, win_rates, check),
+                                              encoding="utf-8")
+
+
+def gguf_card(target: str | Path) -> Path:
+    """The model card a GGUF file export writes beside the file: NAME.gguf -> NAME.md (any other name gets .md)."""
+    target = Path(target)
+    return target.with_suffix(".md") if target.suffix.lower() == ".gguf" else target.with_name(target.name + ".md")
 
 
 def export_merged(run_dir: str | Path, target: str | Path, win_rates: WinRates | None = None) -> Path:
@@ -68,12 +84,18 @@ def _license(run: runs.RunInfo) -> str | None:
     return spec.license if spec else None
 
 
-def export_gguf(run_dir: str | Path, target: str | Path, quant: str = "f16", win_rates: WinRates | None = None
-                ) -> Path:
-    """One GGUF file (weights, tokenizer, chat template) for llama.cpp and Ollama; merges the run first."""
+def export_gguf(run_dir: str | Path, target: str | Path, quant: str = "f16", win_rates: WinRates | None = None,
+                check: bool = True, prompts: CheckPrompts | None = None) -> Exported:
+    """One GGUF file (weights, tokenizer, chat template) for llama.cpp and Ollama, merged from the run, and its model
+    card beside it (gguf_card); with `check`, llama.cpp answers `prompts` (default: general ones) beside the in-app
+    model first (ftchat.export.check)."""
+    run = _finished(run_dir)
     with tempfile.TemporaryDirectory(prefix="ftchat-merge-") as scratch:
         merged = export_merged(run_dir, Path(scratch) / "merged", win_rates)
-        return _gguf_from_merged(runs.load_run(run_dir), merged, Path(target), quant)
+        written = _gguf_from_merged(run, merged, Path(target), quant)
+    checked = check_gguf(run_dir, written, quant, prompts) if check else None
+    _write_card(run, written.parent, "gguf", win_rates, checked, card=gguf_card(written))
+    return Exported(written, checked)
 
 
 def _gguf_from_merged(run: runs.RunInfo, merged: Path, target: Path, quant: str) -> Path:
@@ -95,13 +117,10 @@ def ollama_template(tokenizer) -> tuple[str, str | None]:
     head = "<|im_start|>system\n"
     if rendered.startswith(head):
         default_system = rendered[len(head):rendered.index("<|im_end|>")]
-    template = (
-        '{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
-        '{{- range .Messages }}'
-        '{{- if or (eq .Role "user") (eq .Role "assistant") }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n'
-        '{{ end }}'
-        '{{- end }}<|im_start|>assistant\n'
-    )
+    # every message in its place, as the ChatML template renders it (an empty or a later system turn too); Ollama puts
+    # the Modelfile's SYSTEM first when a conversation has no system turn, as the template's default does
+    template = ('{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}'
+                '<|im_start|>assistant\n')
     return template, default_system
 
 
@@ -114,10 +133,10 @@ def modelfile(gguf_name: str, template: str, system: str | None, stops: list[str
     return "\n".join(lines)
 
 
-def export_ollama(run_dir: str | Path, target: str | Path, quant: str = "q8_0", win_rates: WinRates | None = None
-                  ) -> Path:
+def export_ollama(run_dir: str | Path, target: str | Path, quant: str = "q8_0", win_rates: WinRates | None = None,
+                  check: bool = True, prompts: CheckPrompts | None = None) -> Exported:
     """A folder for `ollama create NAME -f Modelfile`: model.gguf, a Modelfile with the chat template and stop
-    tokens, and the model card."""
+    tokens, and the model card; with `check`, llama.cpp answers from model.gguf beside the in-app model first."""
     from transformers import AutoTokenizer
 
     run = _finished(run_dir)
@@ -130,8 +149,9 @@ def export_ollama(run_dir: str | Path, target: str | Path, quant: str = "q8_0", 
         _gguf_from_merged(run, merged, target / "model.gguf", quant)
     stops = list(dict.fromkeys(t for t in ("<|im_end|>", "<|im_start|>", tokenizer.eos_token) if t))
     (target / "Modelfile").write_text(modelfile("model.gguf", template, system, stops), encoding="utf-8")
-    _write_card(run, target, "merged", win_rates)
-    return target
+    checked = check_gguf(run_dir, target / "model.gguf", quant, prompts) if check else None
+    _write_card(run, target, "ollama", win_rates, checked)
+    return Exported(target, checked)
 
 
 def export_adapter(run_dir: str | Path, target: str | Path, win_rates: WinRates | None = None) -> Path:
@@ -183,7 +203,7 @@ def default_target(exports_dir: str | Path, run_name: str, form: str, quant: str
     stem = f"{run_name}-{form}" + (f"-{quant}" if form in ("gguf", "ollama") else "")
     suffix = ".gguf" if form == "gguf" else ""
     candidate, n = Path(exports_dir) / (stem + suffix), 2
-    while candidate.exists():
+    while candidate.exists() or (form == "gguf" and gguf_card(candidate).exists()):
         candidate, n = Path(exports_dir) / f"{stem}-{n}{suffix}", n + 1
     return candidate
 
@@ -191,13 +211,17 @@ def default_target(exports_dir: str | Path, run_name: str, form: str, quant: str
 def check_target(run_dir: str | Path, form: str, target: str | Path, overwrite: bool = False) -> Path:
     """The target, if writing `form` there destroys nothing; else ExportError. Never inside the run being exported;
     never a file where a folder goes (or a folder where the GGUF file goes); an existing file or a folder with
-    files in it only with `overwrite`. Checked before any model is loaded."""
+    files in it only with `overwrite`, and so for the card a GGUF file export writes beside it. Checked before any
+    model is loaded."""
     target = Path(target)
     run = Path(run_dir).resolve()
     where = target.resolve()
     if where == run or run in where.parents:
         raise ExportError(f"{target}: that is inside the run {run.name} being exported; export to a path outside "
                           "its folder.")
+    if form == "gguf" and not overwrite and gguf_card(target).exists():
+        raise ExportError(f"{gguf_card(target)}: already exists (the model card a GGUF export writes beside "
+                          f"{target.name}); give a new file name, or add --force to write over it.")
     if not target.exists():
         return target
     writes_file = form == "gguf"
@@ -213,17 +237,19 @@ def check_target(run_dir: str | Path, form: str, target: str | Path, overwrite: 
 
 
 def export_run(run_dir: str | Path, form: str, target: str | Path, quant: str | None = None,
-               win_rates: WinRates | None = None, overwrite: bool = False) -> Path:
+               win_rates: WinRates | None = None, overwrite: bool = False, check: bool = True,
+               prompts: CheckPrompts | None = None) -> Exported:
     """One export by form name, as the CLI flags and the app's Export panel ask for it; an existing target is
-    written over only with `overwrite` (check_target)."""
+    written over only with `overwrite` (check_target). A GGUF (gguf, ollama) is checked in llama.cpp on `prompts`
+    unless not `check`."""
     if form not in FORMS:
         raise ExportError(f"Unknown export form '{form}'; choose one of {', '.join(FORMS)}.")
     check_target(run_dir, form, target, overwrite)
     quant = quant or FORMS[form][1]
     if form == "merged":
-        return export_merged(run_dir, target, win_rates)
+        return Exported(export_merged(run_dir, target, win_rates))
     if form == "adapter":
-        return export_adapter(run_dir, target, win_rates)
+        return Exported(export_adapter(run_dir, target, win_rates))
     if form == "gguf":
-        return export_gguf(run_dir, target, quant, win_rates)
-    return export_ollama(run_dir, target, quant, win_rates)
+        return export_gguf(run_dir, target, quant, win_rates, check, prompts)
+    return export_ollama(run_dir, target, quant, win_rates, check, prompts)

@@ -3,13 +3,16 @@ learned from, every setting, and the rounds of feedback that led to it. A pure f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import yaml
 
 from ftchat import methods, models
 from ftchat.names import base_choice
 from ftchat.runs import RunInfo, load_run
+
+if TYPE_CHECKING:
+    from ftchat.export.check import GGUFCheck
 
 # (child, parent) -> (win-rate, votes) or None. Names as the ratings store keeps them: a run's folder name, and
 # "base:NAME" for the base the first round started from.
@@ -43,15 +46,18 @@ def _fmt(value) -> str:
 
 
 def metadata(run: RunInfo, form: str) -> dict:
-    """The YAML front matter. `form` is "merged" (a transformers model) or "adapter" (a PEFT folder)."""
+    """The YAML front matter. `form` is "merged" (a transformers model), "adapter" (a PEFT folder), "gguf" (one GGUF
+    file) or "ollama" (a GGUF with a Modelfile)."""
     config = run.config
     base = config.get("base")
     spec = models.spec_for(str(base or models.DEFAULT_BASE))
     tags = ["ftchat", "trl", config.get("method", "sft"), config.get("adapter", "qlora")]
     if config.get("adapter") in ("qlora", "lora"):
         tags.append("lora")
-    meta = {"library_name": "peft" if form == "adapter" else "transformers",
-            "pipeline_tag": "text-generation", "tags": list(dict.fromkeys(tags))}
+    if form in ("gguf", "ollama"):
+        tags.append("gguf")
+    meta = {"library_name": "peft" if form == "adapter" else "transformers"} if form in ("adapter", "merged") else {}
+    meta.update({"pipeline_tag": "text-generation", "tags": list(dict.fromkeys(tags))})
     base_id = _base_model_id(base)
     if base_id:
         meta["base_model"] = base_id
@@ -92,9 +98,11 @@ def _round_row(index: int, run: RunInfo, parent: str, win_rates: WinRates | None
             f"{parent} | {win} |")
 
 
-def model_card(run: RunInfo, chain: list[RunInfo], form: str = "merged", win_rates: WinRates | None = None) -> str:
+def model_card(run: RunInfo, chain: list[RunInfo], form: str = "merged", win_rates: WinRates | None = None,
+               gguf_check: "GGUFCheck | None" = None) -> str:
     """README.md text for an export of `run`; `chain` is rounds_of(run) (oldest first, `run` last);
-    `win_rates(child, parent)` gives each round's win-rate against its parent where ratings exist."""
+    `win_rates(child, parent)` gives each round's win-rate against its parent where ratings exist; `gguf_check`, the
+    llama.cpp check of a GGUF export, adds its figures."""
     base_name = base_choice(str(chain[0].config.get("base") or models.DEFAULT_BASE)) if chain else "base"
     config, summary = run.config, run.summary
     method = config.get("method", "sft")
@@ -108,6 +116,12 @@ def model_card(run: RunInfo, chain: list[RunInfo], form: str = "merged", win_rat
         lines += ["This folder is a PEFT adapter; load it on its base:", "", "```python",
                   "from peft import AutoPeftModelForCausalLM",
                   f"model = AutoPeftModelForCausalLM.from_pretrained(\"{run.name}\")", "```", ""]
+    elif form == "gguf":
+        lines += ["One GGUF file with the adapter merged into the weights, the tokenizer and the chat template: "
+                  "llama.cpp loads it (`llama-cli -m FILE.gguf -cnv`).", ""]
+    elif form == "ollama":
+        lines += ["`model.gguf` (the adapter merged into the weights) and a Modelfile with the chat template: "
+                  f"`ollama create {run.name} -f Modelfile` in this folder.", ""]
     else:
         lines += ["The adapter is merged into the weights: plain `transformers` loads this folder.", ""]
     lines += ["## Intended use", "",
@@ -122,6 +136,8 @@ def model_card(run: RunInfo, chain: list[RunInfo], form: str = "merged", win_rat
               "|---|---|---|---|---|",
               f"| {_fmt(summary.get('steps'))} | {_fmt(summary.get('first_loss'))} | {_fmt(summary.get('final_loss'))} "
               f"| {_fmt(summary.get('eval_loss'))} | {_fmt(summary.get('runtime_s'))} |", ""]
+    if gguf_check is not None:
+        lines += [gguf_check.markdown()]
     lines += ["## Rounds", "",
               "Each round continued from the one before it; the win-rate is how often raters preferred the round's "
               "answer to its parent's (— where none were rated).", "",

@@ -15,6 +15,7 @@ from ftchat import runs
 from ftchat.chat.generation import GenerationSettings
 from ftchat.config import RunConfig
 from ftchat.data import load_file
+from ftchat.export.check import N_PROMPTS, CheckPrompts, general_prompts
 from ftchat.feedback.judge import answer_both, closest_first, margins
 from ftchat.models import load_tokenizer
 from ftchat.train.compare import prompt_of
@@ -85,7 +86,30 @@ def held_out_prompts(run_dir: str | Path) -> list[list[dict]]:
     """The prompts of the rows a run held out for its eval loss (the same split its training made).
 
     A run without an eval split gives the prompts of its training data instead."""
+    held_out, training = _split_prompts(run_dir)
+    prompts = held_out or training
+    if not prompts:
+        raise PromptError(f"{Path(run_dir).name}: its data has no prompts to ask (documents have no user turns).")
+    return prompts
 
+
+def check_prompts(run_dir: str | Path, limit: int = N_PROMPTS) -> CheckPrompts:
+    """Up to `limit` prompts for the llama.cpp check of the run's GGUF export: its held-out prompts, topped up with
+    general prompts (all general where it held none out or its data is gone)."""
+    try:
+        held = _split_prompts(run_dir)[0][:limit]
+    except Exception:  # noqa: BLE001 - data moved or unreadable: the check still runs, on general prompts
+        held = []
+    general = general_prompts(limit - len(held)).conversations
+    if not held:
+        return CheckPrompts(general, "general prompts: the run held none out")
+    if not general:
+        return CheckPrompts(held, "the run's held-out prompts")
+    return CheckPrompts(held + general, f"{len(held)} held-out, {len(general)} general")
+
+
+def _split_prompts(run_dir: str | Path) -> tuple[list[list[dict]], list[list[dict]]]:
+    """(the prompts of the rows the run held out, the prompts of its training rows), split as its training did."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
@@ -100,12 +124,7 @@ def held_out_prompts(run_dir: str | Path) -> list[list[dict]]:
     tokenizer = load_tokenizer(weights if own else config.base)
     # replay off: the split comes before replay rows are added, so it is the run's own held-out part
     train_ds, eval_ds, *_ = load_training_data(dataclasses.replace(config, replay=0), tokenizer)
-    prompts = prompts_from_rows(list(eval_ds) if eval_ds is not None else [])
-    if not prompts:
-        prompts = prompts_from_rows(list(train_ds))
-    if not prompts:
-        raise PromptError(f"{run_dir.name}: its data has no prompts to ask (documents have no user turns).")
-    return prompts
+    return prompts_from_rows(list(eval_ds) if eval_ds is not None else []), prompts_from_rows(list(train_ds))
 
 
 @dataclass

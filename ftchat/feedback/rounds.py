@@ -26,7 +26,7 @@ from ftchat.feedback.agreement import flagged_raters, without_raters
 from ftchat.feedback.export import SHAPE_OF_KIND, to_dpo, to_kto
 from ftchat.feedback.leaderboard import win_rate
 from ftchat.feedback.prompt_queue import PromptError, held_out_prompts
-from ftchat.feedback.store import FeedbackStore
+from ftchat.feedback.store import FEEDBACK_FILE, FeedbackStore
 from ftchat.names import base_choice, base_of_choice, is_base, model_name
 from ftchat.runs import lineage  # the one place that follows parent links; re-exported for the Feedback tab
 from ftchat.train.preflight import local_base
@@ -177,10 +177,10 @@ def judge_prompts(store: FeedbackStore, run_dir: str | Path, parent: str, source
 
 def judge_against_parent(workspace: str | Path, run: str, reward_run: str | Path, source: str = "held_out",
                          limit: int = JUDGE_PROMPTS, max_new_tokens: int = JUDGE_TOKENS, engine=None,
-                         reward_model=None, progress=None) -> dict:
+                         reward_model=None, progress=None, feedback_db: str | None = None) -> dict:
     """The reward model's judgement of a run (a name or folder under WORKSPACE/runs) against its parent on a few
     prompts, kept in the run's folder for the lineage to show; returns it. `progress(fraction, text)` hears each
-    step."""
+    step; `feedback_db` is where the ratings are (FeedbackStore.for_workspace)."""
     runs_root = Path(workspace) / "runs"
     run_dir = Workspace(workspace).run_dir(run)
     if run_dir is None or not (run_dir / "config.yaml").is_file():
@@ -196,7 +196,7 @@ def judge_against_parent(workspace: str | Path, run: str, reward_run: str | Path
     if problem:
         raise RoundError(problem + ".")
     parent = parent_choice(runs_root, run_dir)
-    prompts = judge_prompts(FeedbackStore.for_workspace(workspace), run_dir, parent, source, limit)
+    prompts = judge_prompts(FeedbackStore.for_workspace(workspace, feedback_db), run_dir, parent, source, limit)
     judgement = judge.judge_runs(str(run_dir), parent, reward_run, prompts,
                                  settings=GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.0),
                                  engine=engine, reward_model=reward_model, progress=progress)
@@ -333,16 +333,17 @@ def _write_jsonl(path: Path, rows: list[dict]) -> str:
 
 
 def next_round_config(workspace: str | Path, run: str, method: str, exclude_flagged: bool = False,
-                      **training_flags) -> RunConfig:
+                      feedback_db: str | None = None, **training_flags) -> RunConfig:
     """Write the round's dataset from the ratings of `run` (a run name or folder, or base:NAME) and return the
     RunConfig that trains it (not started). `training_flags` are RunConfig fields that override the defaults;
-    `exclude_flagged` leaves out the ratings of the raters the team's votes flag."""
+    `exclude_flagged` leaves out the ratings of the raters the team's votes flag; `feedback_db` is where the ratings
+    are (FeedbackStore.for_workspace)."""
     if method not in METHODS:
         raise RoundError(f"method: a round trains with {' or '.join(METHODS)}, not '{method}'.")
     flags = _check_flags(training_flags, ("data", "out", "parent", "method"))
     workspace = Path(workspace)
     rated = rated_model(workspace, run, method)
-    store = FeedbackStore.for_workspace(workspace)
+    store = FeedbackStore.for_workspace(workspace, feedback_db)
     data, _, ids = round_data(store, rated.name, method, exclude_flagged)
     name = claim_round_name(rated.name, method, workspace / "runs")
     data_file = workspace / "feedback-data" / f"{name}.jsonl"
@@ -396,16 +397,16 @@ def readiness(store: FeedbackStore, run_name: str, exclude_flagged: bool = False
 
 
 def reward_rl_round(workspace: str | Path, run: str, rl_method: str = "grpo", exclude_flagged: bool = False,
-                    **training_flags) -> tuple[RunConfig, RunConfig]:
+                    feedback_db: str | None = None, **training_flags) -> tuple[RunConfig, RunConfig]:
     """Write the round's data and return (reward-model config, RL config), neither started; the RL config is
     validated only once the reward model is trained (its `reward` names that run). RoundError when the ratings are
-    too few: it says how many more are needed. `exclude_flagged`: as for next_round_config."""
+    too few: it says how many more are needed. `exclude_flagged` and `feedback_db`: as for next_round_config."""
     if rl_method not in RL_METHODS:
         raise RoundError(f"a reward-RL round trains its policy with {' or '.join(RL_METHODS)}, not '{rl_method}'.")
     flags = _check_flags(training_flags, ("data", "out", "parent", "method", "reward"))
     workspace = Path(workspace)
     rated = rated_model(workspace, run, "reward-rl")
-    store = FeedbackStore.for_workspace(workspace)
+    store = FeedbackStore.for_workspace(workspace, feedback_db)
     flagged = leave_out(store, exclude_flagged)
     everything = without_raters(store.ratings(), flagged)
     pairs = to_dpo(everything)
@@ -438,11 +439,10 @@ def reward_rl_round(workspace: str | Path, run: str, rl_method: str = "grpo", ex
     return rm, policy
 
 
-def store_win_rates(workspace: str | Path):
-    """Each round's win-rate against its parent from the workspace's votes, as model cards show them
-    (ftchat.export.modelcard.WinRates), or None where nobody rated yet."""
-    path = Path(workspace) / "feedback.sqlite"
-    if not path.exists():
+def store_win_rates(workspace: str | Path, feedback_db: str | None = None):
+    """Each round's win-rate against its parent from the workspace's votes (in `feedback_db` when given), as model
+    cards show them (ftchat.export.modelcard.WinRates), or None where nobody rated yet."""
+    if not feedback_db and not (Path(workspace) / FEEDBACK_FILE).exists():
         return None
-    votes = FeedbackStore(path).ratings(kind="vote")
+    votes = FeedbackStore.for_workspace(workspace, feedback_db).ratings(kind="vote")
     return lambda child, parent: win_rate(votes, child, parent)

@@ -1,6 +1,12 @@
-"""The ratings people give while chatting, in SQLite: the only module of ftchat that talks to the database.
+"""The ratings people give while chatting, and the team that gives them: the only module of ftchat that talks to a
+database.
 
-WORKSPACE/feedback.sqlite (WAL mode, `PRAGMA user_version` = SCHEMA_VERSION):
+One schema (the Tables below) and one set of queries (SQLAlchemy Core) for two homes:
+- SQLite, WORKSPACE/feedback.sqlite unless told otherwise: one machine, nothing to install (WAL mode,
+  `PRAGMA user_version` = SCHEMA_VERSION);
+- PostgreSQL, `--feedback-db postgresql://user@host:port/db`: several app processes, on one machine or several, serve
+  one rating team. The version is in `meta`, and the team's logins are in `users` (a SQLite workspace keeps them in
+  WORKSPACE/users.json: ftchat.users).
 
   ratings  one row per vote, thumb or edited answer (see `add_vote`, `add_thumb`, `add_edit`);
            a deleted rating keeps its row with `deleted` = 1
@@ -10,100 +16,150 @@ WORKSPACE/feedback.sqlite (WAL mode, `PRAGMA user_version` = SCHEMA_VERSION):
   tasks, task_items, task_ratings  rating tasks (schema 3): prompts shared out among raters (ftchat.feedback.tasks),
            one item per prompt and rater, and which votes were cast on which item
 
-Every write is one transaction on a fresh connection, so any number of threads and processes may write at once
-(SQLite serialises them; `busy_timeout` makes a writer wait its turn instead of failing) and a rating that a call
-has returned the id of survives a kill -9 of the process.
+Every write is one transaction, so any number of threads and processes may write at once (SQLite serialises them,
+`busy_timeout` making a writer wait its turn instead of failing; PostgreSQL runs them side by side), and a rating that
+a call has returned the id of survives a kill -9 of the process.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import sqlite3
+import threading
 import time
 from contextlib import closing
 from pathlib import Path
 
-SCHEMA_VERSION = 3  # 2: round_ratings, 3: rating tasks (older files gain the tables when opened)
+from sqlalchemy import (BigInteger, CheckConstraint, Column, Double, Engine, ForeignKey, Index, Integer, MetaData,
+                        PrimaryKeyConstraint, Table, Text, UniqueConstraint, create_engine, event, func, inspect, or_,
+                        select, text, union, update)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.pool import NullPool
+
+SCHEMA_VERSION = 3  # 2: round_ratings, 3: rating tasks (older files and databases gain the tables when opened)
 RATING_KINDS = ("vote", "thumb", "edit")
 WINNERS = ("a", "b", "tie", "bothbad")
 SIDES = ("a", "b")  # a: the left pane, b: the right pane
+ROLES = ("admin", "rater")  # of the team's users (ftchat.users)
 BUSY_TIMEOUT_S = 60.0
+# How long a call waits for a PostgreSQL server that is down or restarting (`pg_ctl restart -m fast` takes a second
+# or two) before it fails with FeedbackError.
+RECONNECT_S = 10.0
+CONNECT_TIMEOUT_S = 5  # one attempt to reach the server
 # The marker of ftchat's own ratings export (export.write_export(kind="ratings")); ftchat.feedback.imports reads it back.
 RATINGS_FORMAT = "ftchat-ratings-1"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS ratings (
-    id           INTEGER PRIMARY KEY AUTOINCREMENT,
-    time         REAL    NOT NULL,
-    kind         TEXT    NOT NULL CHECK (kind IN ('vote', 'thumb', 'edit')),
-    conversation TEXT    NOT NULL,            -- JSON list of messages, ending with the user's prompt
-    prompt       TEXT    NOT NULL,            -- the last user message
-    model_a      TEXT    NOT NULL,            -- run folder name, or base:NAME
-    model_b      TEXT,                        -- votes only
-    hash_a       TEXT,                        -- sha256 of the weights files (weights_hash)
-    hash_b       TEXT,
-    reply_a      TEXT    NOT NULL,
-    reply_b      TEXT,
-    winner       TEXT    CHECK (winner IN ('a', 'b', 'tie', 'bothbad')),   -- votes
-    thumb        INTEGER CHECK (thumb IN (1, -1)),                        -- thumbs
-    edit         TEXT,                                                    -- edits: the better answer
-    side         TEXT    CHECK (side IN ('a', 'b')),                      -- thumbs / edits: the pane rated
-    settings     TEXT,                        -- JSON generation settings
-    rater        TEXT,
-    anonymous    INTEGER NOT NULL DEFAULT 0,  -- arena mode: names hidden until the vote
-    source       TEXT    NOT NULL DEFAULT 'ftchat' CHECK (source IN ('ftchat', 'import')),
-    origin       TEXT,                        -- imports: file:line
-    import_key   TEXT    UNIQUE,              -- imports: sha256 of the record, so a file imported twice counts once
-    deleted      INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS ratings_model_a ON ratings (model_a);
-CREATE INDEX IF NOT EXISTS ratings_model_b ON ratings (model_b);
-CREATE TABLE IF NOT EXISTS audit (
-    id        INTEGER PRIMARY KEY AUTOINCREMENT,
-    time      REAL    NOT NULL,
-    action    TEXT    NOT NULL,              -- delete | import
-    rating_id INTEGER,
-    detail    TEXT                           -- JSON: reason, file, counts
-);
-CREATE TABLE IF NOT EXISTS round_ratings (
-    round     TEXT    NOT NULL,              -- the round's run folder name
-    rating_id INTEGER NOT NULL REFERENCES ratings (id),
-    time      REAL    NOT NULL,
-    PRIMARY KEY (round, rating_id)
-);
--- rating tasks --
-CREATE TABLE IF NOT EXISTS tasks (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    name       TEXT    NOT NULL UNIQUE,
-    time       REAL    NOT NULL,
-    models     TEXT    NOT NULL,              -- JSON list of the chat choices rated (2, or more: a pair per prompt)
-    overlap    REAL    NOT NULL,              -- the share of prompts given to two raters
-    seed       INTEGER NOT NULL,
-    created_by TEXT
-);
-CREATE TABLE IF NOT EXISTS task_items (
-    id           INTEGER PRIMARY KEY AUTOINCREMENT,
-    task         INTEGER NOT NULL REFERENCES tasks (id),
-    prompt_index INTEGER NOT NULL,            -- the prompt's place in the task's list: two items share an overlap one
-    conversation TEXT    NOT NULL,            -- JSON list of messages, ending with the user's prompt
-    rater        TEXT    NOT NULL,
-    position     INTEGER NOT NULL,            -- the rater's order of work, from 0
-    model_left   TEXT    NOT NULL,            -- chat choices (base:NAME or a run folder)
-    model_right  TEXT    NOT NULL,
-    shared       INTEGER NOT NULL DEFAULT 0,  -- 1: an overlap prompt, rated by two raters
-    UNIQUE (task, prompt_index, rater)
-);
-CREATE INDEX IF NOT EXISTS task_items_rater ON task_items (rater, task, position);
-CREATE TABLE IF NOT EXISTS task_ratings (
-    item      INTEGER NOT NULL REFERENCES task_items (id),
-    rating_id INTEGER NOT NULL REFERENCES ratings (id),
-    PRIMARY KEY (item, rating_id)
-);
--- end of rating tasks --
-"""
+FEEDBACK_FILE = "feedback.sqlite"  # a workspace's ratings without --feedback-db
 UNUSED = "-"  # ratings(round=UNUSED): the ratings no round has been built from yet
 JSON_COLUMNS = ("conversation", "settings")
+
+
+def _one_of(column: str, values: tuple) -> CheckConstraint:
+    return CheckConstraint(f"{column} IN ({', '.join(repr(v) for v in values)})")
+
+
+schema = MetaData()
+ratings_table = Table(
+    "ratings", schema,
+    Column("id", Integer, primary_key=True),
+    Column("time", Double, nullable=False),
+    Column("kind", Text, _one_of("kind", RATING_KINDS), nullable=False),
+    Column("conversation", Text, nullable=False),  # JSON list of messages, ending with the user's prompt
+    Column("prompt", Text, nullable=False),  # the last user message
+    Column("model_a", Text, nullable=False),  # run folder name, or base:NAME
+    Column("model_b", Text),  # votes only
+    Column("hash_a", Text),  # sha256 of the weights files (weights_hash)
+    Column("hash_b", Text),
+    Column("reply_a", Text, nullable=False),
+    Column("reply_b", Text),
+    Column("winner", Text, _one_of("winner", WINNERS)),  # votes
+    Column("thumb", Integer, _one_of("thumb", (1, -1))),  # thumbs
+    Column("edit", Text),  # edits: the better answer
+    Column("side", Text, _one_of("side", SIDES)),  # thumbs / edits: the pane rated
+    Column("settings", Text),  # JSON generation settings
+    Column("rater", Text),
+    Column("anonymous", Integer, nullable=False, server_default=text("0")),  # arena mode: names hidden until the vote
+    Column("source", Text, _one_of("source", ("ftchat", "import")), nullable=False, server_default="ftchat"),
+    Column("origin", Text),  # imports: file:line
+    Column("import_key", Text, unique=True),  # imports: sha256 of the record, so a file imported twice counts once
+    Column("deleted", Integer, nullable=False, server_default=text("0")),
+    Index("ratings_model_a", "model_a"),
+    Index("ratings_model_b", "model_b"),
+    sqlite_autoincrement=True,  # an id is never given twice, as in the files written before SQLAlchemy
+)
+audit_table = Table(
+    "audit", schema,
+    Column("id", Integer, primary_key=True),
+    Column("time", Double, nullable=False),
+    Column("action", Text, nullable=False),  # delete | import
+    Column("rating_id", Integer),
+    Column("detail", Text),  # JSON: reason, file, counts
+    sqlite_autoincrement=True,
+)
+round_ratings_table = Table(
+    "round_ratings", schema,
+    Column("round", Text, nullable=False),  # the round's run folder name
+    Column("rating_id", Integer, ForeignKey("ratings.id"), nullable=False),
+    Column("time", Double, nullable=False),
+    PrimaryKeyConstraint("round", "rating_id"),
+)
+users_table = Table(
+    "users", schema,
+    Column("name", Text, primary_key=True),
+    Column("role", Text, _one_of("role", ROLES), nullable=False),
+    Column("hash", Text, nullable=False),  # Argon2id, with its salt (ftchat.users)
+)
+meta_table = Table(
+    "meta", schema,
+    Column("key", Text, primary_key=True),  # schema_version
+    Column("value", Text, nullable=False),
+)
+# -- rating tasks --
+tasks_table = Table(
+    "tasks", schema,
+    Column("id", Integer, primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("time", Double, nullable=False),
+    Column("models", Text, nullable=False),  # JSON list of the chat choices rated (2, or more: a pair per prompt)
+    Column("overlap", Double, nullable=False),  # the share of prompts given to two raters
+    Column("seed", BigInteger, nullable=False),  # any Python int a person types (PostgreSQL's INTEGER is 32-bit)
+    Column("created_by", Text),
+    sqlite_autoincrement=True,
+)
+task_items_table = Table(
+    "task_items", schema,
+    Column("id", Integer, primary_key=True),
+    Column("task", Integer, ForeignKey("tasks.id"), nullable=False),
+    Column("prompt_index", Integer, nullable=False),  # the prompt's place in the list (an overlap one: two items)
+    Column("conversation", Text, nullable=False),  # JSON list of messages, ending with the user's prompt
+    Column("rater", Text, nullable=False),
+    Column("position", Integer, nullable=False),  # the rater's order of work, from 0
+    Column("model_left", Text, nullable=False),  # chat choices (base:NAME or a run folder)
+    Column("model_right", Text, nullable=False),
+    Column("shared", Integer, nullable=False, server_default=text("0")),  # 1: an overlap prompt, rated by two raters
+    UniqueConstraint("task", "prompt_index", "rater"),
+    Index("task_items_rater", "rater", "task", "position"),
+    sqlite_autoincrement=True,
+)
+task_ratings_table = Table(
+    "task_ratings", schema,
+    Column("item", Integer, ForeignKey("task_items.id"), nullable=False),
+    Column("rating_id", Integer, ForeignKey("ratings.id"), nullable=False),
+    PrimaryKeyConstraint("item", "rating_id"),
+)
+# -- end of rating tasks --
+# A SQLite file holds the ratings only: its team is WORKSPACE/users.json and its version PRAGMA user_version.
+SQLITE_TABLES = (ratings_table, audit_table, round_ratings_table, tasks_table, task_items_table, task_ratings_table)
+# Any number taken from nowhere else: pg_advisory_xact_lock's key for "ftchat is creating its tables".
+SCHEMA_LOCK = 0x667463686174
+
+_WRITE = "ftchat_write"  # execution option: this transaction writes (SQLite: BEGIN IMMEDIATE)
+_engines: dict[tuple[int, str], Engine] = {}
+_ready: set[tuple[int, str]] = set()  # PostgreSQL databases whose schema this process has checked
+_engines_lock = threading.Lock()
 
 
 class FeedbackError(ValueError):
@@ -135,28 +191,121 @@ def check_conversation(conversation, where: str = "conversation") -> list[dict]:
     return clean
 
 
-class FeedbackStore:
-    """Ratings in one SQLite file. Cheap to create: every call opens its own connection."""
+# -- where the ratings are -------------------------------------------------------------------------------------------
+def without_password(text: str) -> str:
+    """A URL (or a message quoting one) with any password left out: what ftchat may print."""
+    return re.sub(r"(://[^/:@\s]*):[^@/\s]*@", r"\1@", text)
 
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
+
+def locate(database: str | os.PathLike) -> Path | URL:
+    """A SQLite file's path, or a PostgreSQL URL (driver psycopg), from a path or a --feedback-db URL
+    (postgresql://user@host:port/db, or sqlite:///FILE)."""
+    if not isinstance(database, str) or "://" not in database:
+        return Path(database)
+    wanted = "give postgresql://user@host:port/db, or sqlite:///FILE for a SQLite file"
+    try:
+        url = make_url(database)
+    except ArgumentError:
+        raise FeedbackError(f"--feedback-db: {without_password(database)} is not a database URL; {wanted}.") from None
+    backend = url.get_backend_name()
+    if backend == "sqlite" and url.database:
+        return Path(url.database)
+    if backend in ("postgresql", "postgres") and url.database:
+        return url.set(drivername="postgresql+psycopg")
+    raise FeedbackError(f"--feedback-db: ftchat cannot keep ratings in {without_password(database)}; {wanted}.")
+
+
+def _engine_key(where: Path | URL) -> tuple[int, str]:
+    # per process: a pooled connection must not cross a fork
+    return os.getpid(), os.path.abspath(where) if isinstance(where, Path) else where.render_as_string(False)
+
+
+def _engine(where: Path | URL) -> Engine:
+    """The process's one Engine for a database, made on first use."""
+    key = _engine_key(where)
+    with _engines_lock:
+        if key not in _engines:
+            _engines[key] = _sqlite_engine(where) if isinstance(where, Path) else create_engine(
+                where, pool_pre_ping=True,  # a connection the server dropped (a restart) is replaced, not used
+                connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
+        return _engines[key]
+
+
+def _sqlite_engine(path: Path) -> Engine:
+    # NullPool: a connection per call, as cheap as opening the file. A pooled one would keep the file open, and a file
+    # moved aside (as FeedbackError advises) would go on receiving this process's votes.
+    engine = create_engine(URL.create("sqlite", database=str(path)), poolclass=NullPool,
+                           connect_args={"timeout": BUSY_TIMEOUT_S})
+
+    @event.listens_for(engine, "connect")
+    def settings(connection, _record):
+        connection.isolation_level = None  # transactions begin in `begin` below, not when the driver guesses
+        for pragma in (f"busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}",
+                       "journal_mode = WAL",  # persistent: readers never block the writer
+                       "synchronous = FULL"):  # a returned id is on disk, whatever happens next
+            connection.execute(f"PRAGMA {pragma}")
+
+    @event.listens_for(engine, "begin")
+    def begin(connection):
+        # A writer takes the write lock at BEGIN and so waits its turn there (busy_timeout); a deferred BEGIN that
+        # turns into a write fails at once with "database is locked" when another writer went first.
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.get_execution_options().get(_WRITE) else "BEGIN")
+
+    return engine
+
+
+def _reason(exc: DBAPIError) -> str:
+    """The driver's first line about a failure, without a password."""
+    lines = str(exc.orig).strip().splitlines() or [type(exc.orig).__name__]
+    return without_password(lines[0].removeprefix("connection failed: "))
+
+
+class FeedbackStore:
+    """Ratings in one SQLite file or PostgreSQL database. Cheap to create: the process keeps one Engine per database,
+    and checks a PostgreSQL database's schema once."""
+
+    def __init__(self, database: str | os.PathLike):
+        where = locate(database)
+        self.postgres = not isinstance(where, Path)
+        if self.postgres:
+            self.path, self.name = None, without_password(where.set(drivername="postgresql").render_as_string(False))
+            self._engine = _engine(where)
+            key = _engine_key(where)
+            if key not in _ready:
+                self._run(self._create_postgres_schema, write=True)
+                _ready.add(key)
+            return
+        self.path, self.name = where, str(where)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             self._check_readable()  # before anything below writes to it (journal mode, schema)
+        self._engine = _engine(where)
         try:
-            self._open()
-        except sqlite3.DatabaseError as exc:  # a damaged or foreign file: one sentence, never a traceback
-            raise FeedbackError(f"{self.path}: is not a ratings database ftchat can read ({exc}); move it aside "
+            if self._run(lambda db: db.exec_driver_sql("PRAGMA user_version").scalar()) < SCHEMA_VERSION:
+                self._run(self._create_sqlite_schema, write=True)
+        except DBAPIError as exc:  # a damaged or foreign file: one sentence, never a traceback
+            raise FeedbackError(f"{self.path}: is not a ratings database ftchat can read ({exc.orig}); move it aside "
                                 "to start a new one, or restore it from a backup.") from None
 
-    def _open(self) -> None:
-        with closing(self._connect()) as db:
-            db.execute("PRAGMA journal_mode=WAL")  # persistent: readers never block the writer
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version < SCHEMA_VERSION:
-                with db:
-                    db.executescript("BEGIN IMMEDIATE;" + SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};"
-                                     "COMMIT;")
+    @staticmethod
+    def _create_sqlite_schema(db) -> None:
+        if db.exec_driver_sql("PRAGMA user_version").scalar() < SCHEMA_VERSION:  # not done by another process since
+            schema.create_all(db, tables=SQLITE_TABLES)
+            db.exec_driver_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _create_postgres_schema(self, db) -> None:
+        # Several app processes starting at once: one creates the tables, the others wait here and find them.
+        db.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK)))
+        version_row = meta_table.c.key == "schema_version"
+        version = (int(db.scalar(select(meta_table.c.value).where(version_row)) or 0)
+                   if inspect(db).has_table("meta") else 0)
+        if version > SCHEMA_VERSION:
+            raise FeedbackError(f"{self.name} was written by a newer ftchat (schema {version} > {SCHEMA_VERSION}); "
+                                "update ftchat to read it, or give --feedback-db another database.")
+        if version < SCHEMA_VERSION:
+            schema.create_all(db)
+            db.execute(meta_table.delete().where(version_row))
+            db.execute(meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
 
     def _check_readable(self) -> None:
         """FeedbackError, naming the file and what to do, when it is not a ratings file this ftchat can read: not
@@ -182,30 +331,52 @@ class FeedbackStore:
                                 "sqlite3's .recover.") from None
 
     @classmethod
-    def for_workspace(cls, workspace: str | os.PathLike) -> "FeedbackStore":
-        return cls(Path(workspace) / "feedback.sqlite")
+    def for_workspace(cls, workspace: str | os.PathLike, database: str | None = None) -> "FeedbackStore":
+        """The ratings of a workspace: in `database` (a --feedback-db URL) if given, else WORKSPACE/feedback.sqlite."""
+        return cls(database or Path(workspace) / FEEDBACK_FILE)
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        db.execute("PRAGMA synchronous = FULL")  # a returned id is on disk, whatever happens next
-        db.row_factory = sqlite3.Row
-        return db
+    def _run(self, work, write: bool = False):
+        """work(connection) in one transaction, committed when it returns; its result. A PostgreSQL server that is
+        down or restarting is waited for up to RECONNECT_S, then FeedbackError says so in one sentence."""
+        deadline = time.monotonic() + RECONNECT_S
+        while True:
+            committing = False
+            try:
+                with self._engine.connect() as db:
+                    if write:
+                        db.execution_options(**{_WRITE: True})
+                    with db.begin():
+                        result = work(db)
+                        committing = write
+                return result
+            except (OperationalError, InterfaceError) as exc:
+                if not self.postgres:
+                    raise
+                if committing:  # the server may have stored it before the connection broke: trying again could
+                    # store a vote twice
+                    raise FeedbackError(f"the connection to the ratings database {self.name} broke while saving "
+                                        f"({_reason(exc)}); the change may not be stored: look before trying "
+                                        "again.") from None
+                if time.monotonic() > deadline:
+                    raise FeedbackError(f"the ratings database {self.name} cannot be reached ({_reason(exc)}); "
+                                        "start it, or correct --feedback-db.") from None
+                time.sleep(0.25)
+
+    def _insert_ignoring(self, table: Table):
+        """INSERT that skips a row whose key is there already; its rowcount says whether it inserted."""
+        return ((postgresql.insert if self.postgres else sqlite.insert)(table).on_conflict_do_nothing()
+                .execution_options(preserve_rowcount=True))
 
     def _insert(self, values: dict, task_item: int | None = None) -> int:
-        columns = ", ".join(values)
-        marks = ", ".join("?" for _ in values)
-        with closing(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                cursor = db.execute(f"INSERT INTO ratings ({columns}) VALUES ({marks})", list(values.values()))
-                if task_item is not None:
-                    self._link_task_vote(db, int(task_item), int(cursor.lastrowid), values["rater"])
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            return int(cursor.lastrowid)
+        def work(db):
+            if task_item is not None:
+                self._check_task_item(db, int(task_item), values["rater"])
+            rating_id = int(db.execute(ratings_table.insert().values(values)).inserted_primary_key[0])
+            if task_item is not None:
+                db.execute(task_ratings_table.insert().values(item=int(task_item), rating_id=rating_id))
+            return rating_id
+
+        return self._run(work, write=True)
 
     # -- writing ------------------------------------------------------------------------------------------------
     def _common(self, conversation, settings, rater, anonymous, when) -> dict:
@@ -260,46 +431,38 @@ class FeedbackStore:
 
     def delete(self, rating_id: int, reason: str | None = None) -> None:
         """Mark a rating deleted (exports and the leaderboard leave it out) and record why in the audit table."""
-        with closing(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute("SELECT deleted FROM ratings WHERE id = ?", (int(rating_id),)).fetchone()
-                if row is None:
-                    raise FeedbackError(f"rating {rating_id}: no such rating.")
-                if not row["deleted"]:
-                    db.execute("UPDATE ratings SET deleted = 1 WHERE id = ?", (int(rating_id),))
-                    db.execute("INSERT INTO audit (time, action, rating_id, detail) VALUES (?, 'delete', ?, ?)",
-                               (time.time(), int(rating_id), json.dumps({"reason": reason}, ensure_ascii=False)))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        r = ratings_table.c
+
+        def work(db):
+            # one statement decides, so two admins deleting at once write one audit row
+            if db.execute(update(ratings_table).where(r.id == int(rating_id), r.deleted == 0)
+                          .values(deleted=1)).rowcount:
+                db.execute(audit_table.insert().values(time=time.time(), action="delete", rating_id=int(rating_id),
+                                                       detail=json.dumps({"reason": reason}, ensure_ascii=False)))
+            elif db.scalar(select(r.id).where(r.id == int(rating_id))) is None:
+                raise FeedbackError(f"rating {rating_id}: no such rating.")
+
+        self._run(work, write=True)
 
     def mark_used(self, round_name: str, rating_ids) -> None:
         """Record that the round `round_name` was built from these ratings (one transaction; repeats are kept once)."""
         now = time.time()
-        with closing(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany("INSERT OR IGNORE INTO round_ratings (round, rating_id, time) VALUES (?, ?, ?)",
-                               [(round_name, int(i), now) for i in rating_ids])
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        rows = [{"round": round_name, "rating_id": int(i), "time": now} for i in rating_ids]
+        if rows:
+            self._run(lambda db: db.execute(self._insert_ignoring(round_ratings_table), rows), write=True)
 
     def unused_count(self) -> int:
         """How many live ratings no round has been built from yet."""
-        with closing(self._connect()) as db:
-            return int(db.execute("SELECT COUNT(*) FROM ratings WHERE deleted = 0 AND id NOT IN "
-                                  "(SELECT rating_id FROM round_ratings)").fetchone()[0])
+        r = ratings_table.c
+        return int(self._run(lambda db: db.scalar(
+            select(func.count()).where(r.deleted == 0, r.id.not_in(select(round_ratings_table.c.rating_id))))))
 
     def rounds_used(self) -> list[tuple[str, int]]:
         """(round, number of live ratings it was built from), oldest round first."""
-        with closing(self._connect()) as db:
-            rows = db.execute("SELECT u.round, COUNT(r.id) FROM round_ratings u JOIN ratings r ON r.id = u.rating_id "
-                              "WHERE r.deleted = 0 GROUP BY u.round ORDER BY MIN(u.time), u.round").fetchall()
-        return [(row[0], int(row[1])) for row in rows]
+        r, u = ratings_table.c, round_ratings_table.c
+        query = (select(u.round, func.count(r.id)).join_from(round_ratings_table, ratings_table, r.id == u.rating_id)
+                 .where(r.deleted == 0).group_by(u.round).order_by(func.min(u.time), u.round))
+        return [(row[0], int(row[1])) for row in self._run(lambda db: db.execute(query).all())]
 
     # -- reading ------------------------------------------------------------------------------------------------
     def ratings(self, model: str | None = None, rater: str | None = None, kind: str | None = None,
@@ -308,41 +471,33 @@ class FeedbackStore:
         """Ratings as dicts (conversation and settings parsed), oldest first. `model` matches either side;
         `round` is a round's run name (the ratings it was built from) or UNUSED (those no round used yet);
         `source` is where a rating came from ('ftchat' or 'import'); `task` a rating task's id (its votes)."""
-        where, params = [], []
+        r, u = ratings_table.c, round_ratings_table.c
+        query = select(ratings_table).order_by(r.id)
         if model:
-            where.append("(model_a = ? OR model_b = ?)")
-            params += [model, model]
+            query = query.where(or_(r.model_a == model, r.model_b == model))
         if rater:
-            where.append("rater = ?")
-            params.append(rater)
+            query = query.where(r.rater == rater)
         if kind:
             if kind not in RATING_KINDS:
                 raise FeedbackError(f"kind: '{kind}' is not one of {', '.join(RATING_KINDS)}.")
-            where.append("kind = ?")
-            params.append(kind)
+            query = query.where(r.kind == kind)
         if round == UNUSED:
-            where.append("id NOT IN (SELECT rating_id FROM round_ratings)")
+            query = query.where(r.id.not_in(select(u.rating_id)))
         elif round:
-            where.append("id IN (SELECT rating_id FROM round_ratings WHERE round = ?)")
-            params.append(round)
+            query = query.where(r.id.in_(select(u.rating_id).where(u.round == round)))
         if source:
-            where.append("source = ?")
-            params.append(source)
+            query = query.where(r.source == source)
         if anonymous is not None:
-            where.append("anonymous = ?")
-            params.append(int(bool(anonymous)))
+            query = query.where(r.anonymous == int(bool(anonymous)))
         if task is not None:
-            where.append(f"id IN ({self.TASK_RATING_IDS})")
-            params.append(int(task))
+            query = query.where(r.id.in_(self._task_rating_ids(int(task))))
         if not include_deleted:
-            where.append("deleted = 0")
-        sql = "SELECT * FROM ratings" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
-        with closing(self._connect()) as db:
-            return [_row_dict(row) for row in db.execute(sql, params)]
+            query = query.where(r.deleted == 0)
+        return [_row_dict(row) for row in self._run(lambda db: db.execute(query).mappings().all())]
 
     def get(self, rating_id: int) -> dict:
-        with closing(self._connect()) as db:
-            row = db.execute("SELECT * FROM ratings WHERE id = ?", (int(rating_id),)).fetchone()
+        query = select(ratings_table).where(ratings_table.c.id == int(rating_id))
+        row = self._run(lambda db: db.execute(query).mappings().first())
         if row is None:
             raise FeedbackError(f"rating {rating_id}: no such rating.")
         return _row_dict(row)
@@ -369,48 +524,44 @@ class FeedbackStore:
 
     def models(self) -> list[str]:
         """Every model name that appears in a live rating."""
-        with closing(self._connect()) as db:
-            names = db.execute("SELECT model_a FROM ratings WHERE deleted = 0 UNION "
-                               "SELECT model_b FROM ratings WHERE deleted = 0 AND model_b IS NOT NULL").fetchall()
-        return sorted(n[0] for n in names)
+        r = ratings_table.c
+        query = union(select(r.model_a).where(r.deleted == 0),
+                      select(r.model_b).where(r.deleted == 0, r.model_b.is_not(None)))
+        return sorted(self._run(lambda db: db.execute(query).scalars().all()))
 
     def audit(self) -> list[dict]:
-        with closing(self._connect()) as db:
-            rows = db.execute("SELECT * FROM audit ORDER BY id").fetchall()
-        return [{**dict(r), "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
+        rows = self._run(lambda db: db.execute(select(audit_table).order_by(audit_table.c.id)).mappings().all())
+        return [{**r, "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
 
     # -- import -------------------------------------------------------------------------------------------------
     def add_imported(self, rows: list[dict], file: str, format: str | None, skipped: int) -> tuple[int, int]:
         """Store rows that ftchat.feedback.imports parsed from one file, in one transaction with its audit row;
         (added, duplicates): a row whose import_key is there already is counted once."""
-        added = duplicates = 0
-        with closing(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for values in rows:
-                    cursor = db.execute(
-                        f"INSERT OR IGNORE INTO ratings ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})",
-                        list(values.values()))
-                    if cursor.rowcount:
-                        added += 1
-                    else:
-                        duplicates += 1
-                db.execute("INSERT INTO audit (time, action, rating_id, detail) VALUES (?, 'import', NULL, ?)",
-                           (time.time(), json.dumps({"file": file, "format": format, "added": added,
-                                                     "duplicates": duplicates, "skipped": skipped})))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        return added, duplicates
+        def work(db):
+            added = sum(db.execute(self._insert_ignoring(ratings_table), values).rowcount for values in rows)
+            duplicates = len(rows) - added
+            db.execute(audit_table.insert().values(
+                time=time.time(), action="import", rating_id=None,
+                detail=json.dumps({"file": file, "format": format, "added": added, "duplicates": duplicates,
+                                   "skipped": skipped})))
+            return added, duplicates
+
+        return self._run(work, write=True)
 
     # -- rating tasks --------------------------------------------------------------------------------------------
-    # Plain SQL on purpose (no upsert, no RETURNING, no SQLite functions), so that it ports as it is.
-    # An item is done once a live vote is linked to it (task_items, next_task_item).
-    ITEM_VOTES = ("(SELECT COUNT(*) FROM task_ratings l JOIN ratings r ON r.id = l.rating_id "
-                  "WHERE l.item = i.id AND r.deleted = 0)")
-    # The ids of a task's votes (ratings(task=...)).
-    TASK_RATING_IDS = "SELECT l.rating_id FROM task_ratings l JOIN task_items i ON i.id = l.item WHERE i.task = ?"
+    @staticmethod
+    def _item_votes():
+        """An item's live linked votes, for a query over task_items: the item is done once there is one."""
+        i, l, r = task_items_table.c, task_ratings_table.c, ratings_table.c
+        return (select(func.count()).select_from(task_ratings_table.join(ratings_table, r.id == l.rating_id))
+                .where(l.item == i.id, r.deleted == 0).correlate(task_items_table).scalar_subquery())
+
+    @staticmethod
+    def _task_rating_ids(task_id: int):
+        """The ids of a task's votes (ratings(task=...))."""
+        i, l = task_items_table.c, task_ratings_table.c
+        return select(l.rating_id).join_from(task_ratings_table, task_items_table, i.id == l.item).where(
+            i.task == task_id)
 
     def add_task(self, name: str, models: list[str], overlap: float, seed: int, items: list[dict],
                  created_by: str | None = None) -> int:
@@ -419,38 +570,34 @@ class FeedbackStore:
         name = (name or "").strip()
         if not name:
             raise FeedbackError("task name: give the task a name.")
-        with closing(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if db.execute("SELECT id FROM tasks WHERE name = ?", (name,)).fetchone() is not None:
-                    raise FeedbackError(f"task {name!r} exists already; give the new task another name.")
-                cursor = db.execute("INSERT INTO tasks (name, time, models, overlap, seed, created_by) "
-                                    "VALUES (?, ?, ?, ?, ?, ?)",
-                                    (name, time.time(), json.dumps(list(models), ensure_ascii=False), float(overlap),
-                                     int(seed), created_by))
-                task_id = int(cursor.lastrowid)
-                db.executemany(
-                    "INSERT INTO task_items (task, prompt_index, conversation, rater, position, model_left, "
-                    "model_right, shared) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(task_id, int(item["prompt_index"]),
-                      json.dumps(check_conversation(item["conversation"], f"prompt {item['prompt_index'] + 1}"),
-                                 ensure_ascii=False),
-                      item["rater"], int(item["position"]), item["model_left"], item["model_right"],
-                      int(bool(item["shared"]))) for item in items])
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        return task_id
+        rows = [{"prompt_index": int(item["prompt_index"]),
+                 "conversation": json.dumps(check_conversation(item["conversation"],
+                                                               f"prompt {item['prompt_index'] + 1}"),
+                                            ensure_ascii=False),
+                 "rater": item["rater"], "position": int(item["position"]), "model_left": item["model_left"],
+                 "model_right": item["model_right"], "shared": int(bool(item["shared"]))} for item in items]
+
+        def work(db):
+            # one statement decides, so two admins creating a task of one name at once get one task
+            if not db.execute(self._insert_ignoring(tasks_table).values(
+                    name=name, time=time.time(), models=json.dumps(list(models), ensure_ascii=False),
+                    overlap=float(overlap), seed=int(seed), created_by=created_by)).rowcount:
+                raise FeedbackError(f"task {name!r} exists already; give the new task another name.")
+            task_id = int(db.scalar(select(tasks_table.c.id).where(tasks_table.c.name == name)))
+            if rows:
+                db.execute(task_items_table.insert(), [{**row, "task": task_id} for row in rows])
+            return task_id
+
+        return self._run(work, write=True)
 
     def tasks(self) -> list[dict]:
         """Every task (models parsed) with its number of items, oldest first."""
-        with closing(self._connect()) as db:
-            rows = db.execute("SELECT t.id, t.name, t.time, t.models, t.overlap, t.seed, t.created_by, "
-                              "COUNT(i.id) AS items FROM tasks t LEFT JOIN task_items i ON i.task = t.id "
-                              "GROUP BY t.id, t.name, t.time, t.models, t.overlap, t.seed, t.created_by "
-                              "ORDER BY t.id").fetchall()
-        return [{**dict(r), "models": json.loads(r["models"])} for r in rows]
+        t, i = tasks_table.c, task_items_table.c
+        query = (select(tasks_table, func.count(i.id).label("items"))
+                 .join_from(tasks_table, task_items_table, i.task == t.id, isouter=True)
+                 .group_by(*tasks_table.c).order_by(t.id))
+        rows = self._run(lambda db: db.execute(query).mappings().all())
+        return [{**row, "models": json.loads(row["models"]), "items": int(row["items"])} for row in rows]
 
     def task(self, key: int | str) -> dict:
         """One task by its id (an int), or by its name or id as typed; FeedbackError naming the tasks there are when
@@ -469,45 +616,75 @@ class FeedbackStore:
 
     def task_items(self, task_id: int, rater: str | None = None) -> list[dict]:
         """The items of a task (of one rater), by rater and position; each with `votes`: its live linked votes."""
-        sql = f"SELECT i.*, {self.ITEM_VOTES} AS votes FROM task_items i WHERE i.task = ?"
-        params: list = [int(task_id)]
+        i = task_items_table.c
+        query = select(task_items_table, self._item_votes().label("votes")).where(i.task == int(task_id))
         if rater is not None:
-            sql += " AND i.rater = ?"
-            params.append(rater)
-        with closing(self._connect()) as db:
-            return [_item_dict(r) for r in db.execute(sql + " ORDER BY i.rater, i.position", params)]
+            query = query.where(i.rater == rater)
+        rows = self._run(lambda db: db.execute(query.order_by(i.rater, i.position)).mappings().all())
+        return [_item_dict(row) for row in rows]
 
     def next_task_item(self, rater: str) -> dict | None:
         """The rater's next item without a live vote: the oldest task's first by position; None when all are done."""
-        with closing(self._connect()) as db:
-            row = db.execute(f"SELECT i.*, {self.ITEM_VOTES} AS votes FROM task_items i WHERE i.rater = ? AND "
-                             f"{self.ITEM_VOTES} = 0 ORDER BY i.task, i.position LIMIT 1", (rater,)).fetchone()
+        i = task_items_table.c
+        votes = self._item_votes()
+        query = (select(task_items_table, votes.label("votes")).where(i.rater == rater, votes == 0)
+                 .order_by(i.task, i.position).limit(1))
+        row = self._run(lambda db: db.execute(query).mappings().first())
         return _item_dict(row) if row is not None else None
 
     def task_votes(self, task_id: int) -> list[dict]:
         """The live votes cast on a task's items, oldest first: rating dicts with `task_item`, `prompt_index` and
         `shared` (whether two raters have the prompt)."""
-        with closing(self._connect()) as db:
-            rows = db.execute("SELECT r.*, i.id AS task_item, i.prompt_index AS prompt_index, i.shared AS shared "
-                              "FROM ratings r JOIN task_ratings l ON l.rating_id = r.id "
-                              "JOIN task_items i ON i.id = l.item WHERE i.task = ? AND r.deleted = 0 ORDER BY r.id",
-                              (int(task_id),)).fetchall()
-        return [{**_row_dict(r), "shared": bool(r["shared"])} for r in rows]
+        r, l, i = ratings_table.c, task_ratings_table.c, task_items_table.c
+        query = (select(ratings_table, i.id.label("task_item"), i.prompt_index, i.shared)
+                 .join_from(ratings_table, task_ratings_table, l.rating_id == r.id)
+                 .join(task_items_table, i.id == l.item)
+                 .where(i.task == int(task_id), r.deleted == 0).order_by(r.id))
+        rows = self._run(lambda db: db.execute(query).mappings().all())
+        return [{**_row_dict(row), "shared": bool(row["shared"])} for row in rows]
 
     @staticmethod
-    def _link_task_vote(db: sqlite3.Connection, item_id: int, rating_id: int, rater: str | None) -> None:
-        """Link a vote to a task item inside the vote's transaction: only the item's own rater's vote counts."""
-        item = db.execute("SELECT rater FROM task_items WHERE id = ?", (item_id,)).fetchone()
-        if item is None:
+    def _check_task_item(db, item_id: int, rater: str | None) -> None:
+        """Inside a vote's transaction: the item exists and is this rater's, or FeedbackError (nothing is stored)."""
+        owner = db.scalar(select(task_items_table.c.rater).where(task_items_table.c.id == item_id))
+        if owner is None:
             raise FeedbackError(f"task item {item_id}: no such item.")
-        if item["rater"] != rater:
-            raise FeedbackError(f"task item {item_id} is {item['rater']}'s to rate, not "
-                                f"{rater or 'an unnamed rater'}'s.")
-        db.execute("INSERT INTO task_ratings (item, rating_id) VALUES (?, ?)", (item_id, rating_id))
+        if owner != rater:
+            raise FeedbackError(f"task item {item_id} is {owner}'s to rate, not {rater or 'an unnamed rater'}'s.")
     # -- end of rating tasks -------------------------------------------------------------------------------------
 
+    # -- the team (PostgreSQL; a SQLite workspace keeps its users in users.json) --------------------------------
+    def users(self) -> dict[str, dict]:
+        """{name: {"role", "hash"}} of the users table."""
+        self._check_team_here()
+        rows = self._run(lambda db: db.execute(select(users_table)).all())
+        return {row.name: {"role": row.role, "hash": row.hash} for row in rows}
 
-def _item_dict(row: sqlite3.Row) -> dict:
+    def set_user(self, name: str, role: str, password_hash: str) -> bool:
+        """Add a user, or give an existing one this role and hash; True when the name was new."""
+        self._check_team_here()
+
+        def work(db):
+            if db.execute(self._insert_ignoring(users_table).values(name=name, role=role, hash=password_hash)).rowcount:
+                return True
+            db.execute(update(users_table).where(users_table.c.name == name).values(role=role, hash=password_hash))
+            return False
+
+        return self._run(work, write=True)
+
+    def remove_user(self, name: str) -> bool:
+        """Remove a user; False when there was none of that name."""
+        self._check_team_here()
+        return bool(self._run(lambda db: db.execute(users_table.delete().where(users_table.c.name == name)).rowcount,
+                              write=True))
+
+    def _check_team_here(self) -> None:
+        if not self.postgres:
+            raise FeedbackError(f"{self.name}: a SQLite ratings file keeps no users; the workspace's team is in its "
+                                "users.json.")
+
+
+def _item_dict(row) -> dict:
     out = dict(row)
     out["conversation"] = json.loads(out["conversation"])
     out["shared"] = bool(out["shared"])
@@ -515,7 +692,7 @@ def _item_dict(row: sqlite3.Row) -> dict:
     return out
 
 
-def _row_dict(row: sqlite3.Row) -> dict:
+def _row_dict(row) -> dict:
     out = dict(row)
     for key in JSON_COLUMNS:
         out[key] = json.loads(out[key]) if out[key] else ([] if key == "conversation" else None)

@@ -225,19 +225,20 @@ def task_models(workspace: str | Path, names: list[str]) -> list[str]:
     return out
 
 
-def task_raters(named: list[str] | None, team: dict[str, dict], users_file="the users file") -> list[str]:
+def task_raters(named: list[str] | None, team: dict[str, dict], users_file="the users file",
+                users_option: str = "") -> list[str]:
     """The raters of a new task: those named, each a user of `team` ({name: {"role"}}) when there is a team; none
-    named: every user whose role is rater."""
+    named: every user whose role is rater. `users_option` points `python -m ftchat users` at the team (Users.option)."""
+    add = " ".join(filter(None, ["python -m ftchat users add NAME --role rater", users_option]))
     if named:
         unknown = [name for name in named if team and name not in team]
         if unknown:
             raise TaskError(f"raters: {', '.join(unknown)} not in {users_file} (users: {', '.join(sorted(team))}); "
-                            "add them with `python -m ftchat users add NAME --role rater`.")
+                            f"add them with `{add}`.")
         return list(named)
     raters = sorted(name for name, entry in team.items() if entry.get("role") == "rater")
     if not raters:
-        raise TaskError(f"raters: {users_file} names no rater; add some with `python -m ftchat users add NAME --role "
-                        "rater`, or name the raters.")
+        raise TaskError(f"raters: {users_file} names no rater; add some with `{add}`, or name the raters.")
     return raters
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from transformers import EarlyStoppingCallback, TrainerCallback
 
-from ftchat import methods, models, runs
+from ftchat import cores, methods, models, runs
 from ftchat.config import RunConfig
 
 
@@ -55,11 +55,8 @@ def precision_for(config: RunConfig) -> str:
 
 
 def mixed_precision_bf16(config: RunConfig) -> bool:
-    """bf16 autocast in the trainer: on a GPU that computes in bf16 (models.compute_dtype), unless the user asked
-    for fp32."""
-    import torch
-
-    return models.device() == "cuda" and models.compute_dtype() == torch.bfloat16 and config.precision != "fp32"
+    """bf16 autocast in the trainer (models.autocast_bf16)."""
+    return models.autocast_bf16(config.precision)
 
 
 def task_for(config: RunConfig) -> str:
@@ -190,9 +187,28 @@ class RunFolderCallback(TrainerCallback):
         self.last_time = self.start
         self.last = {}
         self.diverged_at: int | None = None  # the step whose loss was NaN or infinite
+        self.logged_dtype = False
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.start = self.last_time = time.time()  # elapsed and ETA count training, not model loading
+        if model is not None:
+            self._watch_matmul_dtype(model)
+
+    def _watch_matmul_dtype(self, model) -> None:
+        """Record the dtype the first linear layer's output has in the first step: what the matmuls ran in (bf16
+        under autocast, models.autocast_bf16), as a fact of the run rather than of its settings."""
+        import torch
+
+        linear = next((m for m in model.modules() if isinstance(m, torch.nn.Linear)), None)
+        if linear is None:
+            return
+
+        def seen(module, inputs, output):
+            if torch.is_tensor(output):
+                self.last["matmul_dtype"] = str(output.dtype).removeprefix("torch.")
+            handle.remove()
+
+        handle = linear.register_forward_hook(seen)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.cancel.is_set():
@@ -222,13 +238,66 @@ class RunFolderCallback(TrainerCallback):
             self.last_tokens, self.last_time = tokens, now
             row["tokens"] = tokens
         row["elapsed_s"] = round(elapsed, 2)
+        row["time"] = round(now, 3)
+        row["threads"] = _torch_threads()  # what the step ended on: fewer while a chat streams (CoreSharingCallback)
         if step > 0 and state.max_steps:
             row["eta_s"] = round(elapsed / step * max(state.max_steps - step, 0), 1)
+        if "matmul_dtype" in self.last and not self.logged_dtype:
+            row["matmul_dtype"], self.logged_dtype = self.last["matmul_dtype"], True
         self.last.update({k: v for k, v in row.items() if v is not None})
         with open(self.run_dir / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(row) + "\n")
         runs.write_status(self.run_dir, "running", step=step, max_steps=state.max_steps)
         return control
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+class CoreSharingCallback(TrainerCallback):
+    """Shares the CPU with the workspace's chat (ftchat.cores): before every step and gradient-accumulation micro-step,
+    trains on `cores.kept_threads` while chat replies stream and on its own threads otherwise; with nice in the
+    policy, yields priority too (cores.yield_priority: while replies stream where it can take it back, else for the
+    rest of its process, which a trainer has of its own). Its threads go into status.json for the chat to read."""
+
+    def __init__(self, run_dir: Path, is_main: bool = True):
+        self.run_dir = Path(run_dir)
+        self.is_main = is_main
+        self.own = 1
+        self.priority = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.own = _torch_threads()
+        if cores.uses_nice():
+            self.priority = cores.yield_priority(self.run_dir.parent)
+        if self.is_main:
+            runs.write_status(self.run_dir, "running", threads=self.own, device="cpu")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        import torch
+
+        if self.priority is not None:
+            self.priority.stop()
+            self.priority = None
+        torch.set_num_threads(self.own)  # saving, the comparison: on every thread again
+
+    def _share(self) -> None:
+        import torch
+
+        wanted = self.own
+        if cores.yields_threads():
+            wanted = cores.kept_threads(self.own, cores.streaming_rows(self.run_dir.parent))
+        if wanted != torch.get_num_threads():  # the main thread's count is the one its kernels use
+            torch.set_num_threads(wanted)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._share()
+
+    def on_substep_end(self, args, state, control, **kwargs):
+        self._share()
 
 
 class TrainingDiverged(RuntimeError):
@@ -254,6 +323,8 @@ def check_finite(model, config: RunConfig, diverged_at: int | None) -> None:
 
 def callbacks_for(config: RunConfig, run_callback: RunFolderCallback, has_eval: bool) -> list:
     callbacks = [run_callback]
+    if models.device() == "cpu" and cores.policy() != "none":
+        callbacks.append(CoreSharingCallback(config.out, is_main=run_callback.is_main))
     if has_eval and config.early_stopping:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
     return callbacks

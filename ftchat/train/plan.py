@@ -71,6 +71,7 @@ class TrainingPlan:
     tokens_per_s: float
     est_seconds: float  # training, plus loading the model
     chosen: tuple[str, ...] = ()
+    bf16_matmuls: bool = False  # models.autocast_bf16: said in the plan line, so a slower machine's plan explains itself
 
     def describe(self) -> str:
         """One line for the Train tab and the log, e.g. "≈ 60 steps (12 epochs of 25 rows), ~2 min on this machine"."""
@@ -78,7 +79,8 @@ class TrainingPlan:
         minutes = self.est_seconds / 60
         took = f"~{minutes:.0f} min" if minutes >= 1.5 else f"~{max(1, round(self.est_seconds / 10) * 10):.0f} s"
         approx = "≈ " if "steps" in self.chosen else ""
-        return f"{approx}{self.steps} steps ({self.epochs:.3g} epochs of {rows}), {took} on this machine"
+        matmuls = ", bf16 matmuls" if self.bf16_matmuls else ""
+        return f"{approx}{self.steps} steps ({self.epochs:.3g} epochs of {rows}), {took} on this machine{matmuls}"
 
     def to_dict(self) -> dict:
         values = dataclasses.asdict(self)
@@ -154,7 +156,7 @@ def plan_training(n_examples: int, mean_tokens: float, config: RunConfig, shape:
         epochs=round(steps / per_epoch, 2), lr=config.learning_rate,
         warmup_steps=math.ceil(config.warmup_ratio * steps) if config.warmup_ratio < 1 else int(config.warmup_ratio),
         eval_steps=eval_steps, early_stopping=patience if n_eval else 0, tokens_per_s=round(tokens_per_s, 1),
-        est_seconds=round(est, 1), chosen=tuple(chosen),
+        est_seconds=round(est, 1), chosen=tuple(chosen), bf16_matmuls=models.autocast_bf16(config.precision),
     )
 
 

@@ -220,6 +220,7 @@ def run_training(config: RunConfig, resume: bool = False, cancel: threading.Even
             "runtime_s": round(elapsed, 1),
             "s_per_step": round(elapsed / steps, 3),
             "tokens_per_s": callback.last.get("tokens_per_s"),
+            "matmul_dtype": callback.last.get("matmul_dtype"),
             "peak_memory_mb": round(peak_memory_mb(), 1),
             "weights": str(weights),
             **method_summary,

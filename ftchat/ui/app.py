@@ -13,9 +13,10 @@ import threading
 
 import ftchat.ui  # noqa: F401  (sets the no-analytics environment before gradio is imported)
 from ftchat import run_queue
+from ftchat.feedback.store import FeedbackError, locate
 from ftchat.login import ThrottledLogin, is_loopback, password_check, trust_forwarded_headers
 from ftchat.ui.context import AppContext
-from ftchat.users import Users, UsersError
+from ftchat.users import UsersError, open_users
 from ftchat.workspace import DEFAULT_MAX_UPLOAD_MB, Workspace
 
 log = logging.getLogger("ftchat.ui")
@@ -67,10 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workspace", default="./workspace", help="where uploads, models and runs are kept")
     parser.add_argument("--auth", default=None, metavar="USER:PASS",
                         help="require this login (needed off loopback, or --users); that one user is an admin")
-    parser.add_argument("--users", default=None, metavar="FILE",
-                        help="log in the rating team of this users file (WORKSPACE/users.json, made with "
-                             "`python -m ftchat users add NAME --role admin|rater`): raters chat and rate, admins "
-                             "do everything")
+    parser.add_argument("--users", nargs="?", const="", default=None, metavar="FILE",
+                        help="log in a rating team: raters chat and rate, admins do everything. Its users are in "
+                             "FILE, else WORKSPACE/users.json, or with --feedback-db postgresql://... in that "
+                             "database (`python -m ftchat users add NAME --role admin|rater` adds them)")
+    parser.add_argument("--feedback-db", default=None, metavar="URL",
+                        help="keep the ratings (and the --users team) in this PostgreSQL database, "
+                             "postgresql://user@host:port/db, so several app processes serve one team (default: "
+                             "WORKSPACE/feedback.sqlite)")
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
                         help=f"largest training file accepted (default: {DEFAULT_MAX_UPLOAD_MB:.0f})")
     parser.add_argument("--no-warm", action="store_true", help="do not prepare the bundled model at start-up")
@@ -144,25 +149,28 @@ def build_app(workspace, ctx=None, role_of=everyone_admin):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     auth = parse_auth(args.auth)
-    if auth and args.users:
-        print("error: use --auth USER:PASS (one admin) or --users FILE (a team), not both: add yourself to the users "
-              f"file with `python -m ftchat users add NAME --role admin --file {args.users}`.", file=sys.stderr)
-        return 2
     users = None
-    if args.users:
-        users = Users(args.users)
-        try:
+    try:
+        if args.feedback_db:
+            locate(args.feedback_db)
+        if args.users is not None:
+            users = open_users(args.workspace, args.feedback_db, args.users)
             team = users.read()
-        except UsersError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+    except (FeedbackError, UsersError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if auth and users is not None:
+        print("error: use --auth USER:PASS (one admin) or --users (a team), not both: add yourself to the team "
+              f"with `python -m ftchat users add NAME --role admin {users.option}`.", file=sys.stderr)
+        return 2
+    if users is not None:
         if not team:
-            print(f"error: {args.users} holds no users: add one with "
-                  f"`python -m ftchat users add NAME --role admin --file {args.users}`.", file=sys.stderr)
+            print(f"error: {users.where} holds no users: add one with "
+                  f"`python -m ftchat users add NAME --role admin {users.option}`.", file=sys.stderr)
             return 2
         if not any(entry["role"] == "admin" for entry in team.values()):
-            print(f"warning: {args.users} has no admin: nobody can train, export or start rounds until "
-                  "`python -m ftchat users add NAME --role admin` makes one.", file=sys.stderr)
+            print(f"warning: {users.where} has no admin: nobody can train, export or start rounds until "
+                  f"`python -m ftchat users add NAME --role admin {users.option}` makes one.", file=sys.stderr)
     if not is_loopback(args.host) and auth is None and users is None:
         print(f"error: refusing to serve on {args.host} without a login: anyone who can reach this machine could "
               f"read your data and run training on it. Add one with --auth user:pass "
@@ -176,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         login, role_of = None, everyone_admin
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    ctx = AppContext(Workspace(args.workspace, max_upload_mb=args.max_upload_mb))
+    ctx = AppContext(Workspace(args.workspace, max_upload_mb=args.max_upload_mb), args.feedback_db)
     ctx.users = users
     if args.parallel_runs is not None:
         run_queue.set_parallel_runs(ctx.workspace.runs_dir, args.parallel_runs)

@@ -56,8 +56,9 @@ class FileReport:
 
 
 class AppContext:
-    def __init__(self, workspace: Workspace):
+    def __init__(self, workspace: Workspace, feedback_db: str | None = None):
         self.workspace = workspace
+        self.feedback_db = feedback_db  # app.py --feedback-db: a PostgreSQL URL, or None for feedback.sqlite
         self._lock = threading.Lock()
         self._tokenizer = None
         self._tokenizer_error: str | None = None
@@ -67,7 +68,7 @@ class AppContext:
         self._feedback = None
         self._reward_lock = threading.Lock()  # loading a reward model is slow: not under the shared lock
         self._reward_model = None  # (key, ftchat.train.reward_model.RewardModel): the last one used
-        self.users = None  # ftchat.users.Users of `app.py --users`: the raters a rating task can name
+        self.users = None  # ftchat.users.Users or DatabaseUsers of `app.py --users`: the raters a task can name
 
     def tokenizer(self):
         """The bundled model's tokenizer, or None when it cannot be loaded (token counts are then estimates)."""
@@ -88,10 +89,10 @@ class AppContext:
             return self._engine
 
     def feedback(self):
-        """The workspace's ratings (WORKSPACE/feedback.sqlite)."""
+        """The workspace's ratings (WORKSPACE/feedback.sqlite, or the --feedback-db database)."""
         with self._lock:
             if self._feedback is None:
-                self._feedback = FeedbackStore.for_workspace(self.workspace.root)
+                self._feedback = FeedbackStore.for_workspace(self.workspace.root, self.feedback_db)
             return self._feedback
 
     def reward_model(self, run_dir: str | Path):

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 import gradio as gr
 
 from ftchat import runs
+from ftchat.export.check import GGUFCheck, llamacpp_missing
 from ftchat.export.forms import FORMS, ExportError, default_target, export_run
+from ftchat.feedback.prompt_queue import check_prompts
 from ftchat.feedback.rounds import store_win_rates
 from ftchat.ui.context import AppContext
 
@@ -20,6 +22,20 @@ class ExportPanel:
     button: gr.Button
     result: gr.Markdown
     refresh: object  # () -> gr.Dropdown update with the finished runs
+
+
+def check_text(check: GGUFCheck | None) -> str:
+    """The llama.cpp check as the panel shows it: the figures, the warning in bold, the first answer that differs."""
+    if check is None:
+        return ""
+    text = f"\n\n{check.summary()}"
+    if check.warning():
+        text += f"\n\n**{check.warning()}**"
+    differs = next((p for p in check.prompts if not p.identical), None)
+    if differs is not None and not check.skipped:
+        text += (f"\n\nFirst answer that differs, to “{differs.prompt[:80]}”:  \n"
+                 f"in the app: {differs.in_app[:200]!r}  \nllama.cpp: {differs.llamacpp[:200]!r}")
+    return text
 
 
 def _finished(ctx: AppContext) -> list[tuple[str, str]]:
@@ -45,12 +61,16 @@ def build(ctx: AppContext) -> ExportPanel:
         quant_value = quant_value if form_value in ("gguf", "ollama") else None
         target = default_target(ctx.workspace.root / "exports", run_dir.name, form_value, quant_value)
         try:
-            written = export_run(run_dir, form_value, target, quant_value, store_win_rates(ctx.workspace.root))
+            prompts = check_prompts(run_dir) if form_value in ("gguf", "ollama") and llamacpp_missing() is None \
+                else None
+            exported = export_run(run_dir, form_value, target, quant_value,
+                                  store_win_rates(ctx.workspace.root, ctx.feedback_db), prompts=prompts)
         except (ExportError, OSError, ValueError) as exc:
             return f"**Export failed:** {exc}"
+        written = exported.path
         hint = {"ollama": f"\n\nThen: `cd {written} && ollama create {run_dir.name} -f Modelfile`",
                 "gguf": f"\n\nThen: `llama-cli -m {written} -cnv`"}.get(form_value, "")
-        return f"Written: `{written}`{hint}"
+        return f"Written: `{written}`{hint}{check_text(exported.check)}"
 
     def refresh():
         options = _finished(ctx)

@@ -1,6 +1,6 @@
 """Feedback tab: the ratings given in the Chat tab (filter, delete, export, import), the leaderboard, the raters and
-their rating tasks, the lineage of rounds, and the button that trains the next round from the votes. The rules live in ftchat.feedback.*; this module
-draws and wires."""
+their rating tasks, the lineage of rounds, and the button that trains the next round from the votes. The rules live
+in ftchat.feedback.*; this module draws and wires."""
 from __future__ import annotations
 
 import html
@@ -67,9 +67,10 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab:
 
 
 def unreadable(problem: str) -> FeedbackTab:
-    """The tab when feedback.sqlite cannot be read: why, and what to do; restart the app once the file is fixed."""
-    gr.Markdown(f"### The ratings file cannot be used\n\n{html.escape(problem)}\n\nUntil then votes are not kept; "
-                "restart the app after moving the file.", elem_id="feedback-problem")
+    """The tab when the ratings cannot be read (a damaged feedback.sqlite, a --feedback-db server that cannot be
+    reached): why, and what to do; restart the app once that is fixed."""
+    gr.Markdown(f"### The ratings cannot be used\n\n{html.escape(problem)}\n\nUntil then votes are not kept; "
+                "restart the app once this is fixed.", elem_id="feedback-problem")
     refresh = gr.Button("↻ Refresh", visible=False)
     next_prompts = gr.Textbox(visible=False)
     next_pair = gr.State((None, None))
@@ -107,9 +108,9 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
         """Finished reward-model runs: what can judge a round against its parent."""
         return [(path.name, path.name) for path in reward_runs(ctx.workspace.runs_dir)]
 
-    gr.Markdown("Every vote, thumb and written answer from the Chat tab is kept in the workspace "
-                "(`feedback.sqlite`). Export them as training data, see which model wins, and train the next round "
-                "from the votes.")
+    kept_in = f"`{ctx.feedback().name}`" if ctx.feedback_db else "the workspace (`feedback.sqlite`)"
+    gr.Markdown(f"Every vote, thumb and written answer from the Chat tab is kept in {kept_in}. Export them as "
+                "training data, see which model wins, and train the next round from the votes.")
     with gr.Row():
         counts = gr.Markdown("", elem_id="feedback-counts")
         refresh = gr.Button("↻ Refresh", scale=0, elem_id="feedback-refresh")
@@ -345,11 +346,13 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
                 prompts, source = prompts_from_file(file), Path(file).stem
             else:
                 raise gr.Error("Type the prompts, one per line, or choose a file of them.")
-            team = ctx.users.read() if ctx.users is not None else {}
-            chosen = tasks.task_raters(list(raters or []), team, "the users file")
+            if ctx.users is not None:
+                chosen = tasks.task_raters(list(raters or []), ctx.users.read(), ctx.users.where, ctx.users.option)
+            else:
+                chosen = tasks.task_raters(list(raters or []), {})
             task = tasks.create_task(ctx.feedback(), (name or "").strip() or source, prompts, list(models or []),
                                      chosen, float(overlap), created_by=logged_in())
-        except (PromptError, tasks.TaskError) as exc:
+        except (PromptError, tasks.TaskError, FeedbackError) as exc:  # FeedbackError: a team database not reached
             raise gr.Error(str(exc)) from None
         counts = tasks.progress(ctx.feedback().task_items(task["id"]))
         text = (f"✓ task **{task['name']}**: {plural(len(prompts), 'prompt')} for "
@@ -476,7 +479,8 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
             rm = ctx.reward_model(reward_dir)
             judged = rounds.judge_against_parent(ctx.workspace.root, str(run_dir), reward_dir, source or "held_out",
                                                  limit, engine=ctx.engine(), reward_model=rm,
-                                                 progress=lambda fraction, text: progress(fraction, desc=text))
+                                                 progress=lambda fraction, text: progress(fraction, desc=text),
+                                                 feedback_db=ctx.feedback_db)
         except (rounds.RoundError, RewardModelError, ChatError, ModelError) as exc:
             raise gr.Error(str(exc)) from None
         parent = short(judged["against"]) if is_base(judged["against"]) else Path(judged["against"]).name
@@ -524,7 +528,8 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
         if method == "reward-rl":
             return start_reward_rl_round(run, flags, bool(without_flagged))
         try:
-            config = rounds.next_round_config(ctx.workspace.root, run, method, bool(without_flagged), **flags)
+            config = rounds.next_round_config(ctx.workspace.root, run, method, bool(without_flagged),
+                                              feedback_db=ctx.feedback_db, **flags)
         except rounds.RoundError as exc:
             return "", f"⚠ {exc}"
         except (ValueError, OSError) as exc:
@@ -540,7 +545,7 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
         the other (the second waits, queued, for the first)."""
         try:
             reward_config, policy_config = rounds.reward_rl_round(ctx.workspace.root, run, "grpo", without_flagged,
-                                                                  **flags)
+                                                                  feedback_db=ctx.feedback_db, **flags)
         except rounds.RoundError as exc:
             return "", f"⚠ {exc}"
         except (ValueError, OSError) as exc:
