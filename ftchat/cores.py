@@ -10,9 +10,10 @@ each llama.cpp row on `chat_threads`: the cores the trainers leave, shared among
 (other chat processes' marks included), looked at again every HEARTBEAT_S while it streams.
 
 FTCHAT_CORE_SHARING picks what the processes do (bench/chat_while_training.py compares them):
-  both     the trainer yields threads and priority while a reply streams (the default)
+  both     the trainer yields threads and priority while a reply streams
   threads  the trainer yields threads; no nice
-  nice     the trainer keeps its threads and yields priority; the chat decodes as if the trainer were not there
+  nice     the trainer keeps its threads and yields priority; the chat decodes as if the trainer were not there (the
+           default: the best of the four in bench/chat_while_training.py, docs/benchmarks.md)
   none     neither: no marks, the trainer keeps its threads, a pane decodes on cores // its panes
 Yielding priority: a trainer the app launched leads a session of its own, and where the kernel weighs sessions against
 each other (autogroup, Linux's default) its session runs at nice TRAINER_NICE while marks are there and at 0 again
@@ -33,7 +34,7 @@ from ftchat import runs
 from ftchat.run_queue import live_state
 
 POLICIES = ("both", "threads", "nice", "none")
-DEFAULT_POLICY = "both"
+DEFAULT_POLICY = "nice"
 STREAMING_DIR = ".streaming"
 HEARTBEAT_S = 1.0
 STALE_S = 3.0  # a mark not renewed this long is stale: three missed heartbeats
