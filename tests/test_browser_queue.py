@@ -95,7 +95,11 @@ def wait_their_turn(page, app, chats_file):
         page.locator("#run-picker input").click()
         page.locator("#run-picker").get_by_role("option", name=re.compile(r"^c · queued · 2nd, starts after b")).click()
         page.locator("#run-progress").get_by_text("queued · 2nd, starts after b").wait_for()
-        # nobody touches anything now: c starts by itself once b, which starts once a is done, is done
+        # a has done its part (it trained while the others joined): a person cancels it from a shell, and nobody
+        # touches anything after that: b starts by itself, and c once b is done
+        cancel = subprocess.run([sys.executable, "-m", "ftchat", "runs", "--root", str(root), "--cancel", "a"],
+                                cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert cancel.returncode == 0, cancel.stderr[-2000:]
         page.wait_for_function("() => document.querySelector('#run-progress .run-progress')?.dataset.state === 'done'",
                                timeout=480_000)
         assert shell.wait(timeout=60) == 0, shell.stderr.read()[-3000:]
@@ -107,5 +111,5 @@ def wait_their_turn(page, app, chats_file):
     assert places[0] == "c · queued · 2nd, starts after b" and "c · queued · 1st, starts after b" in places, shown
     assert places.index("c · queued · 1st, starts after b") < places.index("c · running") < places.index("c · done")
     a, b, c = (runs.read_status(root / name) for name in "abc")
-    assert [s["state"] for s in (a, b, c)] == ["done"] * 3
+    assert [s["state"] for s in (a, b, c)] == ["cancelled", "done", "done"]
     assert b["started"] >= a["ended"] and c["started"] >= b["ended"], (a, b, c)
