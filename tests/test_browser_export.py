@@ -43,5 +43,6 @@ def test_a_gguf_export_says_on_the_page_how_llamacpp_answers(tmp_path, tiny_mode
     assert figures, shown
     percent, agreeing, tokens, identical, answers = map(int, figures.groups())
     assert tokens > 0 and answers >= 1 and percent == round(100 * agreeing / tokens)
-    assert percent >= 95 and "Warning" not in shown, shown  # the f16 file the panel writes by default (measured: 100%)
+    # the f16 file the panel writes by default: measured 100%
+    assert percent >= 95 and "Warning" not in shown, shown
     assert len(list((workspace / "exports").rglob("*.gguf"))) == 1
