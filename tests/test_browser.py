@@ -82,8 +82,9 @@ def chromium_path() -> str | None:
     return path if os.path.exists(path) else shutil.which("chromium")
 
 
-@pytest.fixture()
-def browser_page():
+@contextlib.contextmanager
+def launched_chromium():
+    """Debian's Chromium, driven by Playwright (never `playwright install`)."""
     executable = chromium_path()
     if executable is None:
         if os.environ.get("CI"):
@@ -92,14 +93,29 @@ def browser_page():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture()
+def browser():
+    """The browser, for a test that plays several people (a context each)."""
+    with launched_chromium() as chromium:
+        yield chromium
+
+
+@pytest.fixture()
+def browser_page():
+    with launched_chromium() as chromium:
+        page = chromium.new_page(viewport={"width": 1280, "height": 900})
         page.set_default_timeout(30_000)
         page.outside_requests = []  # anything the page asks of another machine
         page.on("request", lambda r: page.outside_requests.append(r.url)
                 if urlparse(r.url).hostname not in (None, "127.0.0.1", "localhost") else None)
         yield page
-        browser.close()
 
 
 @contextlib.contextmanager

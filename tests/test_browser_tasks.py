@@ -7,11 +7,10 @@ test-artifacts/task-rater.png, and a failure leaves a screenshot there.
 """
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
-from test_browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path, pick, screenshot_on_failure
+from test_browser import ARTIFACTS, browser, pick, screenshot_on_failure  # noqa: F401  (a fixture)
 from test_feedback_ui import two_bases
 from test_ui_api import AppProcess
 
@@ -34,21 +33,6 @@ def team_app(tmp_path, tiny_model_dir):
     process = AppProcess(workspace, "--users", str(workspace / "users.json"))
     yield process
     process.stop()
-
-
-@pytest.fixture()
-def browser():
-    executable = chromium_path()
-    if executable is None:
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is missing: apt-get install -y chromium")
-        pytest.skip("Chromium is not installed (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def log_in(browser, url: str, name: str):
