@@ -256,6 +256,8 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
             with its own workspace names a base of a models/ folder both share by that app's path."""
             if value in values:
                 return True
+            if not is_base(value):  # a run not listed (unfinished, deleted) gives way to the default
+                return False
             try:
                 ctx.engine().resolve_choice(value)
             except ChatError:
