@@ -29,6 +29,7 @@ CSS = """
 .run-error { margin-top: 8px; color: #dc2626; white-space: pre-wrap; }
 #comparison [role=gridcell], #comparison td { overflow-wrap: anywhere; }
 footer { display: none !important; }
+#tab-rules { display: none; }
 #vote-row button { min-height: 44px; }
 #vote-status, #queue-progress { min-height: 1.5em; }
 .lineage-chain { display: flex; flex-wrap: wrap; align-items: stretch; gap: 6px; }
@@ -114,7 +115,8 @@ def build_app(workspace, ctx=None, role_of=everyone_admin):
                     "**1. Data:** upload a file or use a sample · **2. Train:** start a run and watch it · "
                     "**3. Chat:** compare the base with your tuned model and rate the answers · "
                     "**4. Feedback:** see who wins and train the next round from the votes.")
-        with gr.Tabs() as tabs:
+        tab_rules = gr.HTML("", elem_id="tab-rules", padding=False)  # a rater's page: the admin tabs hidden
+        with gr.Tabs(elem_id="main-tabs") as tabs:
             with gr.Tab("1. Data", id="data") as data_page:
                 data = data_tab.build(ctx, demo)
             with gr.Tab("2. Train", id="train") as train_page:
@@ -139,8 +141,7 @@ def build_app(workspace, ctx=None, role_of=everyone_admin):
         for event in data.events:
             event.then(train.refresh_choices, inputs=[data.loaded_paths], outputs=[train.datasets],
                        api_visibility="private")
-        demo.load(roles.page_for(role_of), outputs=[tabs, data_page, train_page, feedback_page],
-                  api_visibility="private")
+        demo.load(roles.page_for(role_of, "main-tabs"), outputs=[tabs, tab_rules], api_visibility="private")
     roles.enforce(demo, role_of)  # last: every handler above, whoever wired it
     demo.ctx = ctx
     return demo

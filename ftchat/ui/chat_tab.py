@@ -250,8 +250,22 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
         fresh = model_choices(ctx)
         values = [v for _, v in fresh]
         default_left, default_right = ctx.engine().default_pair(fresh)
-        return (gr.Dropdown(choices=fresh, value=left if left in values else default_left),
-                gr.Dropdown(choices=fresh, value=right if right in values else default_right),
+
+        def kept(value) -> bool:
+            """Listed here, or a model this app loads under another app's name for it: a rating task made by an app
+            with its own workspace names a base of a models/ folder both share by that app's path."""
+            if value in values:
+                return True
+            if not is_base(value):  # a run not listed (unfinished, deleted) gives way to the default
+                return False
+            try:
+                ctx.engine().resolve_choice(value)
+            except ChatError:
+                return False
+            return True
+
+        return (gr.Dropdown(choices=fresh, value=left if kept(left) else default_left),
+                gr.Dropdown(choices=fresh, value=right if kept(right) else default_right),
                 fresh)
 
     def on_show(left: str | None, right: str | None, picked: bool, run: str | None, reward: str | None = None):

@@ -93,12 +93,20 @@ def guarded(fn, allowed: tuple[str, ...], role_of, what: str | None):
     return wrapper
 
 
-def page_for(role_of):
-    """A demo.load handler for (the tabs, *ADMIN_TABS): those tabs shown to an admin only; anyone else starts in
-    the Chat tab."""
+def hidden_tabs_style(tabs_id: str) -> str:
+    """A style rule that hides the ADMIN_TABS' buttons in the tab bar `tabs_id`. Gradio 6.31 applies a Tab's
+    visible= only when the page is built, never from an event's update, so a rater's page hides them this way."""
+    buttons = ", ".join(f"#{tabs_id} button[role=tab][data-tab-id={tab}]" for tab in ADMIN_TABS)
+    return f"<style>{buttons} {{ display: none !important; }}</style>"
+
+
+def page_for(role_of, tabs_id: str):
+    """A demo.load handler for (the tabs `tabs_id`, an HTML block): an admin's page as built; anyone else's opens in
+    the Chat tab with the ADMIN_TABS out of the tab bar."""
     def show_tabs():
-        admin = role_of(logged_in()) == ADMIN
-        return (gr.skip() if admin else gr.Tabs(selected="chat"), *(gr.Tab(visible=admin) for _ in ADMIN_TABS))
+        if role_of(logged_in()) == ADMIN:
+            return gr.skip(), ""
+        return gr.Tabs(selected="chat"), hidden_tabs_style(tabs_id)
     return show_tabs
 
 
