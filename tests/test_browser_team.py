@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path, pick, screenshot_on_failure
+from test_browser import ARTIFACTS, browser, pick, screenshot_on_failure  # noqa: F401  (a fixture)
 from test_ui_api import ROOT, AppProcess
 
 pytestmark = pytest.mark.slow
@@ -74,19 +74,6 @@ def two_apps(tmp_path, tiny_model_dir, postgres_db):
     finally:
         for app in apps:
             app.stop()
-
-
-@pytest.fixture()
-def browser():
-    executable = chromium_path()
-    if executable is None:
-        pytest.skip("Chromium is not installed (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def log_in(browser, url: str, name: str):
