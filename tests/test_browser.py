@@ -128,6 +128,21 @@ def screenshot_on_failure(page, name: str):
         raise
 
 
+def log_in(browser, url: str, name: str, password: str):
+    """A browser context of its own (its own cookies) for one person, logged in through the app's login form, with
+    the page settled (the load events that pick the person's tabs have run)."""
+    page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
+    page.set_default_timeout(30_000)
+    page.goto(url)
+    page.locator("input[data-testid=textbox]").fill(name)
+    page.locator("input[data-testid=password]").fill(password)
+    page.get_by_role("button", name="Login").click()
+    with screenshot_on_failure(page, f"login_{name}"):
+        page.get_by_role("tab", name="3. Chat").wait_for()
+        page.wait_for_function("() => !document.querySelector('.pending')")
+    return page
+
+
 @pytest.fixture()
 def app(tmp_path, tiny_model_dir):
     process = AppProcess(make_workspace(tmp_path, tiny_model_dir))

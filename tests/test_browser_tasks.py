@@ -11,6 +11,7 @@ import re
 
 import pytest
 from test_browser import ARTIFACTS, browser, pick, screenshot_on_failure  # noqa: F401  (a fixture)
+from test_browser import log_in as log_in_as
 from test_feedback_ui import two_bases
 from test_ui_api import AppProcess
 
@@ -36,15 +37,7 @@ def team_app(tmp_path, tiny_model_dir):
 
 
 def log_in(browser, url: str, name: str):
-    """A page of its own (its own cookies) for one person, logged in through the app's login form."""
-    page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
-    page.set_default_timeout(30_000)
-    page.goto(url)
-    page.locator("input[data-testid=textbox]").fill(name)
-    page.locator("input[data-testid=password]").fill(TEAM[name][1])
-    page.get_by_role("button", name="Login").click()
-    page.get_by_role("tab", name="3. Chat").wait_for()
-    return page
+    return log_in_as(browser, url, name, TEAM[name][1])
 
 
 def task_progress(page) -> str:

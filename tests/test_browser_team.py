@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from test_browser import ARTIFACTS, browser, pick, screenshot_on_failure  # noqa: F401  (a fixture)
+from test_browser import log_in as log_in_as
 from test_ui_api import ROOT, AppProcess
 
 pytestmark = pytest.mark.slow
@@ -77,18 +78,7 @@ def two_apps(tmp_path, tiny_model_dir, postgres_db):
 
 
 def log_in(browser, url: str, name: str):
-    """A browser context of its own (its own cookies) for one person, logged in through the app's login form, with
-    the page settled (the load events that pick the person's tabs have run)."""
-    page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
-    page.set_default_timeout(30_000)
-    page.goto(url)
-    page.locator("input[data-testid=textbox]").fill(name)
-    page.locator("input[data-testid=password]").fill(TEAM[name][1])
-    page.get_by_role("button", name="Login").click()
-    with screenshot_on_failure(page, f"test_browser_team_login_{name}"):
-        page.get_by_role("tab", name="3. Chat").wait_for()
-        page.wait_for_function("() => !document.querySelector('.pending')")
-    return page
+    return log_in_as(browser, url, name, TEAM[name][1])
 
 
 def tab_labels(page) -> list[str]:
