@@ -57,6 +57,22 @@ GENERAL = [("What is the capital of France?", r"paris"), ("How many days are in 
            ("Which animal is known as the king of the jungle?", r"lion"),
            ("What gas do plants take in from the air?", r"carbon dioxide|co2")]
 
+# The same eight facts as a likelihood probe: the model knows one when it scores the right answer above three wrong
+# ones (the first is right). Unlike a keyword in a greedy 128-token reply, this does not change when a round only
+# shortens or rewords its replies.
+PROBES = [("What is the capital of France?", "The capital of France is {}.", ["Paris", "London", "Berlin", "Madrid"]),
+          ("How many days are in a week?", "A week has {} days.", ["seven", "five", "ten", "twelve"]),
+          ("What colour is the sky on a clear day?", "On a clear day the sky is {}.", ["blue", "green", "red", "yellow"]),
+          ("What do bees make?", "Bees make {}.", ["honey", "milk", "silk", "cheese"]),
+          ("What is the largest planet in our solar system?", "The largest planet is {}.",
+           ["Jupiter", "Mars", "Earth", "Mercury"]),
+          ("What is the freezing point of water in Celsius?", "Water freezes at {} degrees Celsius.",
+           ["0", "100", "50", "37"]),
+          ("Which animal is known as the king of the jungle?", "The king of the jungle is the {}.",
+           ["lion", "elephant", "giraffe", "zebra"]),
+          ("What gas do plants take in from the air?", "Plants take in {} from the air.",
+           ["carbon dioxide", "helium", "hydrogen", "neon"])]
+
 SYLLABLES = ["ka", "lo", "mi", "ra", "ven", "tor", "qui", "zel", "dor", "fa", "nu", "bri", "sto", "pel", "gar", "wy"]
 THINGS = ["kettle", "lamp", "bicycle", "thermostat", "backpack", "blender", "scooter", "tent", "printer", "heater",
           "speaker", "drill", "router", "watch", "camera", "mixer"]
@@ -266,6 +282,38 @@ def evaluate(engine: ChatEngine, run_dir: Path, kind: str, world: World, rated: 
             "lost_general": [{k: g[k] for k in ("prompt", "parent", "round")} for g in knew if not g["round_ok"]]}
 
 
+def knowledge_probe(run_dir: Path) -> dict:
+    """PROBES scored by the parent (the base: the adapter switched off) and by the round: which facts each knows."""
+    import torch
+    from peft import PeftModel
+
+    from ftchat import models, runs
+
+    base = models.resolve_base(DEFAULT_BASE)
+    tokenizer = models.load_tokenizer(base)
+    model = PeftModel.from_pretrained(models.load_model(base, precision="fp32"), runs.weights_dir(run_dir)).eval()
+
+    def score(question: str, answer: str) -> float:
+        prompt = tokenizer.apply_chat_template(conversation(question), tokenize=False, add_generation_prompt=True)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+        answer_ids = tokenizer(answer, add_special_tokens=False).input_ids
+        ids = torch.tensor([prompt_ids + answer_ids])
+        with torch.inference_mode():
+            logps = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+        targets = ids[0, 1:]
+        return logps[len(prompt_ids) - 1:].gather(1, targets[len(prompt_ids) - 1:, None]).sum().item()
+
+    def knows(question: str, template: str, options: list[str]) -> bool:
+        scores = [score(question, template.format(o)) for o in options]
+        return max(range(len(scores)), key=scores.__getitem__) == 0
+
+    with model.disable_adapter():
+        parent = [knows(*p) for p in PROBES]
+    after = [knows(*p) for p in PROBES]
+    return {"probe_known": sum(parent), "probe_kept": sum(a for a, b in zip(after, parent) if b),
+            "probe_lost": [p[0] for p, a, b in zip(PROBES, after, parent) if b and not a]}
+
+
 def run_cell(kind: str, method: str, n: int, seed: int, overrides: dict, cache: Path, engine: ChatEngine) -> dict:
     world = World(seed)
     rng = random.Random(seed * 7 + n)
@@ -296,6 +344,7 @@ def run_cell(kind: str, method: str, n: int, seed: int, overrides: dict, cache: 
         resolved = json.loads(json.dumps(__import__("yaml").safe_load((Path(config.out) / "config.yaml").read_text())))
         engine_round = ChatEngine(runs_root=workspace / "runs")
         scores = evaluate(engine_round, Path(config.out), kind, world, rated, answers)
+        scores.update(knowledge_probe(Path(config.out)))
     return {"kind": kind, "method": method, "votes": n, "seed": seed, "overrides": overrides,
             "edit_repeats": rounds.EDIT_REPEATS,
             "steps": status["summary"].get("steps"), "lr": resolved.get("lr"), "beta": resolved.get("beta"),

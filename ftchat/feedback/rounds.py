@@ -41,11 +41,12 @@ MIN_KTO_ROWS = 8
 # many times (bench/round_learning.py, correction kind).
 EDIT_REPEATS = 4
 # What a DPO / KTO round trains with unless told otherwise: the base's SFT learning rate for its technique (x
-# ROUND_LR_SCALE) and, for DPO, an SFT term on the chosen reply and a loose pull towards the parent (beta 0.03; the
-# trainer's default is 0.1). 32 sign-off votes on the bundled model: plain DPO at a tenth of that rate moved 0 of 10
-# unseen answers; with the SFT term and beta 0.1, 7 of 10 on two seeds; with beta 0.03, 9 of 10 on two seeds, and a
-# refused topic no longer spread to general questions (docs/benchmarks.md, Round learning).
-ROUND_DEFAULTS = {"dpo": {"sft_weight": 1.0, "beta": 0.03}, "kto": {}}
+# ROUND_LR_SCALE) and, for DPO, an SFT term on the chosen reply and a loose pull towards the parent (beta 0.01; the
+# trainer's default is 0.1). With votes that disagree, DPO settles where its implied reward gap matches the share of
+# votes (~1.2 for 80/20), and the policy moves log(pi/pi_ref) by that gap / beta: at 0.03 too little to overcome the
+# parent's end-of-turn, at 0.01 enough. 64 sign-off votes with 20% against: 0 of 10 unseen answers at 0.1 and 0.03,
+# 8 and 7 of 10 at 0.01 (two seeds); 32 consistent votes: 7, 9, 10 of 10 (docs/benchmarks.md, Round learning).
+ROUND_DEFAULTS = {"dpo": {"sft_weight": 1.0, "beta": 0.01}, "kto": {}}
 ROUND_LR_SCALE = 1.0
 MIN_PROMPTS = 2  # reward-rl: a few optimizer steps of whole answer groups
 # reward-rl: flags that shape the reward model rather than the policy; the rest go to the RL run.

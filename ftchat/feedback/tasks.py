@@ -22,7 +22,7 @@ from ftchat.chat.engine import ChatEngine
 from ftchat.chat.generation import ChatError
 from ftchat.feedback import agreement
 from ftchat.feedback.store import FeedbackError, FeedbackStore, prompt_text
-from ftchat.names import is_base, model_name
+from ftchat.names import base_choice, is_base, model_name
 from ftchat.workspace import Workspace
 
 DEFAULT_OVERLAP = 0.2
@@ -209,7 +209,7 @@ def task_models(workspace: str | Path, names: list[str]) -> list[str]:
     out, unknown = [], []
     for name in names:
         candidates = [name] if is_base(name) else [str(space.runs_dir / name), name,
-                                                    "base:" + str(space.models_dir / name)]
+                                                    base_choice(str(space.models_dir / name))]
         for candidate in candidates:
             try:
                 engine.resolve_choice(candidate)
