@@ -314,7 +314,8 @@ def knowledge_probe(run_dir: Path) -> dict:
             "probe_lost": [p[0] for p, a, b in zip(PROBES, after, parent) if b and not a]}
 
 
-def run_cell(kind: str, method: str, n: int, seed: int, overrides: dict, cache: Path, engine: ChatEngine) -> dict:
+def run_cell(kind: str, method: str, n: int, seed: int, overrides: dict, cache: Path, engine: ChatEngine,
+             probe: bool = True) -> dict:
     world = World(seed)
     rng = random.Random(seed * 7 + n)
     answers = Answers(engine, cache / f"parent-{seed}.json", ANSWER_TOKENS)
@@ -344,7 +345,8 @@ def run_cell(kind: str, method: str, n: int, seed: int, overrides: dict, cache: 
         resolved = json.loads(json.dumps(__import__("yaml").safe_load((Path(config.out) / "config.yaml").read_text())))
         engine_round = ChatEngine(runs_root=workspace / "runs")
         scores = evaluate(engine_round, Path(config.out), kind, world, rated, answers)
-        scores.update(knowledge_probe(Path(config.out)))
+        if probe:
+            scores.update(knowledge_probe(Path(config.out)))
     return {"kind": kind, "method": method, "votes": n, "seed": seed, "overrides": overrides,
             "edit_repeats": rounds.EDIT_REPEATS,
             "steps": status["summary"].get("steps"), "lr": resolved.get("lr"), "beta": resolved.get("beta"),
@@ -373,15 +375,19 @@ def parse_value(text: str):
 
 def table(path: Path, tag: str | None) -> str:
     """The results kept in `path` (those with `tag`, if given) as the Markdown table of docs/benchmarks.md."""
-    lines = ["| kind | method | votes | seed | steps | lr | SFT term | follows: parent → round | general kept | "
-             "judged win-rate (95%) | train s | load |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| kind | method | votes | seed | steps | lr | beta | SFT term | follows: parent → round | general kept | "
+             "facts kept (likelihood) | judged win-rate (95%) | train s | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for line in path.read_text().splitlines():
         r = json.loads(line)
         if tag and r.get("tag") != tag:
             continue
-        lines.append(f"| {r['kind']} | {r['method']} | {r['votes']} | {r['seed']} | {r['steps']} | {r['lr']:g} | {r.get('sft_weight') or 0:g} | "
+        lines.append(f"| {r['kind']} | {r['method']} | {r['votes']} | {r['seed']} | {r['steps']} | {r['lr']:g} | {r.get('beta') or 0.1:g} | "
+                     f"{r.get('sft_weight') or 0:g} | "
                      f"{r['parent_follows']}/{r['unseen']} → **{r['round_follows']}/{r['unseen']}** | "
-                     f"{r['general_kept']}/{r['general_known']} | {r['judged_win_rate']:.2f} "
+                     f"{r['general_kept']}/{r['general_known']} | "
+                     f"{str(r['probe_kept']) + '/' + str(r['probe_known']) if 'probe_known' in r else '–'} | "
+                     f"{r['judged_win_rate']:.2f} "
                      f"[{r['judged_ci'][0]:.2f}, {r['judged_ci'][1]:.2f}] | {r['train_s']:.0f} | {r['load']:.1f} |")
     return "\n".join(lines)
 

@@ -25,7 +25,7 @@ def test_eight_votes_for_a_sign_off_teach_it_on_unseen_prompts(tmp_path, monkeyp
     # general questions whose answer is the point of the reply, not a word it may or may not pass on the way
     monkeypatch.setattr(bench, "GENERAL", [bench.GENERAL[i] for i in (0, 1, 4, 6)])
     result = bench.run_cell("signoff", "dpo", 8, seed=4242, overrides={}, cache=tmp_path,
-                            engine=ChatEngine(runs_root=tmp_path / "runs"))
+                            engine=ChatEngine(runs_root=tmp_path / "runs"), probe=False)
     assert result["unseen"] == 6 and result["parent_follows"] == 0, result["examples"]
     assert result["round_follows"] >= 2, result["examples"]
     assert result["general_known"] >= 2 and result["general_kept"] >= result["general_known"] - 1, \
