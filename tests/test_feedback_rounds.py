@@ -104,6 +104,7 @@ def test_round_config_continues_the_rated_run(tmp_path, feedback_db):
     assert (config.max_steps, config.beta) == (5, 0.2)
     measured = next_round_config(tmp_path, "zumo-sft", "dpo", feedback_db=feedback_db)
     assert (measured.beta, measured.sft_weight) == (0.01, 1.0)  # what bench/round_learning.py chose (benchmarks.md)
+    assert next_round_config(tmp_path, "zumo-sft", "kto", feedback_db=feedback_db).beta == 0.01
     pairs = [json.loads(line) for line in open(config.data[0])]
     assert len(pairs) == 8 and config.data[0].startswith(str(tmp_path / "feedback-data"))
     assert pairs[0]["chosen"][0]["content"] == FACT_CHATS[0][1]
