@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(PY) bench/chat_speed.py
 	$(PY) bench/memory_1p7b.py
 	$(PY) bench/train_speed.py
+	$(PY) bench/profile_step.py
 	$(PY) bench/chat_memory.py
 	$(PY) bench/startup.py
 	$(PY) bench/pref_speed.py

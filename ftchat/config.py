@@ -96,7 +96,9 @@ class RunConfig:
 
     lora_r: int = 16
     lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    # 0: on a CPU the dropout masks' random numbers took 13-17% of an SFT step (bench/profile_step.py), and 25 rows of
+    # new facts were learned as well without them (docs/benchmarks.md, SFT speed)
+    lora_dropout: float = 0.0
     lora_targets: str = "all-linear"  # or a comma list, e.g. q_proj,v_proj
     train_layers: int = 2  # layers: train only the last N transformer blocks
     prompt_tokens: int = 16  # prompt: number of virtual tokens
