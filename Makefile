@@ -41,6 +41,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/sft_vs_trl.py
 	$(PY) bench/chat_speed.py
+	$(PY) bench/chat_while_training.py
 	$(PY) bench/memory_1p7b.py
 	$(PY) bench/train_speed.py
 	$(PY) bench/profile_step.py
