@@ -330,7 +330,8 @@ def run_cell(kind: str, method: str, n: int, seed: int, overrides: dict, cache: 
                                      "reward-rl", "--rl-method", method, "--workspace", str(workspace), *flags],
                                     cwd=ROOT, capture_output=True, text=True,
                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
-            [out] = [p for p in (workspace / "runs").iterdir() if not p.name.endswith("-rm")]
+            [out] = [p for p in (workspace / "runs").iterdir()
+                     if (p / "config.yaml").exists() and not p.name.endswith("-rm")]  # not the queue's folders
             config = argparse.Namespace(out=str(out))
         else:
             config = next_round_config(workspace, PARENT, method, **overrides)
