@@ -36,7 +36,7 @@ ADVANCED = [
     ("weight_decay", "Weight decay", None),
     ("seed", "Seed", None),
     ("precision", "Precision", "auto: 4-bit for QLoRA (on a CPU only for bases of 1B parameters and more); bf16 on GPU / fp32 on CPU for LoRA; fp32 weights for full "
-                               "and layer-wise (bf16 autocast on GPU)"),
+                               "and layer-wise; bf16 matmuls on a GPU and on a CPU with native bf16"),
     ("lora_alpha", "LoRA alpha", None),
     ("lora_dropout", "LoRA dropout", None),
     ("lora_targets", "LoRA target modules", "all-linear, or a comma list such as q_proj,v_proj"),
