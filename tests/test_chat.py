@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import pytest
 from trained_runs import copy_run
@@ -60,8 +61,11 @@ def test_one_batch_with_per_row_adapters_equals_separate_answers(trained, tiny_m
 
 def test_stream_grows_both_panes_and_serves_a_full_finetune(trained, tiny_model_dir):
     engine = ChatEngine(trained, default_base=str(tiny_model_dir))
-    updates = list(engine.stream([(BASE_PREFIX + str(tiny_model_dir), QUESTION), (str(trained / "full"), QUESTION)],
-                                 SETTINGS))
+    updates = []
+    for update in engine.stream([(BASE_PREFIX + str(tiny_model_dir), QUESTION), (str(trained / "full"), QUESTION)],
+                                SETTINGS):
+        updates.append(update)
+        time.sleep(0.05)  # a reader slower than the decoders (a loaded machine, a slow browser) still sees each step
     assert len(updates) > 3
     final = updates[-1]
     assert all(final), final

@@ -302,8 +302,8 @@ class ChatEngine:
             def on_text(row, text):
                 if cancel.is_set():
                     raise _Cancelled
-                texts[indices[row]] = text
-                events.put("tick")
+                # the text travels with its event: a reader that falls behind still sees every step, in order
+                events.put(("text", indices[row], text))
 
             try:
                 if isinstance(loaded.model, LlamaCppModel):
@@ -334,7 +334,9 @@ class ChatEngine:
         try:
             while remaining:
                 event = events.get()
-                if isinstance(event, tuple):
+                if event[0] == "text":
+                    texts[event[1]] = event[2]
+                else:
                     remaining -= 1
                     error = error or event[1]
                 yield list(texts)
