@@ -5,6 +5,7 @@ import csv
 import importlib.util
 import io
 import json
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -226,6 +227,31 @@ def test_long_paragraph_is_cut_at_words_within_the_budget(tokenizer):
     text = " ".join(["Every Quorvane device has a seven-year warranty."] * 40)
     chunks = chunk_text(text, tokenizer, chunk_tokens=32)
     assert all(len(tokenizer.encode(c, add_special_tokens=False)) <= 32 for c in chunks)
+    assert " ".join(chunks).split() == text.split()
+
+
+@pytest.mark.parametrize("shape", ["many short paragraphs", "long paragraphs"])
+def test_chunks_fill_their_budget_instead_of_leaving_rows_of_a_few_tokens(bundled_tokenizer, shape):
+    """Seeded fictional text, the bundled model's tokenizer: every chunk but the last leaves at most 48 of its 256 tokens empty (room for a short
+    paragraph that did not fit, or too little room to be worth cutting a long one for) and none exceeds it. Short
+    paragraphs joined by blank lines tokenise longer than counted one by one, and a long paragraph's tail once became
+    a row of its own before the next long paragraph: rows of a few tokens."""
+    rng = random.Random(61)
+    words = ["Vantrel", "ledger", "clause", "shall", "notify", "tenant", "within", "days", "of", "the", "Orsk",
+             "filing", "and", "any", "appeal", "Quillan", "court"]
+
+    def sentence(n):
+        return " ".join(rng.choice(words) for _ in range(n)) + rng.choice([".", "?", "!"])
+
+    if shape == "many short paragraphs":
+        paragraphs = [sentence(rng.randint(2, 8)) for _ in range(400)]
+    else:
+        paragraphs = [" ".join(sentence(rng.randint(5, 20)) for _ in range(rng.randint(15, 60))) for _ in range(12)]
+    text = "\n\n".join(paragraphs)
+    chunks = chunk_text(text, bundled_tokenizer, chunk_tokens=256)
+    sizes = [len(bundled_tokenizer.encode(c, add_special_tokens=False)) for c in chunks]
+    assert len(sizes) > 8 and max(sizes) <= 256
+    assert min(sizes[:-1]) >= 256 - 48, sizes
     assert " ".join(chunks).split() == text.split()
 
 

@@ -11,6 +11,7 @@ from .shapes import DataError
 
 CHARS_PER_TOKEN = 4  # the rough rule used when no tokenizer is given
 JOIN_MARGIN = 8
+MIN_FILL = 32  # the fewest tokens of room worth filling with the head of a long paragraph
 
 
 def token_counter(tokenizer):
@@ -25,22 +26,35 @@ def chunk_text(text: str, tokenizer=None, chunk_tokens: int = 512) -> list[str]:
     if chunk_tokens < 1:
         raise ValueError("chunk_tokens must be at least 1")
     count = token_counter(tokenizer)
-    pieces = []
+    separator = count("\n\n") if tokenizer is not None else 1
+    pieces, open_size = [], None  # open_size: the tokens of the last chunk being filled, when it has room left
     for paragraph in re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n")):
         paragraph = paragraph.strip()
-        if paragraph:
-            n = count(paragraph)
-            if n <= chunk_tokens:
-                pieces.append((paragraph, n))
-            else:
-                pieces.extend((p, count(p)) for p in split_long(paragraph, tokenizer, chunk_tokens))
-    separator = count("\n\n") if tokenizer is not None else 1
+        if not paragraph:
+            continue
+        n = count(paragraph)
+        if n <= chunk_tokens:
+            pieces.append((paragraph, n))
+            open_size = n if open_size is None or open_size + separator + n > chunk_tokens \
+                else open_size + separator + n
+            continue
+        # An over-long paragraph first fills the room the chunk before it has left: cut only at the chunk size, its
+        # tail would become a row of a few tokens before every long paragraph.
+        room = chunk_tokens - (open_size + separator) - JOIN_MARGIN if open_size is not None else 0
+        if room >= MIN_FILL:
+            head = split_long(paragraph, tokenizer, room)[0]
+            pieces.append((head, count(head)))
+            paragraph = paragraph[paragraph.index(head) + len(head):].strip()
+        split = [(p, count(p)) for p in split_long(paragraph, tokenizer, chunk_tokens)] if paragraph else []
+        pieces.extend(split)
+        open_size = split[-1][1] if split else None
     chunks, current, size = [], [], 0
     for piece, n in pieces:
         if current:
             size += separator + n
-            # Tokens merge differently across a join, so near the limit count the real text.
-            if size > chunk_tokens - JOIN_MARGIN and tokenizer is not None:
+            # Tokens merge differently across a join (a paragraph's first token often changes after "\n\n": up to
+            # ~2 tokens a join), so once the estimate comes that near the limit, count the real text.
+            if size > chunk_tokens - JOIN_MARGIN - 2 * len(current) and tokenizer is not None:
                 size = count("\n\n".join(current + [piece]))
             if size > chunk_tokens:
                 # A Markdown heading goes with the paragraph after it, when both fit.
