@@ -70,6 +70,34 @@ def test_padding_free_batch_has_the_loss_of_the_padded_batch(sft_trainer):
     assert abs(loss_of(sft_trainer, leaky) - padded_loss) > 1e-3
 
 
+def test_each_packed_example_attends_on_its_own_with_the_block_masks_loss_and_gradients(sft_trainer):
+    """On a CPU the trainer runs attention example by example (ftchat.train.attention): the loss and every LoRA
+    gradient of a padding-free row equal those of transformers' SDPA over the row's block-diagonal mask."""
+    from ftchat.train.attention import NAME
+
+    inner = sft_trainer.model.get_base_model()
+    assert inner.config._attn_implementation == NAME
+    batch = sft_trainer.data_collator([sft_trainer.train_dataset[i] for i in range(len(CHATS))])
+    sft_trainer.model.train()
+
+    def loss_and_grads():
+        sft_trainer.model.zero_grad()
+        loss = sft_trainer.compute_loss(sft_trainer.model, dict(batch))
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in sft_trainer.model.named_parameters() if p.requires_grad}
+
+    ours, ours_grads = loss_and_grads()
+    inner.set_attn_implementation("sdpa")
+    try:
+        masked, masked_grads = loss_and_grads()
+    finally:
+        inner.set_attn_implementation(NAME)
+    assert ours == pytest.approx(masked, rel=1e-5)
+    for name in masked_grads:
+        assert torch.allclose(ours_grads[name], masked_grads[name], rtol=1e-4, atol=1e-7), name
+    assert sum(g.abs().sum() for g in ours_grads.values()) > 0
+
+
 def test_auto_precision_trains_qlora_in_4bit_only_where_it_pays_on_a_cpu(tiny_model_dir, monkeypatch):
     from ftchat.train import common
 
