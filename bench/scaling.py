@@ -1,13 +1,13 @@
 """Scaling of SFT on this machine next to its physical limit. Issue 10, target 6.
 
 Each point is one `ftchat train` run (the bundled 135M model, ftchat's default technique: on a CPU that is fp32
-LoRA r=16 on all linear layers, padding-free batches) in a fresh process, on made-up conversations of exactly the
-point's length in tokens (one-token words under the training chat template):
+LoRA r=16 on all linear layers, bf16 matmuls where the CPU has them, padding-free batches) in a fresh process, on
+made-up conversations of exactly the point's length in tokens (one-token words under the training chat template):
 - threads x batch: tokens/s, s/step and peak RSS at OMP_NUM_THREADS 1 and 2, batch 1, 4, 8, 16, rows of 256 tokens;
 - sequence length: s/step and tokens/s at batch 1, rows of 128 ... 2048 tokens, at the most threads measured;
-- the limit: fp32 matmul throughput (torch.matmul of two 2048x2048 matrices, GFLOP/s, each thread count in a fresh
-  process) and the tokens/s it would allow. FLOPs per trained token (Kaplan et al. 2020, with N = every parameter,
-  the tied embedding once since it is the LM-head matmul):
+- the limit: matmul throughput in the runs' matmul precision (bf16 or fp32; torch.matmul of two 2048x2048
+  matrices, GFLOP/s, each thread count in a fresh process) and the tokens/s it would allow. FLOPs per trained
+  token (Kaplan et al. 2020, with N = every parameter, the tied embedding once since it is the LM-head matmul):
       full training  6N + 6 * layers * L * d_model   (forward 2N, backward 4N; attention scores and values 3x)
       LoRA           4N + 6 * layers * L * d_model   (the backward still multiplies by every frozen weight to pass
                                                        the gradient down, 2N, but computes no weight gradients)
@@ -91,11 +91,11 @@ def thread_env(threads: int) -> dict:
     return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
 
 
-def matmul_gflops(size: int = 2048, seconds: float = 2.0) -> float:
-    """fp32 matmul throughput of this process (torch's thread count as set by OMP_NUM_THREADS)."""
+def matmul_gflops(dtype: str = "float32", size: int = 2048, seconds: float = 2.0) -> float:
+    """Matmul throughput in `dtype` of this process (torch's thread count as set by OMP_NUM_THREADS)."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = torch.randn(size, size, dtype=getattr(torch, dtype)), torch.randn(size, size, dtype=getattr(torch, dtype))
     for _ in range(3):
         torch.matmul(a, b)
     reps, started = 0, time.perf_counter()
@@ -117,7 +117,8 @@ def train_point(data: Path, threads: int, batch: int, length: int, steps: int, o
             "tokens_per_s": steady_rate(times, tokens, WARMUP_STEPS),
             "s_per_step": statistics.median(step_seconds(times, WARMUP_STEPS)),
             "tokens_per_row": tokens[-1] / (len(tokens) * batch),
-            "peak_rss_mb": run.summary["peak_memory_mb"], "cores_busy": run.cpu_s / run.wall_s}
+            "peak_rss_mb": run.summary["peak_memory_mb"], "cores_busy": run.cpu_s / run.wall_s,
+            "matmul_dtype": run.summary.get("matmul_dtype")}
 
 
 def model_shape() -> dict:
@@ -138,9 +139,11 @@ def flops_per_token(shape: dict, length: int, lora: bool) -> float:
 
 def print_tables(figures: dict) -> None:
     shape, gflops, fixed = figures["model"], figures["matmul_gflops"], figures["fixed_length"]
+    dtype = figures.get("ceiling_dtype", "float32")
     print(f"\nSFT scaling, {shape['name']} ({shape['parameters'] / 1e6:.1f}M parameters), ftchat defaults "
-          f"(fp32 LoRA r=16 all-linear, padding-free), {figures['steps']} steps a point, first step left out")
-    print("\nThe limit: fp32 matmul 2048x2048, and the tokens/s it allows at "
+          f"(LoRA r=16 all-linear, {dtype} matmuls, padding-free), {figures['steps']} steps a point, first step "
+          f"left out")
+    print(f"\nThe limit: {dtype} matmul 2048x2048, and the tokens/s it allows at "
           f"{fixed} tokens a row (LoRA: 4N + attention; full: 6N + attention FLOPs per token)")
     print("| threads | GFLOP/s | LoRA ceiling tok/s | full-training ceiling tok/s |")
     print("|---:|---:|---:|---:|")
@@ -245,8 +248,9 @@ def write_svg(figures: dict, path: Path) -> None:
         parts += svg_panel(420, f"peak RSS, rows of {fixed} tokens", "batch size", "MB", middle)
     if right:
         parts += svg_panel(840, "time per step, batch 1", "tokens a row", "seconds per step", right)
-    note = (f"{shape['name']}, ftchat train defaults (fp32 LoRA), {figures['date']}; dashed: the fp32 matmul "
-            f"limit (2048x2048)")
+    dtype = figures.get("ceiling_dtype", "float32")
+    note = (f"{shape['name']}, ftchat train defaults (LoRA, {dtype} matmuls), {figures['date']}; dashed: the {dtype} "
+            f"matmul limit (2048x2048)")
     svg = ('<svg xmlns="http://www.w3.org/2000/svg" width="1260" height="410" font-family="sans-serif" '
            'font-size="12">\n<rect width="100%" height="100%" fill="white"/>\n' + "\n".join(parts)
            + f'\n<text x="10" y="402" font-size="10" fill="#555">{note}</text>\n</svg>\n')
@@ -265,10 +269,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="a smoke test: batches 1 2, lengths 64 128, rows of 128 tokens in the grid, 2 steps")
     parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
-    parser.add_argument("--matmul", action="store_true", help="(internal) print this process's matmul GFLOP/s")
+    parser.add_argument("--matmul", help="(internal) print this process's matmul GFLOP/s in this dtype")
     args = parser.parse_args()
     if args.matmul:
-        print(matmul_gflops())
+        print(matmul_gflops(args.matmul))
         return
     if args.quick:
         args.batches, args.lengths, args.fixed_length, args.steps = [1, 2], [64, 128], 128, 2
@@ -278,15 +282,17 @@ def main() -> None:
     from ftchat import models
 
     tokenizer = models.load_tokenizer(models.DEFAULT_BASE)
-    figures = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "steps": args.steps,
+    # the ceiling in the precision the runs' matmuls take: bf16 where `auto` trains with bf16 autocast
+    dtype = "bfloat16" if models.autocast_bf16("auto") else "float32"
+    figures = {"ceiling_dtype": dtype, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "steps": args.steps,
                "warmup_steps_left_out": WARMUP_STEPS, "fixed_length": args.fixed_length, "model": model_shape(),
                "flops_per_token": {"lora": "4N + 6 * layers * L * d_model", "full": "6N + 6 * layers * L * d_model"},
                "matmul_gflops": {},
                "threads_x_batch": [], "sequence_length": []}
     for threads in args.threads:
-        out = run_or_explain([sys.executable, __file__, "--matmul"], thread_env(threads)).stdout
+        out = run_or_explain([sys.executable, __file__, "--matmul", dtype], thread_env(threads)).stdout
         figures["matmul_gflops"][str(threads)] = float(out.strip().splitlines()[-1])
-        print(f"matmul, {threads} thread(s): {figures['matmul_gflops'][str(threads)]:.1f} GFLOP/s",
+        print(f"{dtype} matmul, {threads} thread(s): {figures['matmul_gflops'][str(threads)]:.1f} GFLOP/s",
               file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
