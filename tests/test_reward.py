@@ -213,6 +213,41 @@ def test_a_reward_rl_round_with_too_few_votes_says_how_many_more(tmp_path):
         reward_rl_round(tmp_path, "base:smollm2-135m")
 
 
+def test_a_reward_rl_rounds_samples_run_as_long_as_the_replies_people_preferred(tmp_path, bundled_tokenizer):
+    """Seeded fictional replies of 60-140 words, each preferred with a sign-off at its end: the RL run's samples may run
+    to the 90th percentile of their length (so a sample can reach the sign-off), rounded up to 16 and at most 256; a
+    flag given wins; short replies keep the 48-token floor."""
+    import random
+
+    from ftchat.feedback import FeedbackStore
+    from ftchat.feedback.rounds import reward_rl_round
+
+    rng = random.Random(83)
+    words = ["Trevane", "valve", "gasket", "turn", "the", "knob", "gently", "until", "it", "clicks", "and", "wait"]
+
+    def rated_workspace(folder, sizes):
+        store = FeedbackStore.for_workspace(folder)
+        replies = []
+        for i, size in enumerate(sizes):
+            plain = " ".join(rng.choice(words) for _ in range(size)) + "."
+            liked = plain + "\n\n— Ossa, Trevane support"
+            store.add_vote([{"role": "user", "content": f"How do I fit Trevane part {i}?"}], "base:smollm2-135m",
+                           "base:smollm2-135m", liked, plain, "a")
+            replies.append(liked)
+        return sorted(len(bundled_tokenizer.encode(r, add_special_tokens=False)) for r in replies)
+
+    lengths = rated_workspace(tmp_path / "long", [rng.randint(60, 140) for _ in range(20)])
+    _, policy = reward_rl_round(tmp_path / "long", "base:smollm2-135m")
+    assert lengths[17] < policy.max_completion_length <= min(256, lengths[18] + 16), (lengths,
+                                                                                    policy.max_completion_length)
+    assert policy.max_completion_length % 16 == 0
+    _, policy = reward_rl_round(tmp_path / "long", "base:smollm2-135m", max_completion_length=40)
+    assert policy.max_completion_length == 40
+    rated_workspace(tmp_path / "short", [rng.randint(3, 8) for _ in range(10)])
+    _, policy = reward_rl_round(tmp_path / "short", "base:smollm2-135m")
+    assert policy.max_completion_length == 48
+
+
 @pytest.mark.slow
 def test_a_reward_rl_round_trains_a_reward_model_then_rloo_from_the_rated_run(tmp_path, tiny_model_dir, sft_run):
     from ftchat.feedback import FeedbackStore

@@ -50,6 +50,10 @@ EDIT_REPEATS = 4
 ROUND_DEFAULTS = {"dpo": {"sft_weight": 1.0, "beta": 0.01}, "kto": {"beta": 0.01}}
 ROUND_LR_SCALE = 1.0
 MIN_PROMPTS = 2  # reward-rl: a few optimizer steps of whole answer groups
+# reward-rl: a sample may run as long as the replies people preferred (the 90th percentile of their length in the
+# base's tokens, within these bounds). A style at the end of a reply, like a sign-off, is out of reach of samples cut
+# before it: at RunConfig's 48 tokens 32 sign-off votes taught 0 of 10 unseen answers (docs/benchmarks.md).
+RL_COMPLETION_TOKENS = (48, 256)
 # reward-rl: flags that shape the reward model rather than the policy; the rest go to the RL run.
 REWARD_MODEL_FLAGS = ("max_length", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "seed")
 ROUND_NAME = re.compile(r"^(?P<stem>.+)-r(?P<n>\d+)-(?:dpo|kto|grpo|rloo)(?:-\d+)?$")  # grpo/rloo: reward-rl rounds
@@ -428,6 +432,8 @@ def reward_rl_round(workspace: str | Path, run: str, rl_method: str = "grpo", ex
             method="reward", base=rated.inherited["base"], adapter="lora", compare_prompts=0,
             **{k: v for k, v in {**rated.inherited, **flags}.items() if k in REWARD_MODEL_FLAGS},
         )
+        if "max_completion_length" not in flags:
+            flags["max_completion_length"] = completion_budget(pairs, rated.inherited["base"])
         policy = RunConfig(**{
             **rated.inherited, **flags,
             "data": [_write_jsonl(data_dir / f"{name}.jsonl", [{"prompt": p} for p in prompts])],
@@ -441,6 +447,18 @@ def reward_rl_round(workspace: str | Path, run: str, rl_method: str = "grpo", ex
         raise
     store.mark_used(name, sorted({r["id"] for r in everything if to_dpo([r])} | {r["id"] for r in own}))
     return rm, policy
+
+
+def completion_budget(pairs: list[dict], base: str) -> int:
+    """RL_COMPLETION_TOKENS' rule: tokens enough for nine in ten of the preferred replies, rounded up to 16."""
+    low, high = RL_COMPLETION_TOKENS
+    tokenizer = models.load_tokenizer(base)
+    lengths = sorted(len(tokenizer.encode(pair["chosen"][-1]["content"], add_special_tokens=False)) + 1  # + its end
+                     for pair in pairs)
+    if not lengths:
+        return low
+    wanted = lengths[min(len(lengths) - 1, int(0.9 * len(lengths)))]
+    return max(low, min(high, -(-wanted // 16) * 16))
 
 
 def store_win_rates(workspace: str | Path, feedback_db: str | None = None):
