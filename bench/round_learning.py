@@ -352,6 +352,7 @@ def run_cell(kind: str, method: str, n: int, seed: int, overrides: dict, cache: 
             "edit_repeats": rounds.EDIT_REPEATS,
             "steps": status["summary"].get("steps"), "lr": resolved.get("lr"), "beta": resolved.get("beta"),
             "sft_weight": resolved.get("sft_weight"), "train_s": round(train_s, 1),
+            "max_completion_length": resolved.get("max_completion_length") if method in rounds.RL_METHODS else None,
             "final_loss": status["summary"].get("final_loss"), **scores,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": os.getloadavg()[0]}
 
