@@ -284,7 +284,8 @@ def main() -> None:
     tokenizer = models.load_tokenizer(models.DEFAULT_BASE)
     # the ceiling in the precision the runs' matmuls take: bf16 where `auto` trains with bf16 autocast
     dtype = "bfloat16" if models.autocast_bf16("auto") else "float32"
-    figures = {"ceiling_dtype": dtype, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "steps": args.steps,
+    figures = {"ceiling_dtype": dtype, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(),
+               "steps": args.steps,
                "warmup_steps_left_out": WARMUP_STEPS, "fixed_length": args.fixed_length, "model": model_shape(),
                "flops_per_token": {"lora": "4N + 6 * layers * L * d_model", "full": "6N + 6 * layers * L * d_model"},
                "matmul_gflops": {},

@@ -232,10 +232,10 @@ def test_long_paragraph_is_cut_at_words_within_the_budget(tokenizer):
 
 @pytest.mark.parametrize("shape", ["many short paragraphs", "long paragraphs"])
 def test_chunks_fill_their_budget_instead_of_leaving_rows_of_a_few_tokens(bundled_tokenizer, shape):
-    """Seeded fictional text, the bundled model's tokenizer: every chunk but the last leaves at most 48 of its 256 tokens empty (room for a short
-    paragraph that did not fit, or too little room to be worth cutting a long one for) and none exceeds it. Short
-    paragraphs joined by blank lines tokenise longer than counted one by one, and a long paragraph's tail once became
-    a row of its own before the next long paragraph: rows of a few tokens."""
+    """Seeded fictional text, the bundled model's tokenizer: every chunk but the last leaves at most 48 of its 256
+    tokens empty (room for a short paragraph that did not fit, or too little room to be worth cutting a long one for)
+    and none exceeds it. Short paragraphs joined by blank lines tokenise longer than counted one by one, and a long
+    paragraph's tail once became a row of its own before the next long paragraph: rows of a few tokens."""
     rng = random.Random(61)
     words = ["Vantrel", "ledger", "clause", "shall", "notify", "tenant", "within", "days", "of", "the", "Orsk",
              "filing", "and", "any", "appeal", "Quillan", "court"]
