@@ -293,6 +293,7 @@ def test_a_reward_rl_round_started_from_the_feedback_tab_trains_the_reward_model
         rate(store, "zumo-sft", 8)  # 13 pairs now, 8 distinct rated prompts
         ready = client.predict("zumo-sft", "reward-rl", api_name="/round_readiness")
         assert ready.startswith("Ready: 13 pairs") and "8 rated prompts" in ready, ready
+        assert "taught by DPO or KTO" in ready, ready  # GRPO only reinforces what is sampled (docs/benchmarks.md)
         policy, message = client.predict("zumo-sft", "reward-rl", 2, api_name="/start_round")
         rm_dir, rl_dir = workspace / "runs" / "zumo-sft-r1-grpo-rm", workspace / "runs" / "zumo-sft-r1-grpo"
         assert policy == str(rl_dir) and "zumo-sft-r1-grpo-rm" in message, message

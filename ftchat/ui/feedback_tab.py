@@ -505,7 +505,9 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
             if missing:
                 return f"Not yet: {missing}"
             return (f"Ready: {plural(pairs, 'pair')} from all votes train the reward model; **{short(run)}** then "
-                    f"practises on its {plural(prompts, 'rated prompt')} with GRPO.")
+                    f"practises on its {plural(prompts, 'rated prompt')} with GRPO. GRPO strengthens what the model "
+                    "already writes now and then; a habit it never shows (a sign-off, a new format) is taught by DPO "
+                    "or KTO.")
         rows = agreement.without_raters(ctx.feedback().ratings(model=run),
                                         rounds.leave_out(ctx.feedback(), bool(without_flagged)))
         have = len(rounds.training_rows(method, rows))
