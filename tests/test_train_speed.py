@@ -141,3 +141,27 @@ def test_lm_head_on_labelled_positions_gives_sftrainers_loss_and_gradients(sft_t
     assert len(accuracy) == 2 and accuracy[0] == pytest.approx(accuracy[1], abs=1e-6)  # both logged the same metric
     entropy = sft_trainer._metrics["train"]["entropy"]
     assert entropy[0] == pytest.approx(entropy[1], rel=1e-4)
+
+
+def test_packed_attention_equals_the_block_mask_and_leaves_a_sliding_window_to_sdpa():
+    """Two examples (5 and 3 tokens) in one row: per-example attention equals SDPA under the block-diagonal causal
+    mask; with a sliding window (which only a mask expresses) the call goes to transformers' SDPA as it came."""
+    import types
+
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from ftchat.train.attention import packed_sdpa
+
+    torch.manual_seed(5)
+    module = types.SimpleNamespace(num_key_value_groups=2, is_causal=True)
+    query, key, value = torch.randn(1, 4, 8, 16), torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16)
+    position_ids = torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2]])
+    example = torch.tensor([0] * 5 + [1] * 3)
+    block = (example[:, None] == example[None, :]) & torch.ones(8, 8, dtype=torch.bool).tril()
+    ours, _ = packed_sdpa(module, query, key, value, None, position_ids=position_ids)
+    masked, _ = sdpa_attention_forward(module, query, key, value, block[None, None], position_ids=position_ids)
+    assert torch.allclose(ours, masked, atol=1e-6)
+    whole_row, _ = sdpa_attention_forward(module, query, key, value, None, position_ids=position_ids)
+    assert not torch.allclose(ours, whole_row, atol=1e-3)  # the check has teeth: the row as one sequence differs
+    windowed, _ = packed_sdpa(module, query, key, value, None, position_ids=position_ids, sliding_window=4)
+    assert torch.allclose(windowed, whole_row, atol=1e-6)

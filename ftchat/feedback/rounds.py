@@ -51,8 +51,9 @@ ROUND_DEFAULTS = {"dpo": {"sft_weight": 1.0, "beta": 0.01}, "kto": {"beta": 0.01
 ROUND_LR_SCALE = 1.0
 MIN_PROMPTS = 2  # reward-rl: a few optimizer steps of whole answer groups
 # reward-rl: a sample may run as long as the replies people preferred (the 90th percentile of their length in the
-# base's tokens, within these bounds). A style at the end of a reply, like a sign-off, is out of reach of samples cut
-# before it: at RunConfig's 48 tokens 32 sign-off votes taught 0 of 10 unseen answers (docs/benchmarks.md).
+# base's tokens, within these bounds): a sample cut at RunConfig's 48 tokens never shows the reward model how a reply
+# ends (a sign-off, a closing line). Longer samples alone did not teach a sign-off, though: GRPO reinforces only what
+# the policy samples (docs/benchmarks.md, 0 of 10 at 48 and at 112 tokens).
 RL_COMPLETION_TOKENS = (48, 256)
 # reward-rl: flags that shape the reward model rather than the policy; the rest go to the RL run.
 REWARD_MODEL_FLAGS = ("max_length", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "seed")

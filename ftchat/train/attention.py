@@ -31,10 +31,11 @@ def packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0,
                 is_causal: bool | None = None, **kwargs):
     position_ids = kwargs.get("position_ids")
     spans = None
-    if (position_ids is not None and position_ids.dim() == 2 and query.shape[0] == 1 and position_ids.shape[0] == 1
-            and position_ids.shape[1] == query.shape[2] == key.shape[2] and kwargs.get("position_bias") is None
-            and not kwargs.get("softcap") and (is_causal if is_causal is not None else getattr(module, "is_causal",
-                                                                                                True))):
+    # only plain causal attention: a sliding window, attention sinks, a soft cap or a position bias need the mask
+    plain = not any(kwargs.get(k) is not None for k in ("sliding_window", "s_aux", "softcap", "position_bias"))
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    if (plain and causal and position_ids is not None and position_ids.dim() == 2 and query.shape[0] == 1
+            and position_ids.shape[0] == 1 and position_ids.shape[1] == query.shape[2] == key.shape[2]):
         spans = examples(position_ids)
     if spans is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
