@@ -61,11 +61,10 @@ def test_one_batch_with_per_row_adapters_equals_separate_answers(trained, tiny_m
 
 def test_stream_grows_both_panes_and_serves_a_full_finetune(trained, tiny_model_dir):
     engine = ChatEngine(trained, default_base=str(tiny_model_dir))
-    updates = []
-    for update in engine.stream([(BASE_PREFIX + str(tiny_model_dir), QUESTION), (str(trained / "full"), QUESTION)],
-                                SETTINGS):
-        updates.append(update)
-        time.sleep(0.05)  # a reader slower than the decoders (a loaded machine, a slow browser) still sees each step
+    # 64 tokens: long enough that a reader that keeps up sees the replies grow (12 tiny-model tokens once finished
+    # before a reader on a loaded CI machine got its first turn; a reader that falls behind gets the text so far)
+    updates = list(engine.stream([(BASE_PREFIX + str(tiny_model_dir), QUESTION), (str(trained / "full"), QUESTION)],
+                                 GenerationSettings(max_new_tokens=64)))
     assert len(updates) > 3
     final = updates[-1]
     assert all(final), final
@@ -73,6 +72,22 @@ def test_stream_grows_both_panes_and_serves_a_full_finetune(trained, tiny_model_
         texts = [u[pane] for u in updates]
         assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:]))
         assert len(set(texts)) > 2
+
+
+def test_a_reader_that_falls_behind_gets_the_text_so_far_in_one_update(trained, tiny_model_dir):
+    """A slow reader (a loaded server, a slow browser) is not replayed every token it missed: each update carries
+    everything decoded since the last one, and the last update is the whole answer."""
+    engine = ChatEngine(trained, default_base=str(tiny_model_dir))
+    request = [(BASE_PREFIX + str(tiny_model_dir), QUESTION)]
+    settings = GenerationSettings(max_new_tokens=64)
+    [whole] = engine.answer(request, settings)
+    updates = []
+    for update in engine.stream(request, settings):
+        updates.append(update[0])
+        time.sleep(0.3)
+    assert updates[-1] == whole
+    assert all(later.startswith(earlier) for earlier, later in zip(updates, updates[1:]))
+    assert len(updates) < 20, f"{len(updates)} updates for 64 tokens read every 0.3 s"
 
 
 def test_a_model_without_chat_template_gets_a_clear_error(tmp_path, tiny_model_dir):

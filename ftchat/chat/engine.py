@@ -302,7 +302,6 @@ class ChatEngine:
             def on_text(row, text):
                 if cancel.is_set():
                     raise _Cancelled
-                # the text travels with its event: a reader that falls behind still sees every step, in order
                 events.put(("text", indices[row], text))
 
             try:
@@ -333,12 +332,20 @@ class ChatEngine:
         remaining, error = len(threads), None
         try:
             while remaining:
-                event = events.get()
-                if event[0] == "text":
-                    texts[event[1]] = event[2]
-                else:
-                    remaining -= 1
-                    error = error or event[1]
+                # everything that arrived while the reader was busy goes out as one update: a reader that falls
+                # behind (a loaded server, a slow browser) catches up at once instead of replaying each token
+                batch = [events.get()]
+                while True:
+                    try:
+                        batch.append(events.get_nowait())
+                    except queue.Empty:
+                        break
+                for event in batch:
+                    if event[0] == "text":
+                        texts[event[1]] = event[2]
+                    else:
+                        remaining -= 1
+                        error = error or event[1]
                 yield list(texts)
         finally:  # closed early (nobody reads the reply any more): the decoders stop at their next token
             cancel.set()
