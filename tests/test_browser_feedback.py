@@ -119,3 +119,40 @@ def test_chat_vote_and_see_it_counted_then_vote_blind_in_arena_mode(app, browser
         page.locator("#queue-progress").get_by_text("1 prompt loaded from typed prompts").wait_for()
         assert page.locator("#queue-text textarea").input_value() == "Round question 2?"
         assert "second-r1-dpo" in page.locator("#right-model input").input_value()
+
+
+def test_a_reward_rl_round_says_what_it_trains_on_and_what_grpo_cannot_teach(tmp_path, browser_page):
+    """Ten decisive votes and two ties on the bundled base (seeded, fictional): picking the reward-RL round shows 10
+    pairs for the reward model, 12 rated prompts for GRPO, and that a habit the model never shows is DPO's or KTO's."""
+    import random
+
+    from test_browser import ARTIFACTS
+
+    from ftchat.feedback import FeedbackStore
+
+    rng = random.Random(29)
+    workspace = tmp_path / "workspace"
+    store = FeedbackStore.for_workspace(workspace)
+    base = "base:smollm2-135m"
+    for i in range(12):
+        prompt = [{"role": "user", "content": f"How do I descale the {rng.choice(['Orvik', 'Talmo'])} kettle no. {i}?"}]
+        outcome = "tie" if i >= 10 else rng.choice(["a", "b"])
+        store.add_vote(prompt, base, base, "Use vinegar, then rinse twice. — Ossa, Orvik care", "Not sure.", outcome)
+    app = AppProcess(workspace)
+    page = browser_page
+    try:
+        with screenshot_on_failure(page, "feedback-reward-rl"):
+            page.goto(app.url)
+            page.get_by_role("tab", name="4. Feedback").click()
+            pick(page, "round-run", base)
+            page.get_by_label("Reward model from the votes, then GRPO against it").check()
+            status = page.locator("#round-status")
+            status.get_by_text("taught by DPO or KTO").wait_for()
+            text = status.inner_text()
+            assert text.startswith("Ready: 10 pairs from all votes train the reward model"), text
+            assert "practises on its 12 rated prompts with GRPO" in text, text
+            ARTIFACTS.mkdir(exist_ok=True)
+            status.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "feedback-reward-rl.png"))
+    finally:
+        app.stop()
