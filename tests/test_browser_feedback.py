@@ -135,7 +135,8 @@ def test_a_reward_rl_round_says_what_it_trains_on_and_what_grpo_cannot_teach(tmp
     store = FeedbackStore.for_workspace(workspace)
     base = "base:smollm2-135m"
     for i in range(12):
-        prompt = [{"role": "user", "content": f"How do I descale the {rng.choice(['Orvik', 'Talmo'])} kettle no. {i}?"}]
+        brand = rng.choice(["Orvik", "Talmo"])
+        prompt = [{"role": "user", "content": f"How do I descale the {brand} kettle no. {i}?"}]
         outcome = "tie" if i >= 10 else rng.choice(["a", "b"])
         store.add_vote(prompt, base, base, "Use vinegar, then rinse twice. — Ossa, Orvik care", "Not sure.", outcome)
     app = AppProcess(workspace)
