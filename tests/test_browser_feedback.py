@@ -6,10 +6,14 @@ test-artifacts/.
 """
 from __future__ import annotations
 
+import random
+
 import pytest
 from test_browser import ARTIFACTS, browser_page, pick, screenshot_on_failure  # noqa: F401  (fixtures)
 from test_feedback_ui import two_bases
 from test_ui_api import AppProcess
+
+from ftchat.feedback import FeedbackStore
 
 pytestmark = pytest.mark.slow
 
@@ -78,8 +82,6 @@ def test_chat_vote_and_see_it_counted_then_vote_blind_in_arena_mode(app, browser
 
         # a round built from the first vote (recorded as next_round_config records it): the Round filter tells
         # the ratings it used from the new one
-        from ftchat.feedback import FeedbackStore
-
         FeedbackStore.for_workspace(app.workspace).mark_used("second-r1-dpo", [1])
         page.locator("#feedback-refresh").click()
         page.locator("#filter-round input").click()
@@ -124,12 +126,6 @@ def test_chat_vote_and_see_it_counted_then_vote_blind_in_arena_mode(app, browser
 def test_a_reward_rl_round_says_what_it_trains_on_and_what_grpo_cannot_teach(tmp_path, browser_page):
     """Ten decisive votes and two ties on the bundled base (seeded, fictional): picking the reward-RL round shows 10
     pairs for the reward model, 12 rated prompts for GRPO, and that a habit the model never shows is DPO's or KTO's."""
-    import random
-
-    from test_browser import ARTIFACTS
-
-    from ftchat.feedback import FeedbackStore
-
     rng = random.Random(29)
     workspace = tmp_path / "workspace"
     store = FeedbackStore.for_workspace(workspace)
