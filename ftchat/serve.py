@@ -266,18 +266,20 @@ def create_app(runs_root: str | Path, api_key: str | None = None, default_base: 
         streaming = False
         try:
             try:  # the model loads and the prompt is measured before any answer starts: errors are a plain 400
-                await run_in_threadpool(engine.check_fits, [(choice, conversation)])
+                fitted = (await run_in_threadpool(engine.check_fits, [(choice, conversation)]))[0]
             except (ChatError, models.ModelError) as exc:  # e.g. too long, a base without a chat template
                 param = "messages" if "The conversation is" in str(exc) else "model"
                 return _error(400, str(exc), param=param)
             completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
             created = int(time.time())
 
+            limit = min(settings.max_new_tokens, fitted.room)  # a reply also ends where the context does
+
             def finish_reason(text: str, stopped: bool) -> str:
                 if stopped:
                     return "stop"
                 used = len(tokenizer_of(choice)(text, add_special_tokens=False).input_ids)
-                return "length" if used >= settings.max_new_tokens else "stop"
+                return "length" if used >= limit else "stop"
 
             def usage(text: str) -> dict:
                 tokenizer = tokenizer_of(choice)

@@ -76,6 +76,33 @@ def test_two_runs_on_one_base_answer_and_stream_the_same_text(server, tiny_model
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
 
 
+def test_a_reply_cut_where_the_context_ends_reports_length(server, tiny_model_dir):
+    """The tiny model attends over 512 tokens: a 500-token conversation leaves a reply room for 12, whatever
+    max_tokens asks; a reply cut there did not stop by itself, so OpenAI clients must read "length"."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    words = 40
+    while True:  # the longest conversation of "lamp" words whose prompt stays within 500 tokens
+        messages = [{"role": "user", "content": "lamp " * (words + 1)}]
+        if len(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                             return_dict=True)["input_ids"]) > 500:
+            break
+        words += 1
+    messages = [{"role": "user", "content": "lamp " * words}]
+    prompt = len(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                               return_dict=True)["input_ids"])
+    assert 490 <= prompt <= 500
+    done = server.chat.completions.create(model="a", messages=messages, max_tokens=200, temperature=0)
+    assert done.usage.prompt_tokens == prompt
+    assert 0 < done.usage.completion_tokens <= 512 - prompt
+    assert done.choices[0].finish_reason == "length"
+    chunks = list(server.chat.completions.create(model="a", messages=messages, max_tokens=200, temperature=0,
+                                                 stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == done.choices[0].message.content
+    assert chunks[-1].choices[0].finish_reason == "length"
+
+
 def test_an_unknown_model_is_a_404_openai_error(server):
     import openai
 

@@ -15,7 +15,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from ftchat import cores, methods, models, runs
 from ftchat.chat import llamacpp
@@ -247,9 +247,9 @@ class ChatEngine:
         return loaded, name
 
     # -- answering ----------------------------------------------------------------------------------------------
-    def check_fits(self, requests: list[tuple[str, list[dict]]]) -> list[tuple[_Loaded, str | None, int]]:
-        """(loaded model, adapter, prompt tokens) per request; ChatError for a model that cannot load or a
-        conversation longer than its model's context (the decoders would allocate a cache for all of it)."""
+    def check_fits(self, requests: list[tuple[str, list[dict]]]) -> list[Fitted]:
+        """A `Fitted` per request; ChatError for a model that cannot load or a conversation longer than its
+        model's context (the decoders would allocate a cache for all of it)."""
         out = []
         for choice, conversation in requests:
             loaded, adapter = self._resolve(choice)
@@ -259,7 +259,7 @@ class ChatEngine:
             if tokens >= context:
                 raise ChatError(f"The conversation is {tokens:,} tokens; {_label(choice)} holds at most "
                                 f"{context - 1:,} (its context is {context} tokens). Start a new chat or shorten it.")
-            out.append((loaded, adapter, tokens))
+            out.append(Fitted(loaded, adapter, tokens, context))
         return out
 
     def stream(self, requests: list[tuple[str, list[dict]]], settings: GenerationSettings | None = None,
@@ -272,7 +272,7 @@ class ChatEngine:
         settings = (settings or GenerationSettings()).check()
         cancel = cancel or threading.Event()
         fitted = self.check_fits(requests)
-        resolved = [(loaded, adapter) for loaded, adapter, _ in fitted]
+        resolved = [(item.loaded, item.adapter) for item in fitted]
 
         groups: dict[tuple, list[int]] = {}
         for index, (loaded, _) in enumerate(resolved):  # llama.cpp answers each row in a context of its own
@@ -296,7 +296,7 @@ class ChatEngine:
         def work(indices: list[int]):
             loaded = resolved[indices[0]][0]
             conversations = [requests[i][1] for i in indices]
-            room = _context(loaded) - max(fitted[i][2] for i in indices)  # the cache ends at the context
+            room = min(fitted[i].room for i in indices)  # the cache ends at the context
             group_settings = dataclasses.replace(settings, max_new_tokens=min(settings.max_new_tokens, room))
 
             def on_text(row, text):
@@ -358,6 +358,19 @@ class ChatEngine:
         for final in self.stream(requests, settings):
             pass
         return final
+
+
+class Fitted(NamedTuple):
+    """A request that fits its model: the model, the run's adapter (None for a base), and its sizes in tokens."""
+    loaded: _Loaded
+    adapter: str | None
+    prompt_tokens: int
+    context: int
+
+    @property
+    def room(self) -> int:
+        """How many tokens a reply may have before it reaches the end of the context."""
+        return self.context - self.prompt_tokens
 
 
 class _Cancelled(Exception):
