@@ -3,9 +3,11 @@ engine, so any OpenAI client can talk to the bases and finished runs of a worksp
 memory (see ftchat.chat). `--backend vllm` hands the same workspace to vLLM's own OpenAI server instead.
 """
 
+import asyncio
 import hmac
 import json
 import shutil
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -172,8 +174,6 @@ class Admission:
     Used on the event loop's thread only."""
 
     def __init__(self, active: int, queued: int):
-        import asyncio
-
         self.slots = asyncio.Semaphore(active)
         self.queued, self.waiting = queued, 0
 
@@ -195,8 +195,6 @@ def create_app(runs_root: str | Path, api_key: str | None = None, default_base: 
                engine: ChatEngine | None = None, max_active: int = MAX_ACTIVE_ANSWERS,
                max_queued: int = MAX_QUEUED_ANSWERS):
     """The FastAPI app. With `api_key`, every request needs `Authorization: Bearer KEY`."""
-    import threading
-
     from fastapi import FastAPI, Request
     from fastapi.responses import StreamingResponse
     from starlette.concurrency import run_in_threadpool
@@ -288,11 +286,28 @@ def create_app(runs_root: str | Path, api_key: str | None = None, default_base: 
                 completion = len(tokenizer(text, add_special_tokens=False).input_ids)
                 return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
+            cancel = threading.Event()
             if not body.get("stream"):
+                def answer() -> str:
+                    text = ""
+                    for texts in engine.stream([(choice, conversation)], settings, cancel=cancel):
+                        text = texts[0]
+                    return text
+
+                async def watch() -> None:  # a client that hangs up stops its answer, as a stream's does
+                    # the body is read, so the server's next message is the hang-up (or the end of the response);
+                    # request.is_disconnected() polls with a cancelled receive, which never saw it here
+                    while (await request.receive())["type"] != "http.disconnect":
+                        await asyncio.sleep(0.1)  # more body from a client that pipelines: not ours to read
+                    cancel.set()
+
+                watcher = asyncio.create_task(watch())
                 try:
-                    text = (await run_in_threadpool(engine.answer, [(choice, conversation)], settings))[0]
+                    text = await run_in_threadpool(answer)
                 except (ChatError, models.ModelError) as exc:
                     return _error(400, str(exc), param="model")
+                finally:
+                    watcher.cancel()
                 text, stopped = _cut_at_stop(text, stops)
                 return {"id": completion_id, "object": "chat.completion", "created": created, "model": name,
                         "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
@@ -304,8 +319,6 @@ def create_app(runs_root: str | Path, api_key: str | None = None, default_base: 
                                               "created": created, "model": name,
                                               "choices": [{"index": 0, "delta": delta, "finish_reason": reason,
                                                            "logprobs": None}]}) + "\n\n"
-
-            cancel = threading.Event()
 
             def events():  # run a step at a time on worker threads by `body_of` below
                 sent, stopped = "", False
