@@ -51,6 +51,11 @@ def test_chat_vote_and_see_it_counted_then_vote_blind_in_arena_mode(app, browser
         page.locator("#rater input, #rater textarea").first.fill("Ilse")
 
         ask_and_wait_for_the_vote(page, "What colour is the Zumo lamp?")
+        for side in ("left", "right"):  # the replies scroll below the pane's label, never under it
+            label = page.locator(f"#{side}-chat [data-testid=block-label]").bounding_box()
+            replies = page.locator(f"#{side}-chat .bubble-wrap").bounding_box()
+            assert replies["y"] >= label["y"] + label["height"], (side, label, replies)
+        page.screenshot(path=str(ARTIFACTS / "chat-panes.png"))
         page.locator("#vote-left").click()
         page.locator("#vote-left").get_by_text("✓ counted: left better").wait_for()
         for other in ("vote-right", "vote-tie", "vote-bad"):

@@ -31,6 +31,8 @@ CSS = """
 footer { display: none !important; }
 #tab-rules { display: none; }
 #vote-row button { min-height: 44px; }
+/* the panes' labels float over their top edge: the replies scroll below them, not under them */
+#left-chat .bubble-wrap, #right-chat .bubble-wrap { margin-top: 40px; height: calc(100% - 40px); padding-top: 8px; }
 #vote-status, #queue-progress { min-height: 1.5em; }
 .lineage-chain { display: flex; flex-wrap: wrap; align-items: stretch; gap: 6px; }
 .lineage-step { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px 12px; min-width: 150px; }
