@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,19 +123,6 @@ class Workspace:
         partial.replace(target)  # a half-copied upload is never listed
         return self.stored_file(target)
 
-    def discard_temporary(self, path: str | Path) -> None:
-        """Delete a copy Gradio made of an upload (in its temp folder) once it is stored here: Gradio
-        would otherwise keep every upload until the app stops. Files anywhere else are left alone."""
-        path = Path(path)
-        temp_root = gradio_temp_dir()
-        try:
-            if temp_root in path.resolve().parents and path.is_file():
-                path.unlink()
-                if path.parent != temp_root and not any(path.parent.iterdir()):
-                    path.parent.rmdir()  # Gradio keeps each upload in a folder of its own
-        except OSError:
-            pass
-
     def stored_file(self, path: str | Path) -> StoredFile:
         """What is known of a stored upload: its original name (from the stored name), size, hash, time."""
         path = Path(path)
@@ -212,11 +198,6 @@ def base_label(base: str | None, models_dir: Path) -> str:
         return "models/" + path.resolve().relative_to(models_dir).as_posix()
     except (ValueError, OSError):
         return path.name if path.is_absolute() else base
-
-
-def gradio_temp_dir() -> Path:
-    """Where Gradio stores uploads before our handlers see them (GRADIO_TEMP_DIR, else <tmp>/gradio)."""
-    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
 
 
 def sample_files() -> list[Path]:

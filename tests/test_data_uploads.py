@@ -72,22 +72,6 @@ def test_reports_keep_a_preview_and_only_the_latest_files(tmp_path, bundled_toke
     assert ctx.report(paths[-1]) is reports[-1]  # the latest are served from memory
 
 
-def test_gradio_temp_copy_is_deleted_once_stored(tmp_path, monkeypatch):
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
-    workspace = Workspace(tmp_path / "ws")
-    copy = tmp_path / "gradio" / "3f9a" / "hives.jsonl"
-    copy.parent.mkdir(parents=True)
-    copy.write_text(jsonl([chat(1)]))
-    mine = tmp_path / "mine.jsonl"
-    mine.write_text(jsonl([chat(2)]))
-    for source in (copy, mine):
-        stored = workspace.store_upload(source)
-        workspace.discard_temporary(source)
-        assert stored.path.read_text() == (jsonl([chat(1)]) if source == copy else jsonl([chat(2)]))
-    assert not copy.exists() and not copy.parent.exists()
-    assert mine.exists()  # never delete what is not Gradio's
-
-
 @pytest.mark.parametrize("name", ["train.jsonl.gz", "train.parquet", "train.arrow"])
 def test_new_extensions_are_stored_with_their_full_extension(tmp_path, name):
     workspace = Workspace(tmp_path / "ws")

@@ -205,6 +205,22 @@ def test_upload_reports_format_shape_examples_and_skipped_rows(app, chats_file, 
     assert stored.parent == app.workspace / "uploads" and stored.read_bytes() == chats_file.read_bytes()
 
 
+def test_the_same_file_uploaded_twice_at_once_is_stored_for_both(app, chats_file, tmp_path):
+    """Gradio keeps an upload at a path named by its bytes: two uploads of one file share it, so a handler must never
+    delete it while another still reads it (two raters, or two apps on one machine, uploading the same file)."""
+    from gradio_client import handle_file
+
+    client = app.client()
+    other = tmp_path / "elsewhere" / chats_file.name
+    other.parent.mkdir()
+    other.write_bytes(chats_file.read_bytes())
+    markdown, reports, *_ = client.predict([handle_file(str(chats_file)), handle_file(str(other))],
+                                           api_name="/upload")
+    assert [(r["ok"], r["examples"]) for r in reports] == [(True, 8), (True, 8)], markdown
+    assert reports[0]["stored_as"] == reports[1]["stored_as"]  # the same bytes are kept once
+    assert Path(reports[0]["stored_as"]).read_bytes() == chats_file.read_bytes()
+
+
 def test_a_bad_file_gets_an_error_and_the_app_keeps_answering(app, tmp_path):
     from gradio_client import handle_file
 
@@ -322,7 +338,9 @@ def test_a_failed_run_shows_its_error_and_a_run_can_be_cancelled(app, chats_file
     assert states["broken"][0] == "failed" and "too long" in states["broken"][1]
 
 
-def test_runs_and_uploads_survive_a_restart_behind_a_login(tmp_path, tiny_model_dir, chats_file):
+def test_runs_and_uploads_survive_a_restart_behind_a_login(tmp_path, tiny_model_dir, chats_file, monkeypatch):
+    gradio_copies = tmp_path / "gradio"  # where this test's apps keep Gradio's copies of uploads
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(gradio_copies))
     from gradio_client import handle_file
 
     workspace = make_workspace(tmp_path, tiny_model_dir)
@@ -334,8 +352,11 @@ def test_runs_and_uploads_survive_a_restart_behind_a_login(tmp_path, tiny_model_
                         compare_prompts=0)
         assert wait_for_state(client, run)["state"] == "done"
         before = client.predict(api_name="/list_runs")[0]["data"]
+        assert "chats.jsonl" in [p.name for p in gradio_copies.rglob("*") if p.is_file()]
     finally:
         first.stop()
+    assert first.process.returncode == 0, first.log()  # SIGTERM stops it as Ctrl-C does, not killed
+    assert "chats.jsonl" not in [p.name for p in gradio_copies.rglob("*")]  # its upload copies went with it
     assert [r[:2] for r in before] == [["kept", "done"]]
     again = AppProcess(workspace, "--no-warm", "--auth", "ana:open-sesame")
     try:

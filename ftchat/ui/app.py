@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import threading
+import time
 
 import ftchat.ui  # noqa: F401  (sets the no-analytics environment before gradio is imported)
 from ftchat import run_queue
@@ -21,6 +23,7 @@ from ftchat.workspace import DEFAULT_MAX_UPLOAD_MB, Workspace
 
 log = logging.getLogger("ftchat.ui")
 
+UPLOAD_COPY_AGE_S = 3600  # how long Gradio's copy of an upload may stay once stored in the workspace
 CSS = """
 .run-progress { padding: 10px 12px; border: 1px solid var(--border-color-primary); border-radius: 8px; }
 .run-progress .bar { height: 10px; margin-top: 8px; background: var(--background-fill-secondary);
@@ -112,7 +115,10 @@ def build_app(workspace, ctx=None, role_of=everyone_admin):
 
     if ctx is None:
         ctx = AppContext(workspace if isinstance(workspace, Workspace) else Workspace(workspace))
-    with gr.Blocks(title="ftchat") as demo:
+    # Gradio keeps an upload under a folder named by its bytes, shared by every upload of the same file: a handler
+    # that deleted its copy could pull it from under another upload still being read. Gradio's own cache cleaning
+    # removes only this app's copies, once they are an hour old, and all of them when the app stops.
+    with gr.Blocks(title="ftchat", delete_cache=(600, UPLOAD_COPY_AGE_S)) as demo:
         gr.Markdown("## ftchat — fine-tune a model and chat with it\n"
                     "**1. Data:** upload a file or use a sample · **2. Train:** start a run and watch it · "
                     "**3. Chat:** compare the base with your tuned model and rate the answers · "
@@ -218,11 +224,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ftchat: open http://{url_host(args.host)}:{args.port} (workspace: {ctx.workspace.root})", flush=True)
     if not args.no_warm:
         threading.Thread(target=ctx.warm, name="warm-bundled-model", daemon=True).start()
+    # SIGTERM (a service manager, `kill`) stops the app as Ctrl-C does: Gradio closes its server, and its shutdown
+    # deletes the upload copies it kept
+    signal.signal(signal.SIGTERM, stop_as_interrupted)
     try:
-        demo.block_thread()
+        while demo.is_running:
+            time.sleep(0.2)
     except KeyboardInterrupt:
-        pass
+        demo.close()  # not block_thread's bare server close: this also ends the pages' heartbeats, which would
+        # hold the server open past its wait, and the process would exit before that cleaning
     return 0
+
+
+def stop_as_interrupted(signum, frame):
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -211,8 +211,6 @@ def build(ctx: AppContext, demo: gr.Blocks) -> DataTab:
                 named.append((source.name, stored_file.path, None))
             except (UploadError, OSError) as exc:
                 named.append((source.name, None, str(exc)))
-            finally:
-                ctx.workspace.discard_temporary(source)  # stored (or refused): Gradio's copy is not needed
         if not named:
             raise gr.Error("No file arrived; choose a training file to upload.")
         return inspect(ctx, named)
