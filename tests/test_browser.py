@@ -128,10 +128,32 @@ def screenshot_on_failure(page, name: str):
         raise
 
 
+# Runs in every page of a logged-in context before the app's own scripts: it notes each tab of the main bar that was
+# ever on screen, however briefly, so a test can tell what a person could have clicked while the page settled.
+TABS_SEEN_PROBE = """
+window.ftchatTabsSeen = new Set();
+setInterval(() => {
+  for (const tab of document.querySelectorAll('#main-tabs button[role=tab]')) {
+    const box = tab.getBoundingClientRect();
+    if (box.width > 0 && box.height > 0 && getComputedStyle(tab).visibility === 'visible') {
+      window.ftchatTabsSeen.add(tab.innerText.trim());
+    }
+  }
+}, 5);
+"""
+
+
+def tabs_seen(page) -> set[str]:
+    """The main bar's tabs this page ever showed (TABS_SEEN_PROBE)."""
+    return set(page.evaluate("() => [...window.ftchatTabsSeen]"))
+
+
 def log_in(browser, url: str, name: str, password: str):
     """A browser context of its own (its own cookies) for one person, logged in through the app's login form, with
     the page settled (the load events that pick the person's tabs have run)."""
-    page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    context.add_init_script(TABS_SEEN_PROBE)
+    page = context.new_page()
     page.set_default_timeout(30_000)
     page.goto(url)
     page.locator("input[data-testid=textbox]").fill(name)

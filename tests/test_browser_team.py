@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from test_browser import ARTIFACTS, browser, pick, screenshot_on_failure  # noqa: F401  (a fixture)
 from test_browser import log_in as log_in_as
+from test_browser import tabs_seen
 from test_ui_api import ROOT, AppProcess
 
 pytestmark = pytest.mark.slow
@@ -87,8 +88,8 @@ def tab_labels(page) -> list[str]:
 
 
 def rater_tabs(page) -> list[str]:
-    """The tabs of a rater's page once it has loaded: the page is built with every tab, and its load event takes the
-    admin's out of the tab bar (ftchat.ui.roles.page_for), later on a busy machine."""
+    """The tabs of a rater's page once it has loaded: with a team's logins the tab bar stays off screen until the
+    page's load event has taken the admin's tabs out of it (ftchat.ui.roles.page_for), later on a busy machine."""
     page.get_by_role("tab", name="1. Data").wait_for(state="hidden", timeout=60_000)
     return tab_labels(page)
 
@@ -120,7 +121,7 @@ def test_a_lead_and_two_raters_on_two_apps_rate_a_task_and_train_a_round_from_it
     one, two = two_apps
     lead = log_in(browser, one.url, "lead")
     with screenshot_on_failure(lead, "test_browser_team_lead"):
-        assert tab_labels(lead) == ALL_TABS
+        assert tab_labels(lead) == ALL_TABS and tabs_seen(lead) == set(ALL_TABS)
         lead.get_by_role("tab", name="4. Feedback").click()
         lead.get_by_text("Rating tasks: share prompts out among raters").click()
         lead.locator("#task-prompts textarea").fill("\n".join(PROMPTS))
@@ -133,6 +134,7 @@ def test_a_lead_and_two_raters_on_two_apps_rate_a_task_and_train_a_round_from_it
     bo = log_in(browser, one.url, "bo")
     with screenshot_on_failure(bo, "test_browser_team_bo"):
         assert rater_tabs(bo) == ["3. Chat"]
+        assert tabs_seen(bo) == {"3. Chat"}  # not even while the page settled
         bo.locator("#task-progress").get_by_text("0 of 5 done").wait_for()
         bo_votes = rate_all(bo, lambda prompt: "tiny")
 

@@ -104,9 +104,10 @@ def one_admin(name: str):
     return lambda user: "admin" if user == name else None
 
 
-def build_app(workspace, ctx=None, role_of=everyone_admin):
+def build_app(workspace, ctx=None, role_of=everyone_admin, raters: bool = False):
     """The page: a gr.Blocks with the Data, Train, Chat and Feedback tabs wired to each other; each handler refused
-    to a caller whose role (`role_of(login name)`) may not call it."""
+    to a caller whose role (`role_of(login name)`) may not call it. With `raters` (a team's logins), the tabs stay
+    off screen until the page knows whose it is."""
     # gradio and the tabs (which import it) load here, after the arguments are checked: `--help` and a refused
     # --host answer in a blink
     import gradio as gr
@@ -123,7 +124,9 @@ def build_app(workspace, ctx=None, role_of=everyone_admin):
                     "**1. Data:** upload a file or use a sample · **2. Train:** start a run and watch it · "
                     "**3. Chat:** compare the base with your tuned model and rate the answers · "
                     "**4. Feedback:** see who wins and train the next round from the votes.")
-        tab_rules = gr.HTML("", elem_id="tab-rules", padding=False)  # a rater's page: the admin tabs hidden
+        # style rules for the tabs: with raters, none on screen until the page knows who is looking, then a rater's
+        # without the admin tabs
+        tab_rules = gr.HTML(roles.closed_page_style("main-tabs") if raters else "", elem_id="tab-rules", padding=False)
         with gr.Tabs(elem_id="main-tabs") as tabs:
             with gr.Tab("1. Data", id="data") as data_page:
                 data = data_tab.build(ctx, demo)
@@ -197,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx.users = users
     if args.parallel_runs is not None:
         run_queue.set_parallel_runs(ctx.workspace.runs_dir, args.parallel_runs)
-    demo = build_app(ctx.workspace, ctx, role_of)
+    demo = build_app(ctx.workspace, ctx, role_of, raters=users is not None)
     import gradio as gr  # see build_app
 
     theme = gr.themes.Soft(primary_hue="indigo", font=["ui-sans-serif", "system-ui", "sans-serif"],

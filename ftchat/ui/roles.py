@@ -100,9 +100,15 @@ def hidden_tabs_style(tabs_id: str) -> str:
     return f"<style>{buttons} {{ display: none !important; }}</style>"
 
 
+def closed_page_style(tabs_id: str) -> str:
+    """A style rule that keeps the tabs `tabs_id` off screen until page_for has run: an app with raters builds one
+    page for everyone, and a rater must not see, even for a moment, the admin's tabs."""
+    return f"<style>#{tabs_id} {{ visibility: hidden; }}</style>"
+
+
 def page_for(role_of, tabs_id: str):
-    """A demo.load handler for (the tabs `tabs_id`, an HTML block): an admin's page as built; anyone else's opens in
-    the Chat tab with the ADMIN_TABS out of the tab bar."""
+    """A demo.load handler for (the tabs `tabs_id`, an HTML block of style rules): an admin's page as built; anyone
+    else's opens in the Chat tab with the ADMIN_TABS out of the tab bar. Either way the tabs are then on screen."""
     def show_tabs():
         if role_of(logged_in()) == ADMIN:
             return gr.skip(), ""
