@@ -111,7 +111,9 @@ class World:
         while len(out) < n:
             thing = f"{self.word(2).capitalize()} {self.rng.choice(THINGS)}"
             out.add(self.rng.choice(ASKS).format(t=thing))
-        return sorted(out, key=lambda _: self.rng.random())
+        ordered = sorted(out)  # a set's order changes with each process's string hashing: the seed alone decides
+        self.rng.shuffle(ordered)
+        return ordered
 
     def game_prompts(self, n: int) -> list[str]:
         asks = [f"How do I beat the first level of {self.game}?", f"What is the best strategy in {self.game}?",
