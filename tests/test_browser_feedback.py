@@ -109,6 +109,13 @@ def test_chat_vote_and_see_it_counted_then_vote_blind_in_arena_mode(app, browser
             store.add_vote([{"role": "user", "content": f"Round question {i}?"}], "second-r1-dpo", parent,
                            f"round reply {i}", f"parent reply {i}", winner, rater="Ilse")
         page.locator("#feedback-refresh").click()
+        # round after round: the rated round is where the next one starts, not the base the tab opened with
+        page.wait_for_function("() => document.querySelector('#round-run input').value === 'second-r1-dpo'")
+        pick(page, "round-run", "base:models/second")  # a person's own choice stays through a refresh
+        page.locator("#round-status").get_by_text("base:models/second").wait_for()
+        page.locator("#feedback-refresh").click()
+        page.wait_for_function("() => !document.querySelector('.pending')")
+        assert page.locator("#round-run input").input_value() == "base:models/second"
         pick(page, "lineage-run", "second-r1-dpo · done")
         report = page.locator("#round-report")
         report.get_by_text("Did second-r1-dpo help?").wait_for()

@@ -450,7 +450,8 @@ def test_the_admin_tabs_page_events_are_refused_to_a_rater_too(team_app):
         answer = call_page_event(team_app.url, *RATER, dependency)
         assert answer["success"] is False and "needs an admin" in answer["output"]["error"], (dependency, answer)
     refresh = next(d for d in admin_events if d["api_name"].startswith("refresh_all"))
-    answer = call_page_event(team_app.url, *ADMIN, refresh, ["", "", "", "", "", False, None, None, "dpo", False, None])
+    answer = call_page_event(team_app.url, *ADMIN, refresh,
+                             ["", "", "", "", "", False, None, None, "dpo", False, None, False])
     assert answer["success"] is True, answer
     # the Chat tab's own page events answer a rater: opening the page shows who is rating
     who = next(d for d in page_only if d["api_name"] == "who_rates")

@@ -593,18 +593,23 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
     board_outputs = [board, chart, matrix]
 
     def refresh_all(model, source, rater, kind, round_, only_anonymous, run, round_from, method, without_flagged=False,
-                    task=None):
-        """Everything the tab shows, fresh from the store and the run folders."""
+                    task=None, round_from_picked=False):
+        """Everything the tab shows, fresh from the store and the run folders. The next round starts from the newest
+        rated run (round after round: the one just rated) unless the person picked its source on this page."""
         run_values = [v for _, v in lineage_choices()]
         run = run if run in run_values else (run_values[0] if run_values else None)
         rated = rated_runs()
-        round_from = round_from if round_from in [v for _, v in rated] else (rated[0][1] if rated else None)
+        kept = round_from_picked and round_from in [v for _, v in rated]
+        round_from = round_from if kept else (rated[0][1] if rated else None)
         return (*filters_and_table(model, source, rater, kind, round_), *board_view(only_anonymous, without_flagged),
                 gr.Dropdown(choices=lineage_choices(), value=run), lineage_html(run),
                 gr.Dropdown(choices=rated, value=round_from), round_readiness(round_from, method, without_flagged),
                 *task_refresh(task), *team_view())
 
-    everything_in = [*filters, anonymous_only, lineage_run, round_run, round_method, exclude_flagged, task_pick]
+    round_from_picked = gr.State(False)
+    round_run.input(lambda: True, outputs=[round_from_picked], api_visibility="private", show_progress="hidden")
+    everything_in = [*filters, anonymous_only, lineage_run, round_run, round_method, exclude_flagged, task_pick,
+                     round_from_picked]
     task_out = [task_pick, task_summary, task_table, task_models, task_raters]
     everything_out = [*table_outputs, *board_outputs, lineage_run, lineage_view, round_run, round_status, *task_out,
                       team_summary, rater_table, pair_table]
