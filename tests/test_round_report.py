@@ -69,11 +69,31 @@ def test_position_bias_and_rater_agreement_flag_a_rater_who_disagrees():
     assert {tuple(p["raters"]): p["agreement"] for p in agreement["pairs"]} == \
         {("ann", "bob"): 1.0, ("ann", "cy"): 0.0, ("bob", "cy"): 0.0}
     assert agreement["flagged"] == ["cy"]
-    bias = position_bias(rows)
-    assert bias["left_share"] == pytest.approx(8 / 12, abs=1e-3) and bias["votes"] == 12
+    bias = position_bias(rows)  # m1 on the left in every vote: no vote tells a side from a model
+    assert (bias["left_share"], bias["votes"], bias["fixed_sides"]) == (None, 0, 12)
     # the same verdict on the other side is agreement: bob's vote for m1 placed on the right
     swapped = [dict(r, model_a="m2", model_b="m1", winner="b") if r["rater"] == "bob" else r for r in rows]
     assert rater_agreement(swapped)["flagged"] == ["cy"]
+    bias = position_bias(swapped)  # now m1 was on both sides: the left pane won ann's 4 of the 12
+    assert bias["left_share"] == pytest.approx(4 / 12, abs=1e-3) and bias["votes"] == 12
+
+
+def test_the_left_panes_share_counts_only_votes_where_a_model_could_have_been_on_either_side():
+    def votes(pairs_and_winners, **extra):
+        return [{"id": i, "prompt": f"q{i}", "model_a": a, "model_b": b, "winner": w, "deleted": False, **extra}
+                for i, (a, b, w) in enumerate(pairs_and_winners)]
+
+    # the Chat tab put the parent left and the round right every time, and the round won 10 of 10: a model, not a side
+    kept = position_bias(votes([("parent", "round", "b")] * 10))
+    assert (kept["votes"], kept["left_share"], kept["fixed_sides"]) == (0, None, 10)
+    # the same verdicts with the round on either side: the left pane won half
+    swapped = position_bias(votes([("parent", "round", "b"), ("round", "parent", "a")] * 5))
+    assert (swapped["votes"], swapped["left_share"], swapped["fixed_sides"]) == (10, 0.5, 0)
+    # the left pane every time while the models swap sides, or in arena mode (shuffled sides): voting by side
+    by_side = position_bias(votes([("parent", "round", "a"), ("round", "parent", "a")] * 5))
+    blind = position_bias(votes([("parent", "round", "a")] * 10, anonymous=1))
+    for bias in (by_side, blind):
+        assert (bias["votes"], bias["left_share"]) == (10, 1.0) and bias["ci"][0] > 0.5
 
 
 def test_head_to_head_without_votes_and_a_dead_even_rate():

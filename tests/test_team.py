@@ -312,14 +312,22 @@ def test_agreement_counts_shared_prompts_whatever_pane_each_model_was_in():
     assert not by_name["ana"].flags and not by_name["bo"].flags  # too few decisive votes to call ana one-sided
 
 
-def test_a_rater_who_always_picks_the_left_pane_is_flagged():
+def test_a_rater_who_always_picks_the_left_pane_is_flagged_not_one_who_prefers_a_model_that_kept_its_side():
     from ftchat.feedback.agreement import team_agreement
 
-    rows = [vote("dee", f"q{i}", f"m{i % 3}", f"m{i % 3 + 1}", "a") for i in range(12)]
-    rows += [vote("eve", f"q{i}", f"m{i % 3}", f"m{i % 3 + 1}", "a" if i % 2 else "b") for i in range(12)]
+    def pair(i):  # three pairs of models, each seen both ways round
+        return (f"m{i % 3}", f"m{i % 3 + 1}") if i % 2 else (f"m{i % 3 + 1}", f"m{i % 3}")
+
+    rows = [vote("dee", f"q{i}", *pair(i), "a") for i in range(12)]  # the left pane, whichever model is there
+    rows += [vote("eve", f"q{i}", *pair(i), "a" if i % 2 else "b") for i in range(12)]  # m0 over m1 (etc.), any side
+    # fay: the round wins every time, and it sat on the right every time (the Chat tab opens parent | round)
+    rows += [vote("fay", f"q{i}", "parent", "round", "b") for i in range(12)]
+    # gus: the left pane every time in arena mode, which shuffles the sides: that is a side, not a model
+    rows += [dict(vote("gus", f"q{i}", "parent", "round", "a"), anonymous=1) for i in range(12)]
     flags = {r.rater: r.flags for r in team_agreement(rows).raters}
-    assert flags["dee"] and "left pane in 100% of 12" in flags["dee"][-1]
-    assert not any("pane" in flag for flag in flags["eve"])
+    assert flags["dee"] and "left pane in 100% of 12 decisive votes where the models changed sides" in flags["dee"][-1]
+    assert flags["gus"] and "left pane in 100% of 12" in flags["gus"][-1]
+    assert not any("pane" in flag for flag in flags["eve"] + flags["fay"])
 
 
 def test_the_admin_sees_each_raters_count_and_how_they_agree(team_app):

@@ -122,10 +122,21 @@ def fleiss_kappa(items: list[list[str]]) -> float | None:
     return (agreeing / pairs - expected) / (1.0 - expected)
 
 
+def sides_varied(votes: list[dict]) -> list[dict]:
+    """The votes that can show a preference for a pane rather than for a model: blind votes (arena mode shuffles the
+    sides), votes between a model and itself, and votes on a pair of models seen both ways round. Where a model kept
+    its side (the Chat tab opens with the parent on the left and the round on the right), the pane's wins are the
+    model's."""
+    seen = {(r.get("model_a"), r.get("model_b")) for r in votes}
+    return [r for r in votes if r.get("anonymous") or r.get("model_a") == r.get("model_b")
+            or (r.get("model_b"), r.get("model_a")) in seen]
+
+
 def team_agreement(rows: list[dict]) -> TeamAgreement:
     """Per-rater counts and side preference, agreement per pair of raters and for the team, and flags for raters who
     disagree with the others or always pick one pane. Rows without a rater are left out."""
     stats: dict[str, RaterStats] = {}
+    votes_of: dict[str, list[dict]] = defaultdict(list)
     latest: dict[tuple, dict[str, str]] = defaultdict(dict)  # item -> rater -> outcome of their latest vote
     for row in sorted(rows, key=lambda r: (r.get("time") or 0, r.get("id") or 0)):
         name = row.get("rater")
@@ -139,6 +150,7 @@ def team_agreement(rows: list[dict]) -> TeamAgreement:
             rater.edits += 1
         elif kind == "vote":
             rater.votes += 1
+            votes_of[name].append(row)
             rater.left_wins += row["winner"] == "a"
             rater.right_wins += row["winner"] == "b"
             key = item_key(row)
@@ -185,11 +197,11 @@ def team_agreement(rows: list[dict]) -> TeamAgreement:
                         f"{rater.shared_items} shared prompts, they with each other on "
                         f"{rater.others_agreement:.0%} of the prompts they share")
             rater.flags.append(flag)
-        decisive = rater.left_wins + rater.right_wins
-        share = rater.left_share
-        if decisive >= MIN_DECISIVE and share is not None and max(share, 1 - share) >= SIDE_BIAS:
+        varied = [r for r in sides_varied(votes_of[rater.rater]) if r["winner"] in ("a", "b")]
+        share = sum(r["winner"] == "a" for r in varied) / len(varied) if varied else None
+        if len(varied) >= MIN_DECISIVE and max(share, 1 - share) >= SIDE_BIAS:
             rater.flags.append(f"picks the {'left' if share >= 0.5 else 'right'} pane in {max(share, 1 - share):.0%} "
-                               f"of {decisive} decisive votes")
+                               f"of {len(varied)} decisive votes where the models changed sides")
     ordered = sorted(stats.values(), key=lambda r: (-r.votes, r.rater))
     return TeamAgreement(ordered, pairs, len(shared), fleiss_kappa(list(list(v.values()) for v in shared.values())))
 

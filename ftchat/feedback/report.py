@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ftchat import runs
 from ftchat.feedback import judge
+from ftchat.feedback.agreement import sides_varied
 from ftchat.feedback.store import FeedbackStore
 from ftchat.names import base_choice, base_of_choice, is_base
 from ftchat.workspace import Workspace
@@ -99,14 +100,17 @@ def changes(votes: list[dict], model: str, parent: str) -> tuple[list[dict], lis
 
 
 def position_bias(votes: list[dict]) -> dict:
-    """The share of decisive votes the left pane won, with its interval: far from one half, people vote by side."""
+    """The share of decisive votes the left pane won, with its interval, over the votes where the sides could differ
+    from the models (agreement.sides_varied): far from one half, people vote by side. `fixed_sides` counts the
+    decisive votes left out because each model kept its side."""
     decisive = [r for r in votes if not r.get("deleted") and r["winner"] in ("a", "b")]
-    left = sum(r["winner"] == "a" for r in decisive)
-    if not decisive:
-        return {"left_share": None, "ci": None, "votes": 0}
-    low, high = wilson(left, len(decisive))
-    return {"left_share": round(left / len(decisive), 4), "ci": [round(low, 4), round(high, 4)],
-            "votes": len(decisive)}
+    varied = sides_varied(decisive)
+    left = sum(r["winner"] == "a" for r in varied)
+    if not varied:
+        return {"left_share": None, "ci": None, "votes": 0, "fixed_sides": len(decisive)}
+    low, high = wilson(left, len(varied))
+    return {"left_share": round(left / len(varied), 4), "ci": [round(low, 4), round(high, 4)],
+            "votes": len(varied), "fixed_sides": len(decisive) - len(varied)}
 
 
 def _verdict(row: dict) -> str:
@@ -219,6 +223,9 @@ def describe_report(report: dict) -> str:
         lines.append(f"- **Left pane won** {_percent(bias['left_share'])} of {bias['votes']} decisive votes "
                      f"({_percent(bias['ci'][0])}–{_percent(bias['ci'][1])})"
                      + (" ⚠ people may be voting by side" if bias["ci"][1] < 0.5 or bias["ci"][0] > 0.5 else ""))
+    elif bias.get("fixed_sides"):
+        lines.append(f"- **Left pane**: not measured: each model kept its side in all {bias['fixed_sides']} decisive "
+                     "votes (arena mode shuffles the sides)")
     agreement = report["agreement"]
     if agreement["shared_votes"]:
         lines.append(f"- **Raters agree** on {_percent(agreement['overall'])} of {agreement['shared_votes']} shared "
