@@ -228,14 +228,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_warm:
         threading.Thread(target=ctx.warm, name="warm-bundled-model", daemon=True).start()
     # SIGTERM (a service manager, `kill`) stops the app as Ctrl-C does: Gradio closes its server, and its shutdown
-    # deletes the upload copies it kept
+    # deletes the upload copies it kept. demo.close(), not block_thread's bare server close: it also ends the pages'
+    # heartbeats, which would hold the server open past its wait, and the process would exit before that cleaning.
     signal.signal(signal.SIGTERM, stop_as_interrupted)
     try:
         while demo.is_running:
             time.sleep(0.2)
     except KeyboardInterrupt:
-        demo.close()  # not block_thread's bare server close: this also ends the pages' heartbeats, which would
-        # hold the server open past its wait, and the process would exit before that cleaning
+        demo.close()
     return 0
 
 
