@@ -2,7 +2,8 @@
 person would teach a habit: ask the base a few everyday questions in the Chat tab, write a better answer for each (the
 base's own reply with a sign-off it never writes: invented names from --seed), start the next round from the Feedback
 tab, then ask the round and its parent questions neither saw, vote on them by a rule that stands in for the person
-(the reply that signs off wins), and read the round report.
+(the reply that signs off wins), ask both the general questions of round_learning.py (does the round still answer
+what its parent knew?), and read the round report.
 
 Prints and writes report.json and screenshots to --out. Nothing is asserted.
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -117,6 +119,16 @@ def main() -> None:
                                         "right_signs": signs[1], "vote": vote})
                 print(json.dumps({"unseen": prompt, "left_signs": signs[0], "right_signs": signs[1]}), flush=True)
             page.screenshot(path=str(out / "4-chat-round-vs-parent.png"), full_page=True)
+            # general questions the parent may know: does the round still answer them? (asked, not voted on)
+            report["general"] = []
+            for question, pattern in rl.GENERAL:
+                left, right = ask(page, question)
+                report["general"].append({"prompt": question, "parent": left, "round": right,
+                                          "parent_ok": bool(re.search(pattern, left.lower())),
+                                          "round_ok": bool(re.search(pattern, right.lower()))})
+                print(json.dumps({k: report["general"][-1][k] for k in ("prompt", "parent_ok", "round_ok")}),
+                      flush=True)
+            page.locator("#chat-clear").click()
 
             report["counts_at_end"] = feedback_counts(page)
             pick(page, "lineage-run", f"{round_dir.name} · done")
@@ -131,7 +143,9 @@ def main() -> None:
     after = report["after"]
     report["summary"] = {"rated": len(report["rated"]), "unseen": len(after),
                          "parent_signs": sum(a["left_signs"] for a in after),
-                         "round_signs": sum(a["right_signs"] for a in after)}
+                         "round_signs": sum(a["right_signs"] for a in after),
+                         "general_parent_knew": sum(g["parent_ok"] for g in report["general"]),
+                         "general_round_kept": sum(g["parent_ok"] and g["round_ok"] for g in report["general"])}
     write_json(out / "report.json", report)
     print(json.dumps({k: report[k] for k in ("summary", "round", "chat_pair_after_round")}, indent=1))
     print(report["round_report"])
