@@ -54,8 +54,8 @@ def test_bradley_terry_recovers_known_strengths_and_its_intervals_cover_them():
 def test_a_tie_counts_half_a_win_for_each_side():
     with_ties = [vote("tuned", "base", "a")] * 3 + [vote("tuned", "base", "tie"), vote("base", "tuned", "bothbad")]
     decisive = [vote("tuned", "base", "a")] * 4 + [vote("base", "tuned", "a")]
-    # 4 of 5 either way: the gap is 400·log10(0.8 / 0.2) points, split around 1000
-    gap = 400 * math.log10(0.8 / 0.2)
+    # 4 of 5 either way, plus the pair's virtual tie: 4.5 to 1.5, so 400·log10(3) points apart, split around 1000
+    gap = 400 * math.log10(4.5 / 1.5)
     for votes in (with_ties, decisive):
         ratings = {r.model: r for r in bradley_terry(votes, bootstrap=0)}
         found = ratings["tuned"].rating - ratings["base"].rating
@@ -65,6 +65,20 @@ def test_a_tie_counts_half_a_win_for_each_side():
     assert abs(rate - 0.8) < 1e-9 and n == 5
     rate, n = win_rate(with_ties, "base", "tuned")
     assert abs(rate - 0.2) < 1e-9 and n == 5
+
+
+def test_a_clean_sweep_reads_as_a_likely_win_and_only_many_votes_make_it_sure():
+    for n, ranks in ((6, {"tuned": 1, "base": 1}), (60, {"tuned": 1, "base": 2})):
+        # the models change sides, as in arena mode; every vote goes to tuned
+        votes = [vote("tuned", "base", "a") if i % 2 else vote("base", "tuned", "b") for i in range(n)]
+        ratings = {r.model: r for r in bradley_terry(votes, bootstrap=100, seed=n)}
+        gap = ratings["tuned"].rating - ratings["base"].rating
+        # n wins and the virtual tie's half against its half: 400·log10((n + 0.5) / 0.5) points, not the scale's end
+        assert abs(gap - 400 * math.log10((n + 0.5) / 0.5)) < 0.5, (n, gap)
+        for r in ratings.values():
+            # every resample of a sweep is the same sweep; the interval still has width
+            assert r.ci_high - r.ci_low > 300 and r.ci_low < r.rating < r.ci_high, (n, r)
+        assert {m: r.rank for m, r in ratings.items()} == ranks, (n, ratings)
 
 
 def test_rank_counts_only_models_that_are_surely_better():
@@ -109,6 +123,6 @@ def test_cli_leaderboard_json(tmp_path):
     board = json.loads(result.stdout)
     assert [row["model"] for row in board] == ["zumo-sft", "base:smollm2-135m"]
     assert set(board[0]) == {"model", "rating", "ci_low", "ci_high", "votes", "rank"}
-    # 9 of 12 won: 400·log10(3) points apart
-    assert abs(board[0]["rating"] - board[1]["rating"] - 400 * math.log10(3)) < 0.5
+    # 9 of 12 won, plus the virtual tie: 9.5 to 3.5
+    assert abs(board[0]["rating"] - board[1]["rating"] - 400 * math.log10(9.5 / 3.5)) < 0.5
     assert board[0]["votes"] == 12 and board[0]["rank"] == 1

@@ -5,12 +5,14 @@ A vote is a dict with `model_a`, `model_b`, `winner` ∈ a | b | tie | bothbad (
 kinds and deleted rows are ignored). A tie, "both bad" included, counts half a win for each side, as Chatbot
 Arena counts it. With `exclude_flagged` the votes of the raters ftchat.feedback.agreement flags (found in the same
 votes) are left out. Ratings are on the Elo scale: a 400-point gap means 10:1 odds of winning, and the mean of all
-models is 1000.
+models is 1000. Each pair of models that met also plays one virtual tie (VIRTUAL_TIES), so a few votes that all agree
+read as a likely win with a wide interval, not as a gap of 2000 points known to the point.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -21,6 +23,10 @@ CENTER = 1000.0
 # A faint pull of every strength towards the mean: keeps a model that won (or lost) every vote finite without
 # moving the others (FastChat's logistic regression uses C=1e6 for the same reason).
 L2 = 1e-6
+# One virtual tie per pair of models that met, as BayesElo's virtual draws: without it, six votes of six put the two
+# models at the scale's ends and every bootstrap resample is the same sweep, so the interval has no width. For one
+# pair it is the Haldane–Anscombe half-count (6 of 6 reads as 6.5 : 0.5); its pull fades as votes come in.
+VIRTUAL_TIES = 1.0
 
 
 @dataclass
@@ -60,14 +66,18 @@ def _encode(votes: list[dict]):
     return models, a, b, s
 
 
-def _fit(n_models: int, a, b, s, weights) -> np.ndarray:
-    """Maximum-likelihood strengths (natural log-odds units, mean 0) for weighted votes, by Newton's method on the
-    convex negative log-likelihood (a few models: the n×n Hessian is cheap)."""
+def _fit(n_models: int, a, b, s, weights) -> tuple[np.ndarray, np.ndarray]:
+    """Strengths (natural log-odds units, mean 0) for weighted votes plus the virtual ties, by Newton's method on the
+    convex negative log-posterior (a few models: the n×n Hessian is cheap); and the covariance of the centred
+    strengths from that Hessian (the posterior's normal approximation)."""
     # aggregate per ordered pair: wins of a over b, and the number of games, so each step is O(models²)
     wins = np.zeros((n_models, n_models))
     games = np.zeros((n_models, n_models))
     np.add.at(wins, (a, b), weights * s)
     np.add.at(games, (a, b), weights)
+    met = np.triu((games + games.T) > 0, 1)
+    games[met] += VIRTUAL_TIES
+    wins[met] += VIRTUAL_TIES / 2
     pair_a, pair_b = np.nonzero(games)
     w, g = wins[pair_a, pair_b], games[pair_a, pair_b]
     ridge = 2 * L2 * g.sum()
@@ -77,21 +87,25 @@ def _fit(n_models: int, a, b, s, weights) -> np.ndarray:
         # -[w log σ(d) + (g - w) log σ(-d)], with logaddexp so a large |d| stays finite
         return np.sum(w * np.logaddexp(0, -d) + (g - w) * np.logaddexp(0, d)) + ridge / 2 * np.sum(theta ** 2)
 
-    theta = np.zeros(n_models)
-    current = loss(theta)
-    for _ in range(200):
+    def hessian_of(theta, ridge):
         d = theta[pair_a] - theta[pair_b]
         p = 0.5 * (1 + np.tanh(d / 2))  # σ(d) without overflow
-        grad_d = g * p - w
-        grad = ridge * theta
-        np.add.at(grad, pair_a, grad_d)
-        np.add.at(grad, pair_b, -grad_d)
         h = g * p * (1 - p)
         hessian = ridge * np.eye(n_models)
         np.add.at(hessian, (pair_a, pair_a), h)
         np.add.at(hessian, (pair_b, pair_b), h)
         np.add.at(hessian, (pair_a, pair_b), -h)
         np.add.at(hessian, (pair_b, pair_a), -h)
+        return p, hessian
+
+    theta = np.zeros(n_models)
+    current = loss(theta)
+    for _ in range(200):
+        p, hessian = hessian_of(theta, ridge)
+        grad_d = g * p - w
+        grad = ridge * theta
+        np.add.at(grad, pair_a, grad_d)
+        np.add.at(grad, pair_b, -grad_d)
         step = np.linalg.solve(hessian, -grad)
         size = 1.0
         while size > 1e-8:  # backtracking: never a step that makes the fit worse
@@ -103,7 +117,10 @@ def _fit(n_models: int, a, b, s, weights) -> np.ndarray:
         theta, previous, current = candidate, current, value
         if previous - current < 1e-12 * max(1.0, abs(current)) and np.abs(grad).max() < 1e-6 * max(1.0, g.sum()):
             break
-    return theta - theta.mean()
+    # Ratings are relative: the pseudo-inverse leaves out the common shift (and, where groups of models never met
+    # one another, the shift between groups, which the votes do not measure).
+    covariance = np.linalg.pinv(hessian_of(theta, 0.0)[1], hermitian=True)
+    return theta - theta.mean(), covariance
 
 
 def to_elo(theta: np.ndarray) -> np.ndarray:
@@ -112,14 +129,18 @@ def to_elo(theta: np.ndarray) -> np.ndarray:
 
 def bradley_terry(votes, anonymous_only: bool = False, bootstrap: int = 100, seed: int = 0,
                   confidence: float = 0.95, exclude_flagged: bool = False) -> list[Rating]:
-    """Ratings sorted best first, with `confidence` intervals from `bootstrap` resamples of the votes (seeded), and
-    Chatbot Arena's rank: 1 + the number of models whose lower bound lies above this model's upper bound."""
+    """Ratings sorted best first, each with a `confidence` interval that spans both the spread of `bootstrap`
+    resamples of the votes (seeded; it shows a model's results varying) and the posterior's normal interval (it shows
+    how few the votes are, which resampling cannot when they all agree); and Chatbot Arena's rank: 1 + the number of
+    models whose lower bound lies above this model's upper bound."""
     votes = votes_of(votes, anonymous_only, exclude_flagged)
     if not votes:
         return []
     models, a, b, s = _encode(votes)
     n = len(models)
-    point = to_elo(_fit(n, a, b, s, np.ones(len(votes))))
+    theta, covariance = _fit(n, a, b, s, np.ones(len(votes)))
+    point = to_elo(theta)
+    half_width = NormalDist().inv_cdf(0.5 + confidence / 2) * SCALE / math.log(10) * np.sqrt(np.diag(covariance))
     rng = np.random.default_rng(seed)
     samples = np.full((max(bootstrap, 0), n), np.nan)
     for i in range(max(bootstrap, 0)):
@@ -127,14 +148,13 @@ def bradley_terry(votes, anonymous_only: bool = False, bootstrap: int = 100, see
         present = np.zeros(n, dtype=bool)
         present[a[counts > 0]] = True
         present[b[counts > 0]] = True
-        elo = to_elo(_fit(n, a, b, s, counts))
+        elo = to_elo(_fit(n, a, b, s, counts)[0])
         samples[i, present] = elo[present]  # a model absent from a resample has no rating in it
     tail = (1 - confidence) / 2 * 100
+    low, high = point - half_width, point + half_width
     if bootstrap > 0:
-        low = np.nanpercentile(samples, tail, axis=0)
-        high = np.nanpercentile(samples, 100 - tail, axis=0)
-    else:
-        low = high = point
+        low = np.minimum(low, np.nanpercentile(samples, tail, axis=0))
+        high = np.maximum(high, np.nanpercentile(samples, 100 - tail, axis=0))
     n_votes = np.bincount(a, minlength=n) + np.bincount(b, minlength=n)
     ratings = [Rating(models[i], round(float(point[i]), 1), round(float(low[i]), 1), round(float(high[i]), 1),
                       int(n_votes[i]), 0) for i in range(n)]

@@ -49,7 +49,7 @@ def interval_chart(rows: list[dict], title: str = "Rating with 95% interval", wi
                      f"{tick:g}</text>")
     parts.append(f"<line x1='{label_w}' y1='{axis_y}' x2='{width - right_pad}' y2='{axis_y}' stroke='#6b7280'/>")
     parts.append(f"<text x='{label_w + plot_w / 2:.1f}' y='{axis_y + 34}' text-anchor='middle' "
-                 "fill='currentColor'>rating (Bradley–Terry, Elo scale; 95% bootstrap interval)</text>")
+                 "fill='currentColor'>rating (Bradley–Terry, Elo scale; 95% interval)</text>")
     for i, row in enumerate(rows):
         cy = top + row_h * i + row_h / 2
         name = row["model"] if len(row["model"]) <= 30 else "…" + row["model"][-29:]
