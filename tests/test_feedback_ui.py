@@ -217,6 +217,26 @@ def test_the_round_filter_tells_used_ratings_from_new_ones(rated_app):
     assert second["id"] in unused and unused == everything - {first["id"]}
 
 
+def test_a_round_says_which_of_its_ratings_an_earlier_round_already_trained_on(rated_app):
+    from ftchat.feedback.store import FeedbackStore
+
+    store = FeedbackStore.for_workspace(rated_app.workspace)
+    conversation = [{"role": "user", "content": "When does the Brisk kettle switch itself off?"}]
+    ids = [store.add_vote(conversation, "brisk-sft", "base:brisk", f"After {i} minutes idle, by its timer.", "Soon.",
+                          "a", rater="Ilse") for i in range(10)]
+    client = rated_app.client()
+    assert client.predict("brisk-sft", "dpo", api_name="/round_readiness") == \
+        "Ready: the ratings of **brisk-sft** give 10 DPO pairs."
+    store.mark_used("brisk-sft-r1-dpo", ids[:8])  # as the first round from brisk-sft does
+    assert client.predict("brisk-sft", "dpo", api_name="/round_readiness") == (
+        "Ready: the ratings of **brisk-sft** give 10 DPO pairs. 8 of its ratings already trained **brisk-sft-r1-dpo**: "
+        "this round trains on them again.")
+    store.mark_used("brisk-sft-r2-dpo", ids[6:])
+    assert client.predict("brisk-sft", "kto", api_name="/round_readiness").endswith(
+        " 8 of its ratings already trained **brisk-sft-r1-dpo**; 4 of its ratings already trained "
+        "**brisk-sft-r2-dpo**: this round trains on them again.")
+
+
 def test_a_round_without_enough_ratings_says_how_many_more_it_needs(rated_app):
     client = rated_app.client()
     tiny_b = "base:" + str(rated_app.workspace / "models" / "second")

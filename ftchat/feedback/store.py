@@ -464,6 +464,16 @@ class FeedbackStore:
                  .where(r.deleted == 0).group_by(u.round).order_by(func.min(u.time), u.round))
         return [(row[0], int(row[1])) for row in self._run(lambda db: db.execute(query).all())]
 
+    def rounds_of(self, rating_ids) -> list[tuple[str, int]]:
+        """(round, how many of these ratings it was built from), oldest round first."""
+        ids = [int(i) for i in rating_ids]
+        if not ids:
+            return []
+        u = round_ratings_table.c
+        query = (select(u.round, func.count(u.rating_id)).where(u.rating_id.in_(ids)).group_by(u.round)
+                 .order_by(func.min(u.time), u.round))
+        return [(row[0], int(row[1])) for row in self._run(lambda db: db.execute(query).all())]
+
     # -- reading ------------------------------------------------------------------------------------------------
     def ratings(self, model: str | None = None, rater: str | None = None, kind: str | None = None,
                 round: str | None = None, include_deleted: bool = False, source: str | None = None,

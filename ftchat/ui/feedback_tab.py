@@ -514,10 +514,14 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
         needed = rounds.min_ratings_needed(method, rows)
         what = "pairs" if method == "dpo" else "rows"
         least = rounds.MIN_DPO_PAIRS if method == "dpo" else rounds.MIN_KTO_ROWS
+        # a round trains on every rating of its model, so a second round from the same model meets the first's again
+        earlier = ctx.feedback().rounds_of(rounds.used_ids(method, rows))
+        again = (" " + "; ".join(f"{n} of its ratings already trained **{short(name)}**" for name, n in earlier)
+                 + ": this round trains on them again." if earlier else "")
         if needed:
             return (f"Not yet: the ratings of **{short(run)}** give {have} {method.upper()} {what}; "
-                    f"**need {needed} more ratings** ({least} {what} in all).")
-        return f"Ready: the ratings of **{short(run)}** give {have} {method.upper()} {what}."
+                    f"**need {needed} more ratings** ({least} {what} in all).{again}")
+        return f"Ready: the ratings of **{short(run)}** give {have} {method.upper()} {what}.{again}"
 
     def start_next_round(run: str | None, method: str = "dpo", max_steps: float | None = 0,
                          without_flagged: bool = False):
