@@ -29,7 +29,7 @@ from test_ui_api import AppProcess  # noqa: E402
 
 def ask(page, prompt: str) -> tuple[str, str]:
     """A fresh exchange: Clear, type the prompt, Send, and wait until both panes have answered it."""
-    page.locator("#chat-clear").click()  # it also empties the message box: type once it has run
+    page.locator("#chat-clear").click()
     page.wait_for_function("() => !document.querySelector('#left-chat .message')")
     time.sleep(0.5)
     page.locator("#chat-message textarea").fill(prompt)

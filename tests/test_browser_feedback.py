@@ -80,6 +80,14 @@ def test_chat_vote_and_see_it_counted_then_vote_blind_in_arena_mode(app, browser
         assert revealed == {"Model A was base · models/tiny", "Model B was base · models/second"} or \
             revealed == {"Model A was base · models/second", "Model B was base · models/tiny"}
 
+        # Clear starts a fresh exchange: the panes and the vote go, the question being typed stays
+        page.locator("#chat-message textarea").fill("Where is the Zumo lamp made?")
+        page.locator("#chat-clear").click()
+        page.wait_for_function("() => !document.querySelector('#left-chat .message')"
+                               " && !document.querySelector('#right-chat .message')")
+        assert page.locator("#vote-tie").is_disabled() and "counted" not in page.locator("#vote-tie").inner_text()
+        assert page.locator("#chat-message textarea").input_value() == "Where is the Zumo lamp made?"
+
         page.get_by_role("tab", name="4. Feedback").click()
         page.locator("#feedback-counts").get_by_text("2 ratings").wait_for()
         assert "2 votes" in page.locator("#feedback-counts").inner_text()

@@ -296,16 +296,15 @@ def build(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> ChatTab:
         return models(item["model_left"], item["model_right"])[:2] if item is not None else None
 
     def clear_chat():
+        """A fresh exchange: empty panes, nothing to vote on. The message box is left alone: a person may already be
+        typing the next question."""
         left, right = session.pane_names(None, describe)
-        return (gr.Chatbot(value=[], label=left), gr.Chatbot(value=[], label=right), "", None, {},
+        return (gr.Chatbot(value=[], label=left), gr.Chatbot(value=[], label=right), gr.skip(), None, {},
                 *buttons(None), "")
 
     def set_arena(on: bool):
-        """Arena mode on or off: a fresh chat either way, so no earlier reply gives the names away. The message box
-        is left alone: a person may already be typing the next question (clearing it lost what they typed)."""
-        fresh = list(clear_chat())
-        fresh[2] = gr.skip()
-        return (bool(on), *fresh)
+        """Arena mode on or off: a fresh chat either way, so no earlier reply gives the names away."""
+        return (bool(on), *clear_chat())
 
     # -- rating ---------------------------------------------------------------------------------------------------
     def rater_of(typed: str | None) -> str | None:
