@@ -78,8 +78,28 @@ def _matches(entry: dict | None, password: str) -> bool:
         return False
 
 
-class Users:
+class _Team:
+    """A team's accounts, as both stores answer for them from their read()."""
+    unreadable: tuple[type[Exception], ...] = ()  # what read() raises when the accounts cannot be had
+
+    def role(self, name: str | None) -> str | None:
+        """The role of a user, or None for a name the team does not hold."""
+        entry = self.read().get(name or "")
+        return entry["role"] if entry else None
+
+    def check(self, name: str, password: str) -> bool:
+        """Whether `password` is this user's; as slow for an unknown name as for a known one."""
+        try:
+            entry = self.read().get(str(name))
+        except self.unreadable as exc:  # a damaged file, a database that is down: nobody logs in, the log says why
+            log.warning("login of %s refused: %s", name, exc)
+            return False
+        return _matches(entry, password)
+
+
+class Users(_Team):
     """The users file, read again whenever it changed on disk (a user added while the app runs can log in)."""
+    unreadable = (UsersError,)
 
     def __init__(self, path):
         self.path = Path(path)
@@ -102,19 +122,6 @@ class Users:
                 self._users = parse(self.path)
                 self._seen = key
             return dict(self._users)
-
-    def role(self, name: str | None) -> str | None:
-        """The role of a user in the file, or None for a name it does not hold."""
-        entry = self.read().get(name or "")
-        return entry["role"] if entry else None
-
-    def check(self, name: str, password: str) -> bool:
-        """Whether `password` is this user's; as slow for an unknown name as for a known one."""
-        try:
-            entry = self.read().get(str(name))
-        except UsersError:
-            return False
-        return _matches(entry, password)
 
     def add(self, name: str, role: str, password: str) -> bool:
         """Add a user, or give an existing one a new role and password; True when the name was new."""
@@ -179,9 +186,10 @@ def parse(path: Path) -> dict[str, dict]:
     return {name: {"role": entry["role"], "hash": entry["hash"]} for name, entry in data.items()}
 
 
-class DatabaseUsers:
+class DatabaseUsers(_Team):
     """The users table of a PostgreSQL ratings database: every app process serving that database, on any machine,
     logs in the same team, and a user added or removed counts at once everywhere."""
+    unreadable = (FeedbackError,)
 
     def __init__(self, store: FeedbackStore):
         self.store = store
@@ -191,19 +199,6 @@ class DatabaseUsers:
     def read(self) -> dict[str, dict]:
         """{name: {"role", "hash"}}."""
         return self.store.users()
-
-    def role(self, name: str | None) -> str | None:
-        entry = self.read().get(name or "")
-        return entry["role"] if entry else None
-
-    def check(self, name: str, password: str) -> bool:
-        """Whether `password` is this user's; as slow for an unknown name as for a known one."""
-        try:
-            entry = self.read().get(str(name))
-        except FeedbackError as exc:  # the database is down: nobody logs in, and the log says why
-            log.warning("login of %s refused: %s", name, exc)
-            return False
-        return _matches(entry, password)
 
     def add(self, name: str, role: str, password: str) -> bool:
         """Add a user, or give an existing one a new role and password; True when the name was new."""
