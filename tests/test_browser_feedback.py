@@ -6,6 +6,7 @@ test-artifacts/.
 """
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -92,6 +93,16 @@ def test_chat_vote_and_see_it_counted_then_vote_blind_in_arena_mode(app, browser
         page.locator("#feedback-counts").get_by_text("2 ratings").wait_for()
         assert "2 votes" in page.locator("#feedback-counts").inner_text()
         table_shows(page, "yes")  # the blind vote is marked
+        # one win and one tie of two votes: tiny leads, and two votes do not make it surely better
+        board = page.locator("#leaderboard")
+        page.wait_for_function("() => document.querySelector('#leaderboard').innerText.includes('models/second')")
+        label, cells = board.inner_text().split("votes", 1)
+        assert "rank: 1 + the models whose whole interval lies above this one's" in label
+        cells = [line.strip() for line in cells.splitlines() if line.strip()]
+        rows = [cells[i:i + 5] for i in range(0, len(cells), 5)]  # rank, model, rating, 95% CI, votes
+        assert [(row[0], row[1], row[4]) for row in rows] == [("1", "base:models/tiny", "2"),
+                                                              ("1", "base:models/second", "2")], rows
+        assert int(rows[0][2]) - int(rows[1][2]) == round(400 * math.log10(2 / 1))  # 1.5 + 0.5 won of 3 games
 
         # a round built from the first vote (recorded as next_round_config records it): the Round filter tells
         # the ratings it used from the new one

@@ -121,7 +121,8 @@ def build_ratings(ctx: AppContext, demo: gr.Blocks, page: gr.Tab) -> FeedbackTab
             exclude_flagged = gr.Checkbox(False, label="Leave out the votes of flagged raters (see Raters), here and "
                                                        "in the next round", elem_id="exclude-flagged")
         board = gr.Dataframe(headers=LEADERBOARD_COLUMNS, interactive=False, elem_id="leaderboard", wrap=True,
-                             label="Bradley–Terry ratings (a tie counts half a win each)")
+                             label="Bradley–Terry ratings (a tie counts half a win each; rank: 1 + the models whose "
+                                   "whole interval lies above this one's, as Chatbot Arena ranks)")
         chart = gr.HTML("", elem_id="leaderboard-plot")
         matrix = gr.Dataframe(interactive=False, elem_id="win-matrix", wrap=True,
                               label="Win rate of the row model against the column model (ties half; blank: never met)")
