@@ -66,10 +66,10 @@ def _encode(votes: list[dict]):
     return models, a, b, s
 
 
-def _fit(n_models: int, a, b, s, weights) -> tuple[np.ndarray, np.ndarray]:
+def _fit(n_models: int, a, b, s, weights, covariance: bool = False):
     """Strengths (natural log-odds units, mean 0) for weighted votes plus the virtual ties, by Newton's method on the
-    convex negative log-posterior (a few models: the n×n Hessian is cheap); and the covariance of the centred
-    strengths from that Hessian (the posterior's normal approximation)."""
+    convex negative log-posterior (a few models: the n×n Hessian is cheap); with `covariance`, also the covariance of
+    the centred strengths from that Hessian (the posterior's normal approximation)."""
     # aggregate per ordered pair: wins of a over b, and the number of games, so each step is O(models²)
     wins = np.zeros((n_models, n_models))
     games = np.zeros((n_models, n_models))
@@ -117,10 +117,11 @@ def _fit(n_models: int, a, b, s, weights) -> tuple[np.ndarray, np.ndarray]:
         theta, previous, current = candidate, current, value
         if previous - current < 1e-12 * max(1.0, abs(current)) and np.abs(grad).max() < 1e-6 * max(1.0, g.sum()):
             break
+    if not covariance:
+        return theta - theta.mean()
     # Ratings are relative: the pseudo-inverse leaves out the common shift (and, where groups of models never met
     # one another, the shift between groups, which the votes do not measure).
-    covariance = np.linalg.pinv(hessian_of(theta, 0.0)[1], hermitian=True)
-    return theta - theta.mean(), covariance
+    return theta - theta.mean(), np.linalg.pinv(hessian_of(theta, 0.0)[1], hermitian=True)
 
 
 def to_elo(theta: np.ndarray) -> np.ndarray:
@@ -138,7 +139,7 @@ def bradley_terry(votes, anonymous_only: bool = False, bootstrap: int = 100, see
         return []
     models, a, b, s = _encode(votes)
     n = len(models)
-    theta, covariance = _fit(n, a, b, s, np.ones(len(votes)))
+    theta, covariance = _fit(n, a, b, s, np.ones(len(votes)), covariance=True)
     point = to_elo(theta)
     half_width = NormalDist().inv_cdf(0.5 + confidence / 2) * SCALE / math.log(10) * np.sqrt(np.diag(covariance))
     rng = np.random.default_rng(seed)
@@ -148,7 +149,7 @@ def bradley_terry(votes, anonymous_only: bool = False, bootstrap: int = 100, see
         present = np.zeros(n, dtype=bool)
         present[a[counts > 0]] = True
         present[b[counts > 0]] = True
-        elo = to_elo(_fit(n, a, b, s, counts)[0])
+        elo = to_elo(_fit(n, a, b, s, counts))
         samples[i, present] = elo[present]  # a model absent from a resample has no rating in it
     tail = (1 - confidence) / 2 * 100
     low, high = point - half_width, point + half_width
