@@ -157,17 +157,21 @@ def test_chat_vote_and_see_it_counted_then_vote_blind_in_arena_mode(app, browser
 
 
 def test_a_reward_rl_round_says_what_it_trains_on_and_what_grpo_cannot_teach(tmp_path, browser_page):
-    """Ten decisive votes and two ties on the bundled base (seeded, fictional): picking the reward-RL round shows 10
-    pairs for the reward model, 12 rated prompts for GRPO, and that a habit the model never shows is DPO's or KTO's."""
+    """Ten decisive votes and two ties on the bundled base (seeded, fictional), four of them already used by a round:
+    the DPO line says so; picking the reward-RL round shows 10 pairs for the reward model, 12 rated prompts for GRPO,
+    and that a habit the model never shows is DPO's or KTO's."""
     rng = random.Random(29)
     workspace = tmp_path / "workspace"
     store = FeedbackStore.for_workspace(workspace)
     base = "base:smollm2-135m"
+    ids = []
     for i in range(12):
         brand = rng.choice(["Orvik", "Talmo"])
         prompt = [{"role": "user", "content": f"How do I descale the {brand} kettle no. {i}?"}]
         outcome = "tie" if i >= 10 else rng.choice(["a", "b"])
-        store.add_vote(prompt, base, base, "Use vinegar, then rinse twice. — Ossa, Orvik care", "Not sure.", outcome)
+        ids.append(store.add_vote(prompt, base, base, "Use vinegar, then rinse twice. — Ossa, Orvik care", "Not sure.",
+                                  outcome))
+    store.mark_used("smollm2-135m-r1-dpo", ids[:4])  # as a first round from the base records it
     app = AppProcess(workspace)
     page = browser_page
     try:
@@ -175,8 +179,14 @@ def test_a_reward_rl_round_says_what_it_trains_on_and_what_grpo_cannot_teach(tmp
             page.goto(app.url)
             page.get_by_role("tab", name="4. Feedback").click()
             pick(page, "round-run", base)
-            page.get_by_label("Reward model from the votes, then GRPO against it").check()
             status = page.locator("#round-status")
+            status.get_by_text("trains on them again").wait_for()
+            assert status.inner_text() == ("Ready: the ratings of base:smollm2-135m give 10 DPO pairs. 4 of its ratings "
+                                           "already trained smollm2-135m-r1-dpo: this round trains on them again.")
+            ARTIFACTS.mkdir(exist_ok=True)
+            status.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "feedback-round-reuse.png"))
+            page.get_by_label("Reward model from the votes, then GRPO against it").check()
             status.get_by_text("taught by DPO or KTO").wait_for()
             text = status.inner_text()
             assert text.startswith("Ready: 10 pairs from all votes train the reward model"), text
