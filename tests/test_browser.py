@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -148,11 +149,20 @@ def tabs_seen(page) -> set[str]:
     return set(page.evaluate("() => [...window.ftchatTabsSeen]"))
 
 
-def log_in(browser, url: str, name: str, password: str):
+def log_in(browser, url: str, name: str, password: str, slow: str | None = None):
     """A browser context of its own (its own cookies) for one person, logged in through the app's login form, with
-    the page settled (the load events that pick the person's tabs have run)."""
+    the page settled (the load events that pick the person's tabs have run). `slow`: a glob of files the browser
+    gets 3 s late, as on a slow link (how many it asked for: page.held)."""
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     context.add_init_script(TABS_SEEN_PROBE)
+    held = []
+    if slow:
+        def hold(route):
+            held.append(route.request.url)
+            time.sleep(3)  # the browser goes on loading and drawing everything else meanwhile
+            route.continue_()
+
+        context.route(slow, hold)
     page = context.new_page()
     page.set_default_timeout(30_000)
     page.goto(url)
@@ -162,6 +172,7 @@ def log_in(browser, url: str, name: str, password: str):
     with screenshot_on_failure(page, f"login_{name}"):
         page.get_by_role("tab", name="3. Chat").wait_for()
         page.wait_for_function("() => !document.querySelector('.pending')")
+    page.held = held
     return page
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from test_browser import ARTIFACTS, browser, pick, screenshot_on_failure  # noqa: F401  (a fixture)
+from test_browser import ARTIFACTS, browser, pick, screenshot_on_failure, tabs_seen  # noqa: F401  (a fixture)
 from test_browser import log_in as log_in_as
 from test_feedback_ui import two_bases
 from test_ui_api import AppProcess
@@ -94,3 +94,14 @@ def test_an_admin_shares_prompts_out_and_each_rater_works_through_theirs(team_ap
     with screenshot_on_failure(admin, "test_browser_tasks_report"):
         admin.locator("#feedback-refresh").click()
         admin.locator("#task-summary").get_by_text("zumo-lamp: 1 of 5 items done").wait_for()
+
+
+def test_a_rater_never_sees_the_admin_tabs_even_when_the_page_loads_slowly(team_app, browser):
+    """The style that keeps the tab bar off screen until the page knows who is looking must be there before the tab
+    bar is drawn, whatever order the page's scripts arrive in: here Gradio's HTML component comes 3 s late."""
+    cy = log_in_as(browser, team_app.url, "cy", TEAM["cy"][1], slow="**/assets/HTML-*.js")
+    with screenshot_on_failure(cy, "test_browser_tasks_slow_rater"):
+        assert cy.held, "the page asked for no HTML component script: the test held nothing back"
+        assert tabs_seen(cy) == {"3. Chat"}
+        cy.get_by_role("tab", name="1. Data").wait_for(state="hidden")
+        assert [t.strip() for t in cy.get_by_role("tab").all_inner_texts()] == ["3. Chat"]

@@ -471,8 +471,9 @@ def test_the_admin_tabs_page_events_are_refused_to_a_rater_too(team_app):
     chosen, style = call_page_event(team_app.url, *RATER, tabs)["output"]["data"]
     assert chosen["selected"] == "chat"
     assert all(f"[data-tab-id={tab}]" in style for tab in ("data", "train", "feedback"))
+    assert "#main-tabs { visibility: visible !important; }" in style  # the bar, kept off screen until now, shows
     _, style = call_page_event(team_app.url, *ADMIN, tabs)["output"]["data"]
-    assert style == ""
+    assert style == "<style>#main-tabs { visibility: visible !important; }</style>"  # all of it: no tab hidden
 
 
 def test_the_shell_shows_the_same_agreement(tmp_path, feedback_db):

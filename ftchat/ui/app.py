@@ -24,6 +24,7 @@ from ftchat.workspace import DEFAULT_MAX_UPLOAD_MB, Workspace
 log = logging.getLogger("ftchat.ui")
 
 UPLOAD_COPY_AGE_S = 3600  # how long Gradio's copy of an upload may stay once stored in the workspace
+MAIN_TABS = "main-tabs"
 CSS = """
 .run-progress { padding: 10px 12px; border: 1px solid var(--border-color-primary); border-radius: 8px; }
 .run-progress .bar { height: 10px; margin-top: 8px; background: var(--background-fill-secondary);
@@ -104,10 +105,10 @@ def one_admin(name: str):
     return lambda user: "admin" if user == name else None
 
 
-def build_app(workspace, ctx=None, role_of=everyone_admin, raters: bool = False):
+def build_app(workspace, ctx=None, role_of=everyone_admin):
     """The page: a gr.Blocks with the Data, Train, Chat and Feedback tabs wired to each other; each handler refused
-    to a caller whose role (`role_of(login name)`) may not call it. With `raters` (a team's logins), the tabs stay
-    off screen until the page knows whose it is."""
+    to a caller whose role (`role_of(login name)`) may not call it. Its load event shows each person their tabs
+    (with a team's logins, main() keeps them off screen until then: roles.closed_page_css)."""
     # gradio and the tabs (which import it) load here, after the arguments are checked: `--help` and a refused
     # --host answer in a blink
     import gradio as gr
@@ -124,10 +125,9 @@ def build_app(workspace, ctx=None, role_of=everyone_admin, raters: bool = False)
                     "**1. Data:** upload a file or use a sample · **2. Train:** start a run and watch it · "
                     "**3. Chat:** compare the base with your tuned model and rate the answers · "
                     "**4. Feedback:** see who wins and train the next round from the votes.")
-        # style rules for the tabs: with raters, none on screen until the page knows who is looking, then a rater's
-        # without the admin tabs
-        tab_rules = gr.HTML(roles.closed_page_style("main-tabs") if raters else "", elem_id="tab-rules", padding=False)
-        with gr.Tabs(elem_id="main-tabs") as tabs:
+        # style rules for the tabs, set by the load event: on screen, and a rater's without the admin tabs
+        tab_rules = gr.HTML("", elem_id="tab-rules", padding=False)
+        with gr.Tabs(elem_id=MAIN_TABS) as tabs:
             with gr.Tab("1. Data", id="data") as data_page:
                 data = data_tab.build(ctx, demo)
             with gr.Tab("2. Train", id="train") as train_page:
@@ -152,7 +152,7 @@ def build_app(workspace, ctx=None, role_of=everyone_admin, raters: bool = False)
         for event in data.events:
             event.then(train.refresh_choices, inputs=[data.loaded_paths], outputs=[train.datasets],
                        api_visibility="private")
-        demo.load(roles.page_for(role_of, "main-tabs"), outputs=[tabs, tab_rules], api_visibility="private")
+        demo.load(roles.page_for(role_of, MAIN_TABS), outputs=[tabs, tab_rules], api_visibility="private")
     roles.enforce(demo, role_of)  # last: every handler above, whoever wired it
     demo.ctx = ctx
     return demo
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx.users = users
     if args.parallel_runs is not None:
         run_queue.set_parallel_runs(ctx.workspace.runs_dir, args.parallel_runs)
-    demo = build_app(ctx.workspace, ctx, role_of, raters=users is not None)
+    demo = build_app(ctx.workspace, ctx, role_of)
     import gradio as gr  # see build_app
 
     theme = gr.themes.Soft(primary_hue="indigo", font=["ui-sans-serif", "system-ui", "sans-serif"],
@@ -216,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.launch(
         # Gradio puts server_name into the URL it checks itself with: an IPv6 address needs its brackets there
         server_name=f"[{bare}]" if ":" in bare else bare, server_port=args.port,
-        auth=login, theme=theme, css=CSS, ssr_mode=False,
+        auth=login, theme=theme, css=CSS + (roles.closed_page_css(MAIN_TABS) if users is not None else ""),
+        ssr_mode=False,
         show_error=True, prevent_thread_lock=True, max_file_size=ctx.workspace.max_upload_bytes,
         footer_links=[], mcp_server=False, pwa=False, enable_monitoring=False,
         app_kwargs={"middleware": [Middleware(ThrottledLogin),

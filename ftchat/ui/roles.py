@@ -93,17 +93,22 @@ def guarded(fn, allowed: tuple[str, ...], role_of, what: str | None):
     return wrapper
 
 
-def hidden_tabs_style(tabs_id: str) -> str:
-    """A style rule that hides the ADMIN_TABS' buttons in the tab bar `tabs_id`. Gradio 6.31 applies a Tab's
-    visible= only when the page is built, never from an event's update, so a rater's page hides them this way."""
-    buttons = ", ".join(f"#{tabs_id} button[role=tab][data-tab-id={tab}]" for tab in ADMIN_TABS)
-    return f"<style>{buttons} {{ display: none !important; }}</style>"
+def closed_page_css(tabs_id: str) -> str:
+    """CSS for the page's head (launch's css) that keeps the tabs `tabs_id` off screen until page_for has run: an app
+    with a team's logins builds one page for everyone, and a rater must not see, even for a moment, the admin's tabs.
+    In the head, not in a component: the tab bar may be drawn before a component's script has arrived."""
+    return f"#{tabs_id} {{ visibility: hidden; }}"
 
 
-def closed_page_style(tabs_id: str) -> str:
-    """A style rule that keeps the tabs `tabs_id` off screen until page_for has run: an app with raters builds one
-    page for everyone, and a rater must not see, even for a moment, the admin's tabs."""
-    return f"<style>#{tabs_id} {{ visibility: hidden; }}</style>"
+def open_page_style(tabs_id: str, admin: bool) -> str:
+    """The style rules that put the tabs `tabs_id` on screen, for a rater without the ADMIN_TABS' buttons (Gradio
+    6.31 applies a Tab's visible= only when the page is built, never from an event's update). One block, so the bar
+    never shows with the admin's tabs in it."""
+    rules = f"#{tabs_id} {{ visibility: visible !important; }}"
+    if not admin:
+        buttons = ", ".join(f"#{tabs_id} button[role=tab][data-tab-id={tab}]" for tab in ADMIN_TABS)
+        rules += f" {buttons} {{ display: none !important; }}"
+    return f"<style>{rules}</style>"
 
 
 def page_for(role_of, tabs_id: str):
@@ -111,8 +116,8 @@ def page_for(role_of, tabs_id: str):
     else's opens in the Chat tab with the ADMIN_TABS out of the tab bar. Either way the tabs are then on screen."""
     def show_tabs():
         if role_of(logged_in()) == ADMIN:
-            return gr.skip(), ""
-        return gr.Tabs(selected="chat"), hidden_tabs_style(tabs_id)
+            return gr.skip(), open_page_style(tabs_id, admin=True)
+        return gr.Tabs(selected="chat"), open_page_style(tabs_id, admin=False)
     return show_tabs
 
 
